@@ -1,0 +1,1 @@
+"""Tests of lunad's metrics as others see them: Prometheus config, alerts, Grafana dashboard."""
