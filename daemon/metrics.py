@@ -1,0 +1,351 @@
+"""lunad's Prometheus exporter: every metric of DESIGN.md's table, on one CollectorRegistry.
+
+Two kinds of source:
+
+- Events, counted when they happen, by the code that sees them: sessions ending
+  (`session_closed`), attach time (`session_attached`), refusals, worker spawns and exits (the
+  pool calls `worker_spawned` / `worker_exited`), tool calls (the observer's sink from
+  `tool_call_sink`). Label children are cached so an event costs a dict lookup and an inc.
+- Snapshots, read at scrape time by `_DaemonCollector`: active sessions, pool states, backoff,
+  per-worker RSS/CPU/fds (psutil, from the `Process` objects the workers keep, so CPU counters
+  are continuous between scrapes), per-server traffic counters (`Traffic`, plain ints the
+  observer bumps without locks), infra status, and Luna's φ and memory counts from
+  `luna_server.summary.read_summary`.
+
+The scrape runs in prometheus_client's HTTP thread. The daemon's state lives on the event
+loop, so the collector asks the loop for a `Snapshot` (`call_soon_threadsafe`, bounded wait)
+and does the slow parts (psutil syscalls, reading Luna's summary) in the scrape thread, off
+the loop. Without a loop (unit tests) the view is called directly.
+
+Labels stay bounded: server names come from the config, `slot` is bounded by pool size, tool
+names by the server's own `tools/list` (see observer.py), never a session id or a pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.registry import Collector
+
+from daemon.observer import OUTCOMES, Traffic
+from daemon.states import POOL_STATES
+
+log = logging.getLogger("lunad.metrics")
+
+SESSION_OUTCOMES: tuple[str, ...] = ("closed", "worker_exited", "rejected", "timeout", "killed")
+SPAWN_RESULTS: tuple[str, ...] = ("ready", "failed")
+MEMORY_TYPES: tuple[str, ...] = ("root", "branch", "leaf", "seed")
+
+_ATTACH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0)
+_SPAWN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_SESSION_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0,
+                    24 * 3600.0)
+_TOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                 30.0, 60.0, 300.0)
+
+
+@dataclass
+class WorkerSample:
+    """One live worker as the collector needs it (taken on the loop, sampled off it)."""
+
+    server: str
+    slot: int
+    process: psutil.Process | None
+
+
+@dataclass
+class Snapshot:
+    """The daemon's state at one instant, as the collector reads it."""
+
+    sessions_active: Mapping[str, int] = field(default_factory=dict)
+    pools: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # Pool.snapshot()
+    workers: list[WorkerSample] = field(default_factory=list)
+    infra: Mapping[str, Any] | None = None  # InfraSupervisor.status()
+    # Where Luna's shared state is: (memory_path, redis_url), or None when no Luna server runs.
+    luna_state: tuple[str | Path | None, str | None] | None = None
+
+
+SnapshotView = Callable[[], Snapshot]
+ToolCallSink = Callable[[str, str, float], None]
+
+
+class Metrics:
+    """The registry and the event methods the daemon calls; see the module docstring."""
+
+    def __init__(self, *, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions_total = Counter(
+            "luna_sessions_total", "Sessions ended, by outcome.", ["server", "outcome"],
+            registry=r)
+        self.session_duration = Histogram(
+            "luna_session_duration_seconds", "Session length, accept to close.", ["server"],
+            buckets=_SESSION_BUCKETS, registry=r)
+        self.session_attach = Histogram(
+            "luna_session_attach_seconds", "Accept to worker bound.", ["server"],
+            buckets=_ATTACH_BUCKETS, registry=r)
+        self.worker_spawns = Counter(
+            "luna_worker_spawns_total", "Worker spawns, by result.", ["server", "result"],
+            registry=r)
+        self.worker_spawn_seconds = Histogram(
+            "luna_worker_spawn_seconds", "Worker exec to readiness ping answered.", ["server"],
+            buckets=_SPAWN_BUCKETS, registry=r)
+        self.worker_exits = Counter(
+            "luna_worker_exits_total", "Worker exits, by reason.", ["server", "reason"],
+            registry=r)
+        self.tool_calls = Counter(
+            "luna_tool_calls_total", "tools/call requests, by tool and outcome.",
+            ["server", "tool", "outcome"], registry=r)
+        self.tool_call_duration = Histogram(
+            "luna_tool_call_duration_seconds", "tools/call request to response.",
+            ["server", "tool"], buckets=_TOOL_BUCKETS, registry=r)
+        self._traffic: dict[str, Traffic] = {}
+        self._tool_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._collector = _DaemonCollector(self)
+        r.register(self._collector)
+        if process_metrics:
+            ProcessCollector(registry=r)
+        self._http: Any = None
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def add_server(self, server: str) -> None:
+        """Start a server's series at zero, so rate() works from the first scrape."""
+        for outcome in SESSION_OUTCOMES:
+            self.sessions_total.labels(server, outcome)
+        for result in SPAWN_RESULTS:
+            self.worker_spawns.labels(server, result)
+        self.traffic(server)
+
+    def set_view(self, view: SnapshotView, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Where snapshots come from; with `loop`, the view runs on that loop's thread."""
+        self._collector.view = view
+        self._collector.loop = loop
+
+    def traffic(self, server: str) -> Traffic:
+        """The server-wide counters its sessions' observers bump."""
+        traffic = self._traffic.get(server)
+        if traffic is None:
+            traffic = self._traffic[server] = Traffic()
+        return traffic
+
+    def tool_call_sink(self, server: str) -> ToolCallSink:
+        """The observer's `on_tool_call` for a server's sessions."""
+        children = self._tool_children
+        calls = self.tool_calls
+        durations = self.tool_call_duration
+
+        def on_tool_call(tool: str, outcome: str, seconds: float) -> None:
+            key = (server, tool, outcome)
+            pair = children.get(key)
+            if pair is None:
+                pair = children[key] = (calls.labels(server, tool, outcome),
+                                        durations.labels(server, tool))
+            pair[0].inc()
+            pair[1].observe(seconds)
+
+        return on_tool_call
+
+    # -- events -------------------------------------------------------------------------
+
+    def session_attached(self, server: str, seconds: float) -> None:
+        self.session_attach.labels(server).observe(seconds)
+
+    def session_closed(self, server: str, outcome: str, seconds: float | None) -> None:
+        """A session ended (outcome: SESSION_OUTCOMES); refused ones have no duration."""
+        self.sessions_total.labels(server, outcome).inc()
+        if seconds is not None:
+            self.session_duration.labels(server).observe(seconds)
+
+    def worker_spawned(self, server: str, result: str, seconds: float | None) -> None:
+        """Called by the pool after each spawn attempt (result: ready | failed)."""
+        self.worker_spawns.labels(server, result).inc()
+        if result == "ready" and seconds is not None:
+            self.worker_spawn_seconds.labels(server).observe(seconds)
+
+    def worker_exited(self, server: str, reason: str) -> None:
+        """Called by the pool for every worker that ended (reason: states.EXIT_REASONS)."""
+        self.worker_exits.labels(server, reason).inc()
+
+    # -- exposition ---------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The /metrics text (what a scrape returns)."""
+        return generate_latest(self.registry)
+
+    def serve(self, listen: str) -> tuple[str, int]:
+        """Serve /metrics on "host:port" in prometheus_client's thread; returns the address."""
+        host, port = parse_listen(listen)
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        bound = server.server_address
+        return str(bound[0]), int(bound[1])
+
+    def close(self) -> None:
+        """Stop the HTTP server (if serving)."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"127.0.0.1:9464" or "[::1]:9464" -> (host, port); ValueError saying what is allowed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise ValueError(f"metrics listen address {listen!r}: expected HOST:PORT, "
+                         "e.g. 127.0.0.1:9464 or [::1]:9464")
+    return host.strip("[]"), int(port)
+
+
+class _DaemonCollector(Collector):
+    """The snapshot metrics, built at each scrape (see the module docstring)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.view: SnapshotView | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._summary: Callable[..., Mapping[str, Any]] | None = None
+        self._summary_missing_logged = False
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only (auto_describe would call collect() at registration, before any view).
+        return self._families()
+
+    def _families(self) -> list[Metric]:
+        return [
+            GaugeMetricFamily("luna_sessions_active", "Sessions open now.", labels=["server"]),
+            GaugeMetricFamily("luna_pool_workers", "Workers by state.",
+                              labels=["server", "state"]),
+            GaugeMetricFamily("luna_pool_backoff", "1 while spawning is backing off.",
+                              labels=["server"]),
+            GaugeMetricFamily("luna_worker_resident_memory_bytes", "Worker RSS.",
+                              labels=["server", "slot"]),
+            CounterMetricFamily("luna_worker_cpu_seconds", "Worker CPU time (user+system).",
+                                labels=["server", "slot"]),
+            GaugeMetricFamily("luna_worker_open_fds", "Worker open file descriptors.",
+                              labels=["server", "slot"]),
+            CounterMetricFamily("luna_rpc_requests", "Client JSON-RPC messages by method.",
+                                labels=["server", "method"]),
+            CounterMetricFamily("luna_messages", "Frames proxied (in: to the server).",
+                                labels=["server", "direction"]),
+            CounterMetricFamily("luna_message_bytes", "Bytes proxied, newlines included.",
+                                labels=["server", "direction"]),
+            CounterMetricFamily("luna_frames_unparsed", "Frames that were not JSON-RPC.",
+                                labels=["server"]),
+            GaugeMetricFamily("luna_infra_up", "1 when the infra service is healthy.",
+                              labels=["service"]),
+            CounterMetricFamily("luna_infra_restarts", "Infra service restarts by lunad.",
+                                labels=["service"]),
+            GaugeMetricFamily("luna_phi_value", "Luna's integrated-information value φ."),
+            GaugeMetricFamily("luna_memories", "Luna's memories by type.", labels=["type"]),
+        ]
+
+    def _snapshot(self) -> Snapshot:
+        view, loop = self.view, self.loop
+        if view is None:
+            return Snapshot()
+        if loop is None or not loop.is_running():
+            return view()
+        future: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+
+        def take() -> None:
+            try:
+                future.set_result(view())
+            except BaseException as exc:  # handed to the scrape thread, which logs it
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(take)
+        return future.result(timeout=5.0)
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:  # concurrent scrapes would only double the psutil work
+            families = self._families()
+            (sessions, workers, backoff, rss, cpu, fds, requests, messages, nbytes, unparsed,
+             infra_up, infra_restarts, phi, memories) = families
+            try:
+                snap = self._snapshot()
+            except Exception:
+                log.exception("metrics: could not take the daemon snapshot")
+                snap = Snapshot()
+            for server, count in snap.sessions_active.items():
+                sessions.add_metric([server], count)
+            for server, pool in snap.pools.items():
+                states = pool.get("pool", {})
+                for state in POOL_STATES:
+                    workers.add_metric([server, state], states.get(state, 0))
+                active = bool(pool.get("backoff", {}).get("active"))
+                backoff.add_metric([server], 1.0 if active else 0.0)
+            self._sample_workers(snap.workers, rss, cpu, fds)
+            for server, t in list(self.metrics._traffic.items()):
+                for method, count in dict(t.requests).items():
+                    requests.add_metric([server, method], count)
+                messages.add_metric([server, "in"], t.messages_in)
+                messages.add_metric([server, "out"], t.messages_out)
+                nbytes.add_metric([server, "in"], t.bytes_in)
+                nbytes.add_metric([server, "out"], t.bytes_out)
+                unparsed.add_metric([server], t.unparsed)
+            if snap.infra:
+                for service, st in (snap.infra.get("services") or {}).items():
+                    infra_up.add_metric([service], 1.0 if st.get("up") else 0.0)
+                    infra_restarts.add_metric([service], float(st.get("restarts", 0)))
+            if snap.luna_state is not None:
+                self._add_summary(snap.luna_state, phi, memories)
+            return families
+
+    @staticmethod
+    def _sample_workers(samples: list[WorkerSample], rss: Metric, cpu: Metric,
+                        fds: Metric) -> None:
+        for w in samples:
+            if w.process is None:
+                continue
+            labels = [w.server, str(w.slot)]
+            try:
+                with w.process.oneshot():
+                    mem = w.process.memory_info().rss
+                    times = w.process.cpu_times()
+                    nfds = w.process.num_fds()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue  # it exited between the snapshot and now: no sample, not an error
+            rss.add_metric(labels, mem)
+            cpu.add_metric(labels, times.user + times.system)
+            fds.add_metric(labels, nfds)
+
+    def _add_summary(self, state: tuple[str | Path | None, str | None], phi: Metric,
+                     memories: Metric) -> None:
+        if self._summary is None:
+            try:
+                from luna_server.summary import read_summary
+            except ImportError as exc:
+                if not self._summary_missing_logged:
+                    log.warning("metrics: luna_phi_value and luna_memories have no samples: "
+                                "luna_server.summary.read_summary is not importable (%s)", exc)
+                    self._summary_missing_logged = True
+                return
+            self._summary = read_summary
+        memory_path, redis_url = state
+        try:
+            summary = self._summary(memory_path, redis_url)
+            phi.add_metric([], float(summary["phi"]))
+            counts = summary.get("memories", {})
+            for kind in MEMORY_TYPES:
+                memories.add_metric([kind], float(counts.get(kind, 0)))
+        except Exception:
+            log.exception("metrics: read_summary(%s, %s) failed", memory_path, redis_url)
+
+
+__all__ = ["OUTCOMES", "SESSION_OUTCOMES", "Metrics", "Snapshot", "WorkerSample",
+           "parse_listen"]

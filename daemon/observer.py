@@ -1,0 +1,292 @@
+"""The JSON-RPC observer of one session: reads frames, never changes them.
+
+The session pump hands every complete frame to `client_frame` (client -> server, direction
+"in") or `server_frame` (server -> client, "out"). The observer reads only what it needs:
+`method`, `id`, `params.name`, `params.requestId`, `result.isError`, `error` and, from the
+server's answer to `tools/list`, the tool names. With them it
+
+- counts messages and bytes per direction, client methods (`known MCP methods`, else
+  `other`) and frames it could not parse, into the server-wide `Traffic` counters (plain ints:
+  the hot path pays an attribute add, the metrics collector reads them at scrape time);
+- keeps the client's requests in flight by id, so that when the worker dies the session can
+  answer each of them (`worker_exited()` returns them);
+- times every `tools/call` from request to response and reports it through `on_tool_call(tool,
+  outcome, seconds)` with outcome ok | tool_error | rpc_error | worker_exited | cancelled.
+
+Tool names are bounded: only names the server itself listed in `tools/list` are used as a
+label, anything else is `other`, so a client cannot grow the label set.
+
+Cost: frames up to LARGE_FRAME bytes go through `json.loads` (a few µs for MCP-sized
+messages). Bigger frames (typically a large tool result) are not decoded whole: a regex over
+the head finds `id`/`method`/`error`, and the tail is searched for `"isError":true`; only when
+the head does not yield an id is the frame decoded after all. The observer is pure: no I/O, a
+clock that tests can replace, and callbacks for what it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+OK = "ok"
+TOOL_ERROR = "tool_error"
+RPC_ERROR = "rpc_error"
+WORKER_EXITED = "worker_exited"
+CANCELLED = "cancelled"
+OUTCOMES: tuple[str, ...] = (OK, TOOL_ERROR, RPC_ERROR, WORKER_EXITED, CANCELLED)
+
+OTHER = "other"
+
+KNOWN_METHODS: frozenset[str] = frozenset({
+    "initialize", "ping", "tools/list", "tools/call",
+    "resources/list", "resources/templates/list", "resources/read",
+    "resources/subscribe", "resources/unsubscribe",
+    "prompts/list", "prompts/get", "logging/setLevel", "completion/complete",
+    "notifications/initialized", "notifications/cancelled", "notifications/progress",
+    "notifications/roots/list_changed",
+})
+"""Client-sent MCP methods counted by name in luna_rpc_requests_total; others are `other`."""
+
+LARGE_FRAME = 64 * 1024
+"""Frames above this are observed from their head and tail instead of a full json.loads."""
+
+_HEAD = 1024
+_TAIL = 512
+_ID_RE = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|null)')
+_METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"\\]{1,200})"')
+_KIND_RE = re.compile(rb'"(method|result|error)"\s*:')
+_NAME_RE = re.compile(rb'"name"\s*:\s*"([^"\\]{1,200})"')
+_IS_ERROR_RE = re.compile(rb'"isError"\s*:\s*true')
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Server-wide counters shared by its sessions' observers (read by the metrics collector)."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    unparsed: int = 0
+    requests: dict[str, int] = field(default_factory=dict)  # method label -> count
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A client request the server has not answered yet."""
+
+    id: Any
+    method: str
+    tool: str | None  # the tool label for tools/call, else None
+    started: float
+
+
+ToolCallSink = Callable[[str, str, float], None]
+
+
+def _no_sink(tool: str, outcome: str, seconds: float) -> None:
+    return None
+
+
+class Observer:
+    """Watches one session's frames; see the module docstring."""
+
+    __slots__ = ("_clock", "_tools", "calls", "in_flight", "on_tool_call", "traffic")
+
+    def __init__(
+        self,
+        traffic: Traffic | None = None,
+        on_tool_call: ToolCallSink = _no_sink,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.traffic = traffic if traffic is not None else Traffic()
+        self.on_tool_call = on_tool_call
+        self._clock = clock
+        self._tools: frozenset[str] = frozenset()
+        self.in_flight: dict[Any, InFlight] = {}
+        self.calls = 0  # tools/call requests this session made (for `luna status`)
+
+    @property
+    def tools(self) -> frozenset[str]:
+        """Tool names the server listed (the allowed values of the `tool` label)."""
+        return self._tools
+
+    # -- client -> server -------------------------------------------------------------
+
+    def client_frame(self, frame: bytes) -> None:
+        """One complete frame from the client (without its newline)."""
+        t = self.traffic
+        t.messages_in += 1
+        t.bytes_in += len(frame) + 1
+        message = self._decode(frame)
+        if message is None:
+            return
+        if type(message) is list:  # a JSON-RPC batch (older MCP revisions)
+            for item in message:
+                if type(item) is dict:
+                    self._client_message(item)
+        else:
+            self._client_message(message)
+
+    def _client_message(self, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        if type(method) is not str:
+            return  # the client's answer to a server request: nothing to time
+        label = method if method in KNOWN_METHODS else OTHER
+        requests = self.traffic.requests
+        requests[label] = requests.get(label, 0) + 1
+        if "id" in message:
+            req_id = message["id"]
+            tool = None
+            if method == "tools/call":
+                self.calls += 1
+                params = message.get("params")
+                name = params.get("name") if type(params) is dict else None
+                tool = name if name in self._tools else OTHER
+            if _hashable(req_id):
+                self.in_flight[req_id] = InFlight(req_id, method, tool, self._clock())
+        elif method == "notifications/cancelled":
+            params = message.get("params")
+            if type(params) is dict and _hashable(params.get("requestId")):
+                request = self.in_flight.pop(params.get("requestId"), None)
+                if request is not None and request.tool is not None:
+                    self.on_tool_call(request.tool, CANCELLED, self._clock() - request.started)
+
+    # -- server -> client -------------------------------------------------------------
+
+    def server_frame(self, frame: bytes) -> None:
+        """One complete frame from the server (without its newline)."""
+        t = self.traffic
+        t.messages_out += 1
+        t.bytes_out += len(frame) + 1
+        if not self.in_flight:
+            # Nothing to match (server notifications, logs): skip decoding entirely, but a
+            # frame that is not even JSON-looking still counts as unparsed.
+            if frame[:1] not in (b"{", b"["):
+                self._unparsed_unless_blank(frame)
+            return
+        message = self._decode(frame)
+        if message is None:
+            return
+        if type(message) is dict and len(frame) > LARGE_FRAME and _hashable(message.get("id")):
+            request = self.in_flight.get(message.get("id"))
+            if request is not None and request.method == "tools/list":
+                message = json.loads(frame)  # the tool names are the point of this answer
+        if type(message) is list:
+            for item in message:
+                if type(item) is dict:
+                    self._server_message(item)
+        else:
+            self._server_message(message)
+
+    def _server_message(self, message: dict[str, Any]) -> None:
+        if "method" in message or "id" not in message:
+            return  # a server request or notification
+        req_id = message["id"]
+        if not _hashable(req_id):
+            return
+        request = self.in_flight.pop(req_id, None)
+        if request is None:
+            return
+        if request.method == "tools/list":
+            self._learn_tools(message.get("result"))
+        if request.tool is None:
+            return
+        if "error" in message:
+            outcome = RPC_ERROR
+        else:
+            result = message.get("result")
+            outcome = TOOL_ERROR if type(result) is dict and result.get("isError") is True else OK
+        self.on_tool_call(request.tool, outcome, self._clock() - request.started)
+
+    def _learn_tools(self, result: Any) -> None:
+        if type(result) is not dict or type(result.get("tools")) is not list:
+            return
+        names = {t.get("name") for t in result["tools"] if type(t) is dict}
+        # Keep earlier pages' names too: tools/list is paginated (cursor).
+        self._tools = self._tools | {n for n in names if type(n) is str}
+
+    # -- ends ---------------------------------------------------------------------------
+
+    def worker_exited(self) -> list[InFlight]:
+        """The worker is gone: report its open tool calls, return every unanswered request."""
+        return self._drain(WORKER_EXITED)
+
+    def client_gone(self) -> list[InFlight]:
+        """The client left with requests open: their tool calls count as cancelled."""
+        return self._drain(CANCELLED)
+
+    def _drain(self, outcome: str) -> list[InFlight]:
+        pending = list(self.in_flight.values())
+        self.in_flight.clear()
+        now = self._clock()
+        for request in pending:
+            if request.tool is not None:
+                self.on_tool_call(request.tool, outcome, now - request.started)
+        return pending
+
+    # -- decoding ----------------------------------------------------------------------
+
+    def _decode(self, frame: bytes) -> Any:
+        """The frame as JSON (or a reduced dict for a large one), or None (counted unparsed)."""
+        if len(frame) > LARGE_FRAME:
+            message = _peek_large(frame)
+            if message is not None:
+                return message
+        try:
+            message = json.loads(frame)
+        except ValueError:  # includes UnicodeDecodeError
+            self._unparsed_unless_blank(frame)
+            return None
+        if type(message) is dict or type(message) is list:
+            return message
+        self.traffic.unparsed += 1  # valid JSON, but not a JSON-RPC message
+        return None
+
+    def _unparsed_unless_blank(self, frame: bytes) -> None:
+        if frame.strip():  # blank lines between frames are legal padding, not garbage
+            self.traffic.unparsed += 1
+
+
+def _hashable(value: Any) -> bool:
+    # JSON-RPC ids are strings or numbers (null for some errors); anything else cannot key us.
+    return value is None or type(value) in (str, int, float)
+
+
+def _peek_large(frame: bytes) -> dict[str, Any] | None:
+    """A dict with just the fields the observer reads, from a large frame's head and tail.
+
+    JSON does not fix key order, but every MCP SDK writes `jsonrpc`, `id` and then `method`,
+    `result` or `error` before the bulk (params, result content); whichever of those three keys
+    comes first says what the frame is. If the head has no id or none of the three keys, we
+    return None and the caller decodes the whole frame: this is a shortcut, never a guess.
+    """
+    head = frame[:_HEAD]
+    if not head.lstrip().startswith(b"{"):
+        return None
+    id_match = _ID_RE.search(head)
+    kind = _KIND_RE.search(head)
+    if id_match is None or kind is None:
+        return None
+    message: dict[str, Any] = {"id": json.loads(id_match.group(1))}
+    key = kind.group(1)
+    if key == b"method":
+        method = _METHOD_RE.search(head, kind.start())
+        if method is None:
+            return None
+        message["method"] = method.group(1).decode("utf-8", "replace")
+        name = _NAME_RE.search(head, method.end())  # tools/call: params.name comes next
+        if name is not None:
+            message["params"] = {"name": name.group(1).decode("utf-8", "replace")}
+    elif key == b"error":
+        message["error"] = {}
+    elif _IS_ERROR_RE.search(frame, len(frame) - _TAIL) is not None:
+        message["result"] = {"isError": True}
+    else:
+        message["result"] = {}
+    return message

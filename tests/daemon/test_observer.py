@@ -1,0 +1,151 @@
+"""The observer: in-flight tracking, tool timing and outcomes, bounded labels, counters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from daemon.observer import LARGE_FRAME, OTHER, Observer, Traffic
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode()
+
+
+def make() -> tuple[Observer, list[tuple[str, str, float]], Clock]:
+    calls: list[tuple[str, str, float]] = []
+    clock = Clock()
+    obs = Observer(Traffic(), lambda t, o, s: calls.append((t, o, s)), clock=clock)
+    return obs, calls, clock
+
+
+def list_tools(obs: Observer, names: list[str]) -> None:
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": "L", "method": "tools/list"}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": "L",
+                            "result": {"tools": [{"name": n} for n in names]}}))
+
+
+def call(obs: Observer, req_id: Any, name: str) -> None:
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": req_id, "method": "tools/call",
+                            "params": {"name": name, "arguments": {}}}))
+
+
+def test_tool_call_is_timed_with_outcomes() -> None:
+    obs, calls, clock = make()
+    list_tools(obs, ["echo", "fail"])
+    call(obs, 1, "echo")
+    call(obs, 2, "fail")
+    call(obs, 3, "echo")
+    assert set(obs.in_flight) == {1, 2, 3}
+    clock.now += 0.25
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {"content": []}}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 2, "result": {"isError": True}}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 3, "error": {"code": -1, "message": "x"}}))
+    assert calls == [("echo", "ok", 0.25), ("fail", "tool_error", 0.25),
+                     ("echo", "rpc_error", 0.25)]
+    assert obs.in_flight == {}
+    assert obs.calls == 3
+
+
+def test_unlisted_tool_is_other() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["echo"])
+    call(obs, 7, "made-up-name")
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 7, "result": {}}))
+    assert calls == [(OTHER, "ok", 0.0)]
+    assert obs.tools == frozenset({"echo"})
+
+
+def test_cancelled_notification_ends_the_call() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["sleep"])
+    call(obs, "a", "sleep")
+    obs.client_frame(frame({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": "a", "reason": "user"}}))
+    assert calls == [("sleep", "cancelled", 0.0)]
+    assert obs.in_flight == {}
+
+
+def test_worker_exit_returns_every_open_request() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["echo"])
+    call(obs, 1, "echo")
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
+    pending = obs.worker_exited()
+    assert sorted(p.id for p in pending) == [1, 2]
+    assert calls == [("echo", "worker_exited", 0.0)]
+    assert obs.in_flight == {}
+
+
+def test_counts_methods_messages_bytes_and_unparsed() -> None:
+    obs, _, _ = make()
+    t = obs.traffic
+    init = frame({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}})
+    obs.client_frame(init)
+    obs.client_frame(frame({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": 9, "method": "x/unknown"}))
+    obs.client_frame(b"this is not json")
+    obs.client_frame(b"42")  # JSON, but not a JSON-RPC message
+    obs.server_frame(b"\xff\xfe garbage")
+    assert t.requests == {"initialize": 1, "notifications/initialized": 1, "other": 1}
+    assert t.messages_in == 5 and t.messages_out == 1
+    assert t.bytes_in == len(init) + 1 + sum(
+        len(f) + 1 for f in (frame({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                             frame({"jsonrpc": "2.0", "id": 9, "method": "x/unknown"}),
+                             b"this is not json", b"42"))
+    assert t.unparsed == 3
+
+
+def test_ids_are_matched_by_type_and_value() -> None:
+    obs, _, _ = make()
+    list_tools(obs, ["echo"])
+    call(obs, 1, "echo")
+    call(obs, "1", "echo")
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": "1", "result": {}}))
+    assert list(obs.in_flight) == [1]
+
+
+def test_large_frames_are_observed_from_head_and_tail() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["echo"])
+    big = "y" * (LARGE_FRAME * 2)
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {"text": big}}}))
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {"text": big}}}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 5,
+                            "result": {"content": [{"type": "text", "text": big}],
+                                       "isError": True}}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 6,
+                            "result": {"content": [{"type": "text", "text": big}]}}))
+    assert calls == [("echo", "tool_error", 0.0), ("echo", "ok", 0.0)]
+
+
+def test_large_frame_without_leading_id_is_decoded_whole() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["echo"])
+    call(obs, 8, "echo")
+    big = "z" * (LARGE_FRAME * 2)
+    obs.server_frame(json.dumps({"result": {"content": big, "isError": True},
+                                 "jsonrpc": "2.0", "id": 8}).encode())
+    assert calls == [("echo", "tool_error", 0.0)]
+
+
+def test_batch_messages_are_each_observed() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["echo"])
+    obs.client_frame(json.dumps([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"}]).encode())
+    obs.server_frame(json.dumps([{"jsonrpc": "2.0", "id": 1, "result": {}},
+                                 {"jsonrpc": "2.0", "id": 2, "result": {}}]).encode())
+    assert calls == [("echo", "ok", 0.0)]
+    assert obs.in_flight == {}
