@@ -1,0 +1,64 @@
+"""Just enough PromQL reading to check which metrics and labels a query uses.
+
+Not a PromQL parser: Prometheus itself validates syntax (tests run every expression through
+promtool). This module only finds metric names, the label matchers of each selector and the
+labels of `by (...)`/`without (...)`/`on (...)`/`ignoring (...)` clauses, after removing
+string literals so that a label value such as "luna_x" is never mistaken for a metric.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Metric prefixes lunad's exporter owns; other names (up, scrape_*) belong to Prometheus.
+OUR_PREFIXES = ("luna_", "process_")
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_SELECTOR = re.compile(r"\b((?:luna|process)_[A-Za-z0-9_:]*)\b\s*(\{[^}]*\})?")
+_MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+# Grafana's variables are not PromQL; they are replaced by values of the right kind.
+_GRAFANA_VARS = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+}
+
+
+@dataclass(frozen=True)
+class Selector:
+    """One `name{matchers}` occurrence."""
+
+    name: str
+    labels: frozenset[str]
+
+
+def without_strings(expr: str) -> str:
+    """The expression with every string literal replaced by an empty one."""
+    return _STRING.sub('""', expr)
+
+
+def selectors(expr: str) -> list[Selector]:
+    """Every selector of one of our metrics in `expr`, with the label names it matches on."""
+    bare = without_strings(expr)
+    found = []
+    for match in _SELECTOR.finditer(bare):
+        matchers = match.group(2) or ""
+        found.append(Selector(match.group(1), frozenset(_MATCHER.findall(matchers))))
+    return found
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels named in by/without/on/ignoring clauses."""
+    labels: set[str] = set()
+    for group in _GROUPING.findall(without_strings(expr)):
+        labels.update(part.strip() for part in group.split(",") if part.strip())
+    return labels
+
+
+def substitute_grafana_variables(expr: str, template_values: dict[str, str]) -> str:
+    """A Grafana panel query made into plain PromQL for promtool/Prometheus."""
+    for name, value in {**_GRAFANA_VARS, **template_values}.items():
+        expr = expr.replace(name, value)
+    return expr
