@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from daemon.infra.config import BACKENDS, InfraConfig, parse_infra_config
 from daemon.infra.detect import choose_backend
+from daemon.infra.native import NativeSupervisor
 from daemon.infra.none import NoneSupervisor
 
 __all__ = ["BACKENDS", "InfraConfig", "InfraSupervisor", "create_supervisor",
@@ -48,5 +49,10 @@ def create_supervisor(config: InfraConfig, state_dir: Path, project_dir: Path, *
     probes and the children (tests use it to put a stand-in docker CLI on PATH).
     """
     backend, why = choose_backend(config, env)
-    # compose and native land in the next commits; until then they run as none, saying so.
-    return NoneSupervisor(why if backend == "none" else f"{backend}: not built yet ({why})")
+    if backend == "native":
+        return NativeSupervisor(config, state_dir, project_dir,
+                                metrics_address=metrics_address or None, env=env)
+    if backend == "compose":
+        # The compose backend lands in the next commit; until then it runs as none, saying so.
+        return NoneSupervisor(f"compose: not built yet ({why})")
+    return NoneSupervisor(why)
