@@ -164,3 +164,44 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(exprs)} rules found" in result.stdout
+
+
+DOCS = ROOT / "docs" / "metrics.md"
+
+
+def docs_queries() -> list[str]:
+    """The example queries of docs/metrics.md: one per line of a promql block, where a line
+    starting with whitespace continues the previous query."""
+    queries: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", DOCS.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            if line[:1].isspace() and queries:
+                queries[-1] += " " + line.strip()
+            elif line.strip():
+                queries.append(line.strip())
+    return queries
+
+
+def test_docs_describe_every_exported_metric_and_alert(families: dict[str, Family]) -> None:
+    text = DOCS.read_text()
+    missing = [series for family in families.values()
+               for series in sorted(family.series())
+               if not series.endswith(("_bucket", "_sum", "_count")) and f"`{series}`" not in text]
+    assert not missing, f"docs/metrics.md does not describe {missing}"
+    alerts = re.findall(r"^\s*- alert:\s*(\S+)", ALERTS.read_text(), re.MULTILINE)
+    assert [a for a in alerts if f"**{a}**" not in text] == []  # each has a "what to do"
+
+
+def test_docs_example_queries_use_exported_series_and_parse(
+        index: dict[str, Family], tmp_path: Path) -> None:
+    queries = docs_queries()
+    assert len(queries) >= 20
+    bad = {q: p for q in queries if (p := problems(q, index))}
+    assert not bad, json.dumps(bad, indent=1)
+    rules = {"groups": [{"name": "docs", "rules": [
+        {"record": f"docs:query_{i}", "expr": q} for i, q in enumerate(queries)]}]}
+    path = tmp_path / "docs.yml"
+    path.write_text(json.dumps(rules, ensure_ascii=False))
+    result = subprocess.run([shutil.which("promtool") or "promtool", "check", "rules", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
