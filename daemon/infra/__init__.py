@@ -11,7 +11,8 @@ lunad calls exactly this (BRIEF.md, "Infra" contract):
 
 Backends, one module each: compose.py (docker compose CLI as a child process), native.py
 (redis-server and prometheus as lunad's children), none.py. States and their transitions are in
-states.py, restart delays in backoff.py, `docker compose ps` parsing in compose_ps.py.
+states.py, restart delays in
+daemon/backoff.py (shared with the pool), `docker compose ps` parsing in compose_ps.py.
 """
 
 from __future__ import annotations

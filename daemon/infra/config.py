@@ -18,7 +18,7 @@ allowed, and an unknown key is an error too (a typo must not silently become a d
 | prometheus | true | native: run prometheus too |
 | prometheus_retention | "15d" | native: `--storage.tsdb.retention.time` |
 | redis_binary, prometheus_binary | "redis-server", "prometheus" | native: name on PATH, or path |
-| restart_backoff_base, restart_backoff_cap | 1.0, 60.0 | seconds; see daemon/infra/backoff.py |
+| restart_backoff_base, restart_backoff_cap | 1.0, 60.0 | seconds; see daemon/backoff.py |
 | restart_reset_after | 60.0 | seconds of health after which the failure count is forgotten |
 """
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.backoff import Backoff
 from daemon.infra import states
-from daemon.infra.backoff import RestartBackoff
 from daemon.infra.children import Child, describe_returncode
 from daemon.infra.config import InfraConfig
 from daemon.infra.detect import find_binary
@@ -182,9 +182,12 @@ class NativeSupervisor:
 
     async def _supervise(self, svc: NativeService) -> None:
         rec = self.records[svc.name]
-        backoff = RestartBackoff(self.config.restart_backoff_base, self.config.restart_backoff_cap,
-                                 self.config.restart_reset_after)
         loop = asyncio.get_running_loop()
+        # The pool's spawn policy (daemon/backoff.py), on the loop's clock: base, 2·base, ...
+        # cap between attempts, never giving up, forgotten after restart_reset_after of health.
+        backoff = Backoff(base=self.config.restart_backoff_base,
+                          cap=self.config.restart_backoff_cap,
+                          reset_after=self.config.restart_reset_after, clock=loop.time)
         child: Child | None = None
         rec.to(states.STARTING, f"launching {svc.argv[0]}")
         try:
@@ -199,13 +202,12 @@ class NativeSupervisor:
                     await child.stop(self.config.stop_timeout)
                     child = None
                 self._settled[svc.name].set()
-                delay = backoff.failed(loop.time())
+                delay = backoff.record_failure(reason)
                 log.warning("infra %s: %s (failure %d in a row; restart in %.1fs)",
                             svc.name, reason, backoff.failures, delay)
-                if delay > 0:
-                    rec.to(states.BACKOFF, f"{reason}; retry in {delay:.1f}s "
-                                           f"({backoff.failures} failures in a row)")
-                    await asyncio.sleep(delay)
+                rec.to(states.BACKOFF, f"{reason}; retry in {delay:.1f}s "
+                                       f"({backoff.failures} failures in a row)")
+                await asyncio.sleep(delay)
                 rec.restarts += 1
                 rec.to(states.RESTARTING, f"{reason}; restarting")
         finally:
@@ -214,7 +216,7 @@ class NativeSupervisor:
             rec.to(states.STOPPED, "stopped by lunad")
 
     async def _watch(self, svc: NativeService, rec: ServiceRecord, child: Child,
-                     backoff: RestartBackoff) -> str:
+                     backoff: Backoff) -> str:
         """Check `child` until it exits or stays unhealthy; returns why it must be restarted."""
         loop = asyncio.get_running_loop()
         launched = loop.time()
@@ -234,7 +236,7 @@ class NativeSupervisor:
             now = loop.time()
             if ok:
                 failed_checks = 0
-                backoff.healthy(now)
+                backoff.record_success()
                 rec.to(states.UP, where)
                 self._settled[svc.name].set()
             elif not proven:

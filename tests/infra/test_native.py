@@ -186,7 +186,7 @@ async def test_busy_port_means_backoff_with_growing_waits_then_recovery(
     await until(record, 15, "four failed launches")
     assert sup.redis_url() is None
     waits = [float(d.split("retry in ")[1].split("s")[0]) for _, d in details]
-    assert waits[:3] == [0.3, 0.6, 1.2]  # the first failure restarts at once, then doubles
+    assert waits[:3] == [0.3, 0.6, 1.2]  # doubling from restart_backoff_base to the cap
     assert "Address already in use" in details[0][1]
     assert "failures in a row" in details[0][1]
 
