@@ -1,0 +1,128 @@
+"""`luna install`: write the systemd unit and configs for THIS install of luna.
+
+    luna install [--root DIR] [--prefix DIR] [--runtime-dir DIR] [--state-dir DIR] [--force]
+
+Renders (daemon/render.py) with absolute paths of the environment running this command:
+  <root>/etc/systemd/system/luna.service   supervisord -n -c /etc/luna/supervisord.conf
+  <root>/etc/luna/supervisord.conf         lunad under supervisord, the luna rpcinterface/ctlplugin
+  <root>/etc/luna/luna.toml                lunad's config (the shipped etc/luna.toml)
+`--root` is a staging root like DESTDIR: files go below it, but the paths written inside them
+are the ones the target machine sees. A file that was edited since luna wrote it is kept, and
+the command says so; `--force` replaces it after saving it as `<name>.bak-<timestamp>`.
+It then creates the state and runtime dirs (0700) and prints the commands that start the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daemon import paths
+from daemon.atomicfile import backup, write_atomic
+from daemon.render import (
+    CREATE,
+    KEEP,
+    REPLACE,
+    UNCHANGED,
+    UPDATE,
+    Layout,
+    RenderError,
+    check_layout,
+    current_prefix,
+    find_template,
+    read_template,
+    render_luna_toml,
+    render_supervisord_conf,
+    render_unit,
+    stamp,
+    write_action,
+)
+
+REQUIRED_SCRIPTS = ("supervisord", "supervisorctl", "lunad", "luna-shim")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "install", help="write the systemd unit and configs for this install",
+        description="Render systemd/luna.service, etc/supervisord.conf and etc/luna.toml with "
+                    "the absolute paths of this Python environment.")
+    parser.add_argument("--root", type=Path, default=Path("/"),
+                        help="staging root the files are written below (default: /)")
+    parser.add_argument("--prefix", type=Path, default=None,
+                        help="Python environment holding lunad and supervisord "
+                             "(default: the one running this command)")
+    parser.add_argument("--runtime-dir", type=Path, default=None,
+                        help="lunad's sockets and supervisord.sock (default: /run/luna)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="logs and lunad's state (default: /var/lib/luna)")
+    parser.add_argument("--conf-dir", type=Path, default=Path("/etc/luna"),
+                        help="where supervisord.conf and luna.toml go (default: /etc/luna)")
+    parser.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"),
+                        help="where luna.service goes (default: /etc/systemd/system)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files edited since luna wrote them (a backup is kept)")
+    parser.set_defaults(func=run)
+
+
+def below(root: Path, path: Path) -> Path:
+    """`path` (absolute, as the target sees it) inside the staging `root`."""
+    return root / path.relative_to("/")
+
+
+def run(args: argparse.Namespace) -> int:
+    layout = Layout(
+        prefix=(args.prefix or current_prefix()).absolute(),
+        runtime_dir=args.runtime_dir or paths.runtime_dir(environ={}, uid=0),
+        state_dir=args.state_dir or paths.state_dir(environ={}, uid=0),
+        conf_dir=args.conf_dir, unit_dir=args.unit_dir)
+    root: Path = args.root.absolute()
+    try:
+        check_layout(layout)
+        missing = [name for name in REQUIRED_SCRIPTS if not (layout.bin_dir / name).is_file()]
+        if missing:
+            raise RenderError(f"{layout.bin_dir} has no {', '.join(missing)}: --prefix must be "
+                              "the Python environment luna is installed in (pip install luna)")
+        toml_template = find_template("etc/luna.toml")
+        files = {
+            layout.unit_file: render_unit(read_template("systemd/luna.service"), layout),
+            layout.supervisord_conf: render_supervisord_conf(
+                read_template("etc/supervisord.conf"), layout),
+            layout.luna_toml: render_luna_toml(
+                toml_template.read_text(encoding="utf-8") if toml_template else None),
+        }
+    except RenderError as exc:
+        print(f"luna install: {exc}", file=sys.stderr)
+        return 2
+
+    kept = []
+    for target, body in files.items():
+        path = below(root, target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = stamp(body)
+        existing = path.read_text(encoding="utf-8") if path.exists() else None
+        action = write_action(existing, new, force=args.force)
+        if action in (CREATE, UPDATE, REPLACE):
+            saved = backup(path) if action == REPLACE else None
+            # The unit must be readable by systemd tools run as users; configs stay private-ish.
+            write_atomic(path, new, mode=0o644)
+            note = f" (your edited copy is saved as {saved})" if saved else ""
+            print(f"{action:>9} {path}{note}")
+        elif action == UNCHANGED:
+            print(f"{action:>9} {path}")
+        elif action == KEEP:
+            kept.append(path)
+            print(f"{'kept':>9} {path}: edited since luna install wrote it, so left as it is; "
+                  "run again with --force to replace it (a backup is kept)", file=sys.stderr)
+
+    for directory in (layout.state_dir, layout.runtime_dir):
+        below(root, directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    conf = layout.supervisord_conf
+    print(f"\nNext: systemctl daemon-reload && systemctl enable --now luna\n"
+          f"Then: {layout.bin_dir}/supervisorctl -c {conf} status\n"
+          f"      {layout.bin_dir}/supervisorctl -c {conf} luna status")
+    if kept:
+        print(f"\n{len(kept)} edited file(s) kept; compare them with a fresh rendering "
+              "(luna install --root /tmp/luna-new) to pick up changes", file=sys.stderr)
+    return 0
