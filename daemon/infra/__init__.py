@@ -10,9 +10,9 @@ lunad calls exactly this (BRIEF.md, "Infra" contract):
     await infra.stop()
 
 Backends, one module each: compose.py (docker compose CLI as a child process), native.py
-(redis-server and prometheus as lunad's children), none.py. States and their transitions are in
-states.py, restart delays in
-daemon/backoff.py (shared with the pool), `docker compose ps` parsing in compose_ps.py.
+(redis-server and prometheus as lunad's children), none.py. States and their transitions are
+in states.py, `docker compose ps` parsing in compose_ps.py; restart delays come from
+daemon/backoff.py, the policy the worker pool uses too.
 """
 
 from __future__ import annotations
