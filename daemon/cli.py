@@ -11,7 +11,6 @@ import importlib
 import sys
 
 COMMANDS: list[str] = [
-    "daemon.commands.status",
     "daemon.commands.install",
     "daemon.commands.claude_desktop",
 ]
