@@ -11,6 +11,7 @@ import importlib
 import sys
 
 COMMANDS: list[str] = [
+    "daemon.commands.status",
     "daemon.commands.install",
     "daemon.commands.claude_desktop",
 ]

@@ -1,0 +1,128 @@
+"""The control protocol over a real unix socket, against a stand-in daemon target."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.commands.status import render
+from daemon.control import ControlError, ControlServer, dispatch, parse_request
+from daemon.control_client import ControlUnavailable, request
+
+
+class Target:
+    """Records what the control server asked of the daemon."""
+
+    def __init__(self) -> None:
+        self.killed: list[str] = []
+        self.drained: list[str] = []
+
+    def status(self) -> dict[str, Any]:
+        return {"daemon": {"pid": os.getpid()}}
+
+    def kill_session(self, session_id: str) -> dict[str, Any]:
+        if session_id != "echo-1":
+            raise ControlError(f"no session {session_id!r}; live sessions: echo-1")
+        self.killed.append(session_id)
+        return {"session": session_id, "killed": True}
+
+    async def drain_server(self, server: str) -> dict[str, Any]:
+        self.drained.append(server)
+        return {"server": server, "state": "draining"}
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="luna-ctl-", dir="/tmp") as d:
+        yield Path(d)
+
+
+@pytest.mark.parametrize("line, fragment", [
+    (b"not json", "not JSON"),
+    (b"[1]", '"cmd" string'),
+    (b'{"cmd": "reboot"}', "unknown cmd 'reboot'"),
+    (b'{"cmd": "kill"}', '"session": a non-empty string'),
+    (b'{"cmd": "drain", "server": 3}', '"server": a non-empty string'),
+])
+def test_bad_requests_say_what_is_allowed(line: bytes, fragment: str) -> None:
+    with pytest.raises(ControlError) as err:
+        parse_request(line)
+    assert fragment in str(err.value)
+    assert '{"cmd": "status"}' in str(err.value)
+
+
+@pytest.mark.anyio
+async def test_dispatch_reports_target_errors() -> None:
+    target = Target()
+    assert await dispatch(target, b'{"cmd":"kill","session":"nope"}') == {
+        "ok": False, "error": "no session 'nope'; live sessions: echo-1"}
+    assert (await dispatch(target, b'{"cmd":"drain","server":"echo"}'))["ok"] is True
+    assert target.drained == ["echo"]
+
+
+@pytest.mark.anyio
+async def test_one_line_each_way_over_the_socket(runtime: Path) -> None:
+    target = Target()
+    server = ControlServer(runtime / "control.sock", target, allowed_uids=[os.getuid()])
+    await server.start()
+    try:
+        assert oct((runtime / "control.sock").stat().st_mode & 0o777) == "0o600"
+        status = await asyncio.to_thread(request, {"cmd": "status"}, runtime_dir=str(runtime))
+        assert status == {"ok": True, "result": {"daemon": {"pid": os.getpid()}}}
+        killed = await asyncio.to_thread(request, {"cmd": "kill", "session": "echo-1"},
+                                         runtime_dir=str(runtime))
+        assert killed["result"] == {"session": "echo-1", "killed": True}
+        assert target.killed == ["echo-1"]
+        bad = await asyncio.to_thread(request, {"cmd": "nope"}, runtime_dir=str(runtime))
+        assert bad["ok"] is False and "unknown cmd" in bad["error"]
+    finally:
+        await server.close()
+    assert not (runtime / "control.sock").exists()
+
+
+def test_client_names_socket_and_start_command_when_nobody_listens(runtime: Path) -> None:
+    with pytest.raises(ControlUnavailable) as err:
+        request({"cmd": "status"}, runtime_dir=str(runtime))
+    assert str(runtime / "control.sock") in str(err.value)
+    assert "lunad" in str(err.value) and "systemctl start luna" in str(err.value)
+
+
+def test_stale_socket_file_is_replaced(runtime: Path) -> None:
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(runtime / "control.sock"))
+    stale.close()  # the file stays, nobody listens: what a SIGKILLed lunad leaves
+
+    async def go() -> dict[str, Any]:
+        server = ControlServer(runtime / "control.sock", Target(), allowed_uids=[])
+        await server.start()
+        try:
+            return await asyncio.to_thread(request, {"cmd": "status"}, runtime_dir=str(runtime))
+        finally:
+            await server.close()
+
+    assert asyncio.run(go())["ok"] is True
+
+
+def test_render_shows_sessions_backoff_and_infra() -> None:
+    text = render({
+        "daemon": {"pid": 1, "version": "0.1.0", "uptime": 75.0, "runtime_dir": "/run/luna",
+                   "state_dir": "/var/lib/luna", "metrics": None},
+        "servers": {"echo": {
+            "socket": "/run/luna/echo.sock", "state": "serving",
+            "pool": {"starting": 0, "idle": 2, "busy": 1, "stopping": 0},
+            "min_idle": 2, "max_sessions": 4,
+            "backoff": {"active": True, "failures": 3, "retry_in": 2.0, "last_error": "boom"},
+            "sessions": [{"id": "echo-7", "age": 3.0, "pid": 4242, "calls": 5, "idle": 1.0}]}},
+        "infra": {"backend": "native", "services": {
+            "redis": {"up": True, "state": "running", "restarts": 1, "detail": ""}}}})
+    assert "echo-7" in text and "4242" in text
+    assert "BACKOFF: 3 failed spawn(s)" in text and "boom" in text
+    assert "idle 2" in text and "busy 1" in text
+    assert "redis" in text and "restarts 1" in text
