@@ -1,0 +1,73 @@
+"""Retrieval scoring and ranking (tool 3), shared by the file path and the Redis path.
+
+Query tokens q and content tokens c as sets: a memory matches when they share a token;
+relevance = |q ∩ c| / |q|, raised to at least 0.7 when the query's token sequence occurs
+contiguously in the content (the spec's keyphrase rule, plurals included, so "fractal pattern"
+lifts "fractal patterns" from 0.5 to 0.7). Ties are broken by creation time (newest first),
+then id, so both paths return the same list (the original left ties in filesystem order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from luna_server.tokens import phrase_present
+
+TOP = 10
+PHRASE_FLOOR = 0.7
+PREVIEW = 200
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    type: str
+    relevance: float
+    created_us: int
+    content: str
+
+
+def score(query_tokens: Sequence[str], content_tokens: Sequence[str]) -> float | None:
+    """The relevance of a content for a query, None when they share no token."""
+    q = set(query_tokens)
+    if not q:
+        return None
+    shared = len(q & set(content_tokens))
+    if shared == 0:
+        return None
+    relevance = shared / len(q)
+    if relevance < PHRASE_FLOOR and phrase_present(content_tokens, query_tokens):
+        relevance = PHRASE_FLOOR
+    return relevance
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """How many memories matched, and the best `TOP` of them in order."""
+
+    total: int
+    top: list[Hit]
+
+
+def rank(hits: Iterable[Hit]) -> list[Hit]:
+    return sorted(hits, key=lambda h: (-h.relevance, -h.created_us, h.id))
+
+
+def best(hits: Iterable[Hit]) -> SearchResult:
+    ranked = rank(hits)
+    return SearchResult(len(ranked), ranked[:TOP])
+
+
+def preview(content: str) -> str:
+    return content[:PREVIEW] + ("..." if len(content) > PREVIEW else "")
+
+
+def results_text(query: str, result: SearchResult) -> str:
+    if not result.top:
+        return f"No memories found matching query: '{query}'"
+    lines = [f"Found {result.total} memories matching '{query}' (showing {len(result.top)}):"]
+    for i, hit in enumerate(result.top, 1):
+        lines += ["", f"{i}. [{hit.type}] relevance {hit.relevance:.2f}",
+                  f"   Content: {preview(hit.content)}", f"   ID: {hit.id}"]
+    return "\n".join(lines)
