@@ -1,0 +1,117 @@
+"""Durable file primitives: atomic JSON writes, cross-process locks, an append-only log.
+
+- `atomic_write_json`: temp file in the same directory, fsync, rename over the target, fsync
+  the directory. A crash at any point leaves the old file or the new one, never a torn one.
+- `file_lock`: an exclusive `fcntl.flock` on a lock file under `<memory>/.locks/`. flock locks
+  belong to the open file description, so two threads of one process exclude each other too,
+  and the kernel releases the lock when a holder dies (SIGKILL included).
+- `append_line` / `read_lines`: the append-only JSON-lines catalogs. A crash can leave a torn
+  last line; readers skip it and `truncate_torn_tail` cuts it off before the next append.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if sync:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def atomic_write_json(path: Path, data: Any, *, sync: bool = True) -> None:
+    atomic_write_bytes(path, dumps(data), sync=sync)
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file; raises OSError or ValueError (json.JSONDecodeError) when unreadable."""
+    with open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def truncate_torn_tail(path: Path) -> int:
+    """Cut an unterminated last line (a crashed append) off; returns the resulting size."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "r+b") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return size
+        handle.seek(0)
+        data = handle.read()
+        keep = data.rfind(b"\n") + 1
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return keep
+
+
+def append_line(path: Path, record: Any, *, sync: bool = True) -> int:
+    """Append one JSON line (caller holds the lock and has cut any torn tail); new size."""
+    line = json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+    with open(path, "ab") as handle:
+        handle.write(line)
+        handle.flush()
+        if sync:
+            os.fsync(handle.fileno())
+        return handle.tell()
+
+
+def read_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, skipping a torn or unreadable line."""
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                continue
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                yield item
