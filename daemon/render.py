@@ -5,7 +5,8 @@ Templates, found in the source tree (or `<prefix>/share/luna` for a non-editable
   `%(ENV_LUNA_RUNTIME_DIR)s` and `%(ENV_LUNA_STATE_DIR)s` expansions; rendering replaces those
   three with absolute paths, so neither systemd nor a user's supervisorctl needs the variables.
 - systemd/luna.service: `@PREFIX@`, `@CONF_DIR@`, `@RUNTIME_DIR@`, `@STATE_DIR@` placeholders.
-- etc/luna.toml: copied as is (lunad's defaults apply to what it leaves out).
+- etc/luna.toml: copied, with `luna install --set table.key=value` edits applied line by line
+  (comments survive). It is the user's configuration: created once, never updated afterwards.
 
 Every rendered file starts with a stamp recording the sha256 of what was written. `write_action`
 compares a file on disk with its stamp: a file nobody edited may be replaced by a newer
@@ -17,8 +18,11 @@ characters that would change their meaning instead of trying to quote for three 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
+import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,10 +142,63 @@ def render_unit(template: str, layout: Layout) -> str:
     return text
 
 
-def render_luna_toml(template: str | None) -> str:
-    if template is None:
-        return "# lunad configuration; every key has a default (see docs/operations.md).\n"
-    return template
+def render_luna_toml(template: str | None, settings: Sequence[str] = ()) -> str:
+    """The shipped luna.toml with `settings` ("table.key=value", as `luna install --set`)."""
+    text = template
+    if text is None:
+        text = "# lunad configuration; every key has a default (see docs/operations.md).\n"
+    for setting in settings:
+        dotted, sep, raw = setting.partition("=")
+        if not sep:
+            raise RenderError(f"--set {setting!r}: expected TABLE.KEY=VALUE, e.g. "
+                              "infra.backend=none or daemon.drain_timeout=20")
+        text = set_toml_value(text, dotted.strip(), raw.strip())
+    return text
+
+
+def toml_literal(raw: str) -> str:
+    """`raw` when it is already a TOML value (5, true, "x", [1]); else `raw` as a string."""
+    try:
+        tomllib.loads(f"v = {raw}")
+    except tomllib.TOMLDecodeError:
+        return json.dumps(raw)  # a JSON string is a valid TOML basic string
+    return raw
+
+
+def set_toml_value(text: str, dotted: str, raw: str) -> str:
+    """`text` with `dotted` (table.key) set, editing lines so the file's comments survive."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+", dotted):
+        raise RenderError(f"--set {dotted!r}: expected TABLE.KEY, e.g. infra.backend")
+    table, _, key = dotted.rpartition(".")
+    literal = toml_literal(raw)
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]\s*(#.*)?$")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None:
+        lines.append(f"\n[{table}]\n{key} = {literal}\n")
+    else:
+        end = next((i for i in range(start + 1, len(lines))
+                    if re.match(r"^\s*\[", lines[i])), len(lines))
+        assignment = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        found = next((i for i in range(start + 1, end) if assignment.match(lines[i])), None)
+        if found is None:
+            lines.insert(start + 1, f"{key} = {literal}\n")
+        else:
+            lines[found] = f"{key} = {literal}\n"
+    result = "".join(lines)
+    try:
+        value: object = tomllib.loads(result)
+        for part in dotted.split("."):
+            value = value[part]  # type: ignore[index]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise RenderError(f"--set {dotted}={raw}: luna.toml would not say that after the edit "
+                          f"({exc}); edit the file by hand instead") from exc
+    if value != tomllib.loads(f"v = {literal}")["v"]:
+        raise RenderError(f"--set {dotted}={raw}: luna.toml sets {dotted} elsewhere too; "
+                          "edit the file by hand instead")
+    return result
 
 
 # -- stamps and the decision to write ------------------------------------------------------------
@@ -166,17 +223,19 @@ def unedited(text: str) -> bool:
 CREATE, UNCHANGED, UPDATE, KEEP, REPLACE = "create", "unchanged", "update", "keep", "replace"
 
 
-def write_action(existing: str | None, new: str, *, force: bool) -> str:
+def write_action(existing: str | None, new: str, *, force: bool,
+                 create_only: bool = False) -> str:
     """What to do with a target file: the policy of `luna install`, without I/O.
 
     create: no file yet. unchanged: already this content. update: luna wrote it and nobody
     edited it, so a newer rendering replaces it. keep: edited (or not ours), left alone.
-    replace: edited, but --force: back it up, then write.
+    replace: edited, but --force: back it up, then write. `create_only` files (luna.toml, the
+    user's own configuration) are never updated, only created, or replaced with --force.
     """
     if existing is None:
         return CREATE
     if existing == new:
         return UNCHANGED
-    if unedited(existing):
+    if unedited(existing) and not create_only:
         return UPDATE
     return REPLACE if force else KEEP

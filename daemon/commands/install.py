@@ -1,14 +1,17 @@
 """`luna install`: write the systemd unit and configs for THIS install of luna.
 
-    luna install [--root DIR] [--prefix DIR] [--runtime-dir DIR] [--state-dir DIR] [--force]
+    luna install [--root DIR] [--prefix DIR] [--runtime-dir DIR] [--state-dir DIR]
+                 [--set TABLE.KEY=VALUE ...] [--force]
 
 Renders (daemon/render.py) with absolute paths of the environment running this command:
   <root>/etc/systemd/system/luna.service   supervisord -n -c /etc/luna/supervisord.conf
   <root>/etc/luna/supervisord.conf         lunad under supervisord, the luna rpcinterface/ctlplugin
   <root>/etc/luna/luna.toml                lunad's config (the shipped etc/luna.toml)
 `--root` is a staging root like DESTDIR: files go below it, but the paths written inside them
-are the ones the target machine sees. A file that was edited since luna wrote it is kept, and
-the command says so; `--force` replaces it after saving it as `<name>.bak-<timestamp>`.
+are the ones the target machine sees. supervisord.conf and the unit are refreshed on a later run
+(an upgrade) unless edited since luna wrote them; luna.toml is the user's and is only created,
+with any `--set` values. A file kept is reported; `--force` replaces it after saving it as
+`<name>.bak-<timestamp>`.
 It then creates the state and runtime dirs (0700) and prints the commands that start the service.
 """
 
@@ -60,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="where supervisord.conf and luna.toml go (default: /etc/luna)")
     parser.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"),
                         help="where luna.service goes (default: /etc/systemd/system)")
+    parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                        help="a luna.toml setting for a new luna.toml, e.g. infra.backend=none "
+                             "(repeatable; VALUE is TOML, or else taken as a string)")
     parser.add_argument("--force", action="store_true",
                         help="replace files edited since luna wrote them (a backup is kept)")
     parser.set_defaults(func=run)
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             layout.supervisord_conf: render_supervisord_conf(
                 read_template("etc/supervisord.conf"), layout),
             layout.luna_toml: render_luna_toml(
-                toml_template.read_text(encoding="utf-8") if toml_template else None),
+                toml_template.read_text(encoding="utf-8") if toml_template else None, args.set),
         }
     except RenderError as exc:
         print(f"luna install: {exc}", file=sys.stderr)
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = stamp(body)
         existing = path.read_text(encoding="utf-8") if path.exists() else None
-        action = write_action(existing, new, force=args.force)
+        user_owned = target == layout.luna_toml
+        action = write_action(existing, new, force=args.force, create_only=user_owned)
         if action in (CREATE, UPDATE, REPLACE):
             saved = backup(path) if action == REPLACE else None
             # The unit must be readable by systemd tools run as users; configs stay private-ish.
@@ -112,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{action:>9} {path}")
         elif action == KEEP:
             kept.append(path)
-            print(f"{'kept':>9} {path}: edited since luna install wrote it, so left as it is; "
-                  "run again with --force to replace it (a backup is kept)", file=sys.stderr)
+            why = ("it is your configuration (luna install only creates it)" if user_owned
+                   else "edited since luna install wrote it")
+            print(f"{'kept':>9} {path}: {why}, so left as it is; run again with --force to "
+                  "replace it (a backup is kept)", file=sys.stderr)
 
     for directory in (layout.state_dir, layout.runtime_dir):
         below(root, directory).mkdir(mode=0o700, parents=True, exist_ok=True)

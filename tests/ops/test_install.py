@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from daemon.render import (
     read_template,
     render_supervisord_conf,
     render_unit,
+    set_toml_value,
     stamp,
     unedited,
     write_action,
@@ -117,25 +119,58 @@ def test_systemd_analyze_verify_accepts_rendered_unit(tmp_path: Path) -> None:
 
 def test_edited_file_is_kept_without_force_and_backed_up_with_force(tmp_path: Path) -> None:
     assert install(tmp_path).returncode == 0
-    toml = tmp_path / "etc/luna/luna.toml"
-    edited = toml.read_text() + '\n[servers.echo]\ncommand = "/bin/cat"\n'
-    toml.write_text(edited)
     conf = tmp_path / "etc/luna/supervisord.conf"
-    conf_before = conf.read_text()
+    edited = conf.read_text().replace("stopwaitsecs=30", "stopwaitsecs=90")
+    conf.write_text(edited)
+    unit = tmp_path / "etc/systemd/system/luna.service"
+    unit_before = unit.read_text()
 
     again = install(tmp_path)
     assert again.returncode == 0
-    assert toml.read_text() == edited
-    assert f"kept {toml}: edited since luna install wrote it" in again.stderr
+    assert conf.read_text() == edited
+    assert f"kept {conf}: edited since luna install wrote it" in again.stderr
     assert "--force" in again.stderr
-    assert f"unchanged {conf}" in again.stdout and conf.read_text() == conf_before
+    assert f"unchanged {unit}" in again.stdout and unit.read_text() == unit_before
 
     forced = install(tmp_path, "--force")
     assert forced.returncode == 0, forced.stderr
-    assert unedited(toml.read_text()) and "[servers.echo]" not in toml.read_text()
-    backups = list(toml.parent.glob("luna.toml.bak-*"))
+    assert unedited(conf.read_text()) and "stopwaitsecs=30" in conf.read_text()
+    backups = list(conf.parent.glob("supervisord.conf.bak-*"))
     assert len(backups) == 1 and backups[0].read_text() == edited
     assert str(backups[0]) in forced.stdout
+
+
+def test_luna_toml_is_created_once_with_set_values(tmp_path: Path) -> None:
+    result = install(tmp_path, "--set", "infra.backend=none", "--set", "metrics.listen=",
+                     "--set", "daemon.drain_timeout=20")
+    assert result.returncode == 0, result.stderr
+    toml = tmp_path / "etc/luna/luna.toml"
+    config = tomllib.loads(toml.read_text())
+    assert config["infra"]["backend"] == "none"
+    assert config["metrics"]["listen"] == ""
+    assert config["daemon"]["drain_timeout"] == 20
+    # The user's configuration: a later run (an upgrade) leaves it alone, and says so.
+    again = install(tmp_path)
+    assert again.returncode == 0
+    assert f"kept {toml}: it is your configuration" in again.stderr
+    assert tomllib.loads(toml.read_text())["infra"]["backend"] == "none"
+    bad = install(tmp_path / "other", "--set", "nonsense")
+    assert bad.returncode == 2 and "expected TABLE.KEY=VALUE" in bad.stderr
+
+
+def test_set_toml_value_edits_lines_and_keeps_comments() -> None:
+    text = ("# top comment\n[daemon]\n# drain in seconds\ndrain_timeout = 10\n\n"
+            "[servers.luna]\nmin_idle = 2\n")
+    out = set_toml_value(text, "daemon.drain_timeout", "15")
+    assert "drain_timeout = 15\n" in out and "# drain in seconds" in out
+    out = set_toml_value(out, "servers.luna.max_sessions", "8")
+    assert tomllib.loads(out)["servers"]["luna"] == {"min_idle": 2, "max_sessions": 8}
+    out = set_toml_value(out, "infra.backend", "none")
+    assert tomllib.loads(out)["infra"] == {"backend": "none"}
+    with pytest.raises(RenderError, match=r"expected TABLE\.KEY"):
+        set_toml_value(text, "backend", "none")
+    with pytest.raises(RenderError, match=r"--set daemon\.drain_timeout=4: luna\.toml"):
+        set_toml_value('daemon.drain_timeout = 3\n[daemon]\n', "daemon.drain_timeout", "4")
 
 
 def test_unedited_file_is_updated_by_a_newer_rendering(tmp_path: Path) -> None:
@@ -169,6 +204,9 @@ def test_write_action_policy() -> None:
     assert write_action(edited, stamp("a = 2\n"), force=True) == REPLACE
     # A file luna never wrote (no stamp) counts as the user's own.
     assert write_action("a = 1\n", ours, force=False) == KEEP
+    # create-only files (luna.toml) are never updated, even when unedited.
+    assert write_action(ours, stamp("a = 2\n"), force=False, create_only=True) == KEEP
+    assert write_action(ours, stamp("a = 2\n"), force=True, create_only=True) == REPLACE
 
 
 def test_render_refuses_paths_that_would_be_split_or_expanded() -> None:
