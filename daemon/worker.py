@@ -1,0 +1,372 @@
+"""One worker: a stdio MCP server process started by lunad, proven ready, stopped for sure.
+
+start() execs the server command with
+- its own process group (start_new_session=True), so stop() and the memory watch signal the
+  server and everything it started, never lunad;
+- PR_SET_PDEATHSIG=SIGKILL (prctl via ctypes, in the child before exec), so a SIGKILLed lunad
+  leaves no orphan. The kernel sends it when the *thread* that forked dies, so workers are
+  spawned from the event loop thread, which lives exactly as long as lunad;
+- stderr drained continuously into the logger `luna.worker.<server>`, keeping the last
+  TAIL_LINES lines (an undrained stderr pipe blocks the child once it holds 64 KiB);
+- stdout as a StreamReader whose limit lets one JSON-RPC line of 64 MiB through.
+Then it sends an MCP `ping` (allowed before `initialize`) with the id `luna-ready-<n>` and
+waits for that answer, which it consumes: the session starts with a clean stdout. Exit or
+silence for ready_timeout raises SpawnError with the exit description and the stderr tail.
+
+stop() is idempotent: close stdin (a well-behaved server exits), wait stop_timeout, SIGTERM the
+group, wait stop_timeout, SIGKILL the group. After the leader is gone the group gets a final
+SIGKILL so nothing it started (a grandchild) outlives it.
+
+wait() returns when the process has exited (asyncio's Process.wait() would also wait for every
+pipe to close, which a grandchild can hold open forever), via a SubprocessProtocol hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+import psutil
+
+from daemon import states
+from daemon.config import ServerConfig
+
+STDOUT_LIMIT = 64 * 1024 * 1024 + 1024  # a 64 MiB frame plus its newline and some slack
+STDERR_BUFFER = 64 * 1024              # stderr bytes buffered in lunad before reading pauses
+TAIL_LINES = 100                        # stderr lines kept per worker
+MAX_STDERR_LINE = 4096                  # characters kept of one stderr line (log and tail)
+_STDERR_EOF_WAIT = 1.0                  # after exit, time for the last stderr lines to arrive
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded in the parent: the child only calls it
+_ready_ids = itertools.count(1)
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: runs in the child between fork and exec."""
+
+    def setup() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # lunad may have died between fork and prctl: then no signal would ever come.
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+def describe_returncode(returncode: int) -> str:
+    """ "exited with code 3" or "killed by signal 9 (SIGKILL)" (asyncio's negative codes)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    number = -returncode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "unknown signal"
+    return f"killed by signal {number} ({name})"
+
+
+class SpawnError(Exception):
+    """A worker did not become ready; the message has the cause and the last stderr lines."""
+
+    def __init__(self, server: str, cause: str, stderr_tail: list[str]) -> None:
+        self.server = server
+        self.cause = cause
+        self.stderr_tail = list(stderr_tail)
+        message = f"server {server!r} could not start: {cause}"
+        if stderr_tail:
+            message += "; its last stderr lines:\n" + "\n".join(stderr_tail[-10:])
+        else:
+            message += " (nothing on stderr)"
+        super().__init__(message)
+
+
+class _WorkerProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol plus an event set the moment the process exits."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+        self.on_exit: Callable[[], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # stderr is drained by us, not framed: a small buffer bounds lunad's memory (asyncio
+        # would buffer up to 2x the 64 MiB stdout limit) and pushes back on a runaway child.
+        pipe = transport.get_pipe_transport(2)  # type: ignore[attr-defined]
+        if pipe is not None:
+            self.stderr = asyncio.StreamReader(limit=STDERR_BUFFER, loop=self._loop)
+            self.stderr.set_transport(pipe)
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+        if self.on_exit is not None:
+            self.on_exit()
+
+
+class Worker:
+    """One server process for one session at most (see the module docstring)."""
+
+    def __init__(self, config: ServerConfig, slot: int = 0, *,
+                 extra_env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.server = config.name
+        self.slot = slot
+        self.pid: int | None = None
+        self.state = states.STARTING
+        self.process: psutil.Process | None = None
+        self.started_at = 0.0
+        self.ready_seconds: float | None = None
+        # Set by whoever kills the worker on purpose (the pool's memory watch): the exit is
+        # then counted under this reason, and the note explains the signal to the client.
+        self.exit_reason: str | None = None
+        self.exit_note: str | None = None
+        self.stdin: asyncio.StreamWriter
+        self.stdout: asyncio.StreamReader
+        self._extra_env = dict(extra_env or {})
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._log = logging.getLogger(f"luna.worker.{config.name}")
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._protocol: _WorkerProtocol | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.server}#{self.slot} pid={self.pid} {self.state}>"
+
+    # ------------------------------------------------------------------ state
+
+    def set_state(self, new: str) -> None:
+        """Move to `new` (daemon/states.py decides what is allowed)."""
+        if self.state != new:
+            self.state = states.transition(self.state, new)
+
+    def _on_exit(self) -> None:
+        if self.state != states.EXITED:
+            self.set_state(states.EXITED)
+        self._log.info("worker %s pid %s %s", self.slot, self.pid, self.exit_description())
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._transport is None else self._transport.get_returncode()
+
+    def exit_description(self) -> str | None:
+        """How it ended, for logs and the client's error; None while it runs."""
+        code = self.returncode
+        if code is None:
+            return None
+        text = describe_returncode(code)
+        return f"{text} ({self.exit_note})" if self.exit_note else text
+
+    def stderr_tail(self, lines: int = 20) -> list[str]:
+        """The last `lines` stderr lines (at most TAIL_LINES are kept)."""
+        if lines <= 0:
+            return []
+        return list(self._tail)[-lines:]
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        """Exec the server and wait for its readiness ping answer; SpawnError otherwise."""
+        loop = asyncio.get_running_loop()
+        env = dict(os.environ)
+        env.update(self._extra_env)
+        env.update(self.config.env)  # the server's own env wins over lunad's extras
+        self.started_at = time.monotonic()
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _WorkerProtocol(STDOUT_LIMIT, loop),
+                self.config.command, *self.config.args,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=self.config.cwd, env=env, start_new_session=True,
+                preexec_fn=_child_setup(os.getpid()))
+        except (OSError, subprocess.SubprocessError) as e:
+            self.set_state(states.EXITED)
+            raise SpawnError(self.server, f"could not execute {self.config.command}: {e}",
+                             []) from e
+        self._transport = transport
+        self._protocol = protocol
+        protocol.on_exit = self._on_exit
+        if protocol.exited.is_set():  # exited before the hook was in place
+            self._on_exit()
+        self.pid = transport.get_pid()
+        self.stdin = protocol.stdin  # type: ignore[assignment]
+        self.stdout = protocol.stdout  # type: ignore[assignment]
+        with contextlib.suppress(psutil.Error):
+            self.process = psutil.Process(self.pid)
+        self._stderr_task = loop.create_task(self._drain_stderr(),
+                                             name=f"stderr {self.server}#{self.slot}")
+        try:
+            cause = await self._await_ready()
+        except asyncio.CancelledError:
+            # The pool is stopping while we start: nothing was served, no grace needed.
+            self._signal_group(signal.SIGKILL)
+            raise
+        if cause is None:
+            self.ready_seconds = time.monotonic() - self.started_at
+            self.set_state(states.IDLE)
+            return
+        if cause == "exit":
+            # A process that closed stdout but lives on gets a moment to exit by itself.
+            await self._wait_exit(0.5)
+        running = self.returncode is None
+        if running:
+            self._signal_group(signal.SIGKILL)
+            await protocol.exited.wait()
+        if cause == "exit":
+            cause = ("closed its stdout before answering the readiness ping (killed)" if running
+                     else f"{self.exit_description()} before answering the readiness ping")
+        # Let the drain catch the last lines (why it exited is usually the last thing said).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_EOF_WAIT)
+        self._signal_group(signal.SIGKILL)
+        raise SpawnError(self.server, cause, self.stderr_tail())
+
+    async def _await_ready(self) -> str | None:
+        """None when the ping is answered, "exit" when stdout ended first, else why not."""
+        assert self._protocol is not None
+        req_id = f"luna-ready-{next(_ready_ids)}"
+        ping = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": "ping"}) + "\n"
+        self.stdin.write(ping.encode())
+        with contextlib.suppress(ConnectionError):
+            await self.stdin.drain()  # a dead child shows up below as EOF or exit
+        answer = asyncio.ensure_future(self._read_answer(req_id))
+        exited = asyncio.ensure_future(self._protocol.exited.wait())
+        try:
+            done, _ = await asyncio.wait({answer, exited}, timeout=self.config.ready_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if exited in done and answer not in done:
+                # Exit and the answer can arrive in the same loop turn: give stdout a moment.
+                await asyncio.wait({answer}, timeout=0.05)
+            if answer.done() and answer.result():
+                return None
+            if answer.done() or exited.done():
+                return "exit"  # stdout closed: the process is exiting, or closed it itself
+            return (f"did not answer the readiness ping within {self.config.ready_timeout:g} s "
+                    "(ready_timeout)")
+        finally:
+            for task in (answer, exited):
+                task.cancel()
+
+    async def _read_answer(self, req_id: str) -> bool:
+        """Read stdout up to our ping's answer (True), or EOF (False)."""
+        while True:
+            try:
+                line = await self.stdout.readline()
+            except ValueError:  # a line over the limit: not our answer, keep looking
+                continue
+            if not line.endswith(b"\n"):
+                return False
+            try:
+                message = json.loads(line)
+            except ValueError:
+                self._log.warning("worker pid %s wrote non-JSON to stdout before it was ready: "
+                                  "%.200r", self.pid, line)
+                continue
+            if isinstance(message, dict) and message.get("id") == req_id and (
+                    "result" in message or "error" in message):
+                if "error" in message:  # it answered: alive, even if it dislikes early pings
+                    self._log.info("readiness ping answered with an error: %s",
+                                   message["error"])
+                return True
+
+    async def _drain_stderr(self) -> None:
+        assert self._protocol is not None and self._protocol.stderr is not None
+        reader = self._protocol.stderr
+        pending = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            pending += chunk
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            if len(pending) > MAX_STDERR_LINE:  # endless line: emit what we have so far
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._emit_stderr(line)
+        if pending:
+            self._emit_stderr(pending)
+
+    def _emit_stderr(self, line: bytes) -> None:
+        text = line[:MAX_STDERR_LINE].decode("utf-8", "replace").rstrip("\r")
+        self._tail.append(text)
+        self._log.info("[%s] %s", self.pid, text)
+
+    # ------------------------------------------------------------------ stop
+
+    def _signal_group(self, sig: int) -> None:
+        if self.pid is None:
+            return
+        # ESRCH: nothing left in the group. EPERM: a member changed uid; nothing we can do.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def kill(self, reason: str, note: str) -> None:
+        """SIGKILL the group now, recording why (counted as `reason`, `note` for the client)."""
+        if self.returncode is None:
+            self.exit_reason = reason
+            self.exit_note = note
+        self._signal_group(signal.SIGKILL)
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        assert self._protocol is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._protocol.exited.wait(), timeout)
+        return self._protocol.exited.is_set()
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; its code (negative signal number when killed)."""
+        if self._protocol is None:
+            raise RuntimeError(f"{self!r} was never started")
+        await self._protocol.exited.wait()
+        code = self.returncode
+        assert code is not None
+        return code
+
+    async def stop(self) -> None:
+        """Stop the worker for sure (idempotent; see the module docstring for the sequence)."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(
+                self._stop_sequence(), name=f"stop {self.server}#{self.slot}")
+        # Shielded: a cancelled caller must not leave the process half-stopped.
+        await asyncio.shield(self._stop_task)
+
+    async def _stop_sequence(self) -> None:
+        if self._protocol is None:
+            if self.state != states.EXITED:
+                self.set_state(states.EXITED)
+            return
+        timeout = self.config.stop_timeout
+        if self.returncode is None:
+            if self.state not in (states.STOPPING, states.EXITED):
+                self.set_state(states.STOPPING)
+            self.stdin.close()
+            if not await self._wait_exit(timeout):
+                self._log.info("worker pid %s still running %g s after stdin closed: SIGTERM",
+                               self.pid, timeout)
+                self._signal_group(signal.SIGTERM)
+                if not await self._wait_exit(timeout):
+                    self._log.warning("worker pid %s ignored SIGTERM for %g s: SIGKILL",
+                                      self.pid, timeout)
+                    self._signal_group(signal.SIGKILL)
+                    await self._protocol.exited.wait()
+        # The group outlives its leader if the server started children: they go too.
+        self._signal_group(signal.SIGKILL)
+        if not self.stdin.is_closing():
+            self.stdin.close()
+        if self._stderr_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_EOF_WAIT)

@@ -1,0 +1,283 @@
+"""Worker with real processes: readiness by ping, stderr draining, spawn errors, the stop
+sequence, process groups and the parent-death signal. Every test proves it left no process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from daemon import states
+from daemon.config import ServerConfig
+from daemon.worker import STDOUT_LIMIT, SpawnError, Worker, describe_returncode
+from tests.daemon.servers import ECHO_SERVER, echo_command
+from tests.support.processes import assert_no_new_children, gone, live_children, reap, subreaper
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    before = live_children()
+    yield
+    assert_no_new_children(before)
+
+
+def echo_config(*options: str, **overrides: object) -> ServerConfig:
+    command, args = echo_command(*options)
+    return ServerConfig(name="echo", command=command, args=args,
+                        **overrides)  # type: ignore[arg-type]
+
+
+async def call(worker: Worker, req_id: int, method: str, params: dict | None = None,
+               timeout: float = 10.0) -> dict:
+    message = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}
+    worker.stdin.write(json.dumps(message).encode() + b"\n")
+    await worker.stdin.drain()
+    line = await asyncio.wait_for(worker.stdout.readline(), timeout)
+    return json.loads(line)
+
+
+@pytest.mark.anyio
+async def test_ready_by_ping_and_the_answer_is_consumed() -> None:
+    worker = Worker(echo_config(), slot=3)
+    assert worker.state == states.STARTING
+    await worker.start()
+    try:
+        assert worker.state == states.IDLE
+        assert worker.pid is not None and worker.process is not None
+        assert worker.process.pid == worker.pid and worker.slot == 3
+        assert worker.ready_seconds is not None and worker.ready_seconds > 0
+        assert worker.returncode is None and worker.exit_description() is None
+        # Own process group and session: signals to the group never reach the test runner.
+        assert os.getpgid(worker.pid) == worker.pid != os.getpgid(0)
+        # The first line the session reads answers its own request, not our ping.
+        answer = await call(worker, 1, "initialize", {"protocolVersion": "2025-06-18"})
+        assert answer["id"] == 1 and answer["result"]["serverInfo"]["name"] == "echo"
+    finally:
+        await worker.stop()
+    assert worker.state == states.EXITED and worker.returncode == 0
+
+
+@pytest.mark.anyio
+async def test_stderr_flood_does_not_block_the_worker() -> None:
+    # 4 MiB before the ping answer and 4 MiB before every answer: a pipe holds 64 KiB, so
+    # the worker answers only if lunad keeps draining its stderr.
+    worker = Worker(echo_config("--stderr-flood", str(4 * 1024 * 1024)))
+    await worker.start()
+    try:
+        for i in range(3):
+            answer = await call(worker, i, "tools/call",
+                                {"name": "echo", "arguments": {"text": f"hi {i}"}})
+            assert answer["result"]["content"][0]["text"] == f"hi {i}"
+        tail = worker.stderr_tail(5)
+        assert len(tail) == 5 and all(line == "x" * 1023 for line in tail)
+        assert len(worker.stderr_tail(1000)) == 100  # bounded
+    finally:
+        await worker.stop()
+
+
+@pytest.mark.anyio
+async def test_exit_at_once_raises_spawn_error_with_stderr_tail() -> None:
+    worker = Worker(echo_config("--exit-at-once", "3"))
+    with pytest.raises(SpawnError) as caught:
+        await worker.start()
+    err = caught.value
+    assert err.cause == "exited with code 3 before answering the readiness ping"
+    assert err.stderr_tail == ["echo_server: exiting at once with code 3 as asked by "
+                               "--exit-at-once"]
+    assert "exited with code 3" in str(err) and "as asked by --exit-at-once" in str(err)
+    assert worker.state == states.EXITED and worker.returncode == 3
+
+
+@pytest.mark.anyio
+async def test_silent_worker_times_out_and_is_killed() -> None:
+    worker = Worker(echo_config("--ready-delay", "30", ready_timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(SpawnError, match=r"did not answer the readiness ping within 0\.5 s"):
+        await worker.start()
+    assert time.monotonic() - started < 10
+    assert worker.returncode == -signal.SIGKILL and worker.state == states.EXITED
+
+
+@pytest.mark.anyio
+async def test_missing_command_is_a_spawn_error(tmp_path: Path) -> None:
+    worker = Worker(ServerConfig(name="nope", command=str(tmp_path / "missing")))
+    with pytest.raises(SpawnError, match=r"could not execute .*missing"):
+        await worker.start()
+    assert worker.state == states.EXITED
+
+
+@pytest.mark.anyio
+async def test_stop_closes_stdin_first() -> None:
+    worker = Worker(echo_config(stop_timeout=5.0))
+    await worker.start()
+    started = time.monotonic()
+    await worker.stop()
+    # The echo server exits on EOF: no signal and no stop_timeout wait were needed.
+    assert worker.returncode == 0 and worker.exit_description() == "exited with code 0"
+    assert time.monotonic() - started < 4.0
+
+
+@pytest.mark.anyio
+async def test_stop_sends_sigterm_to_a_worker_ignoring_eof() -> None:
+    worker = Worker(echo_config("--linger", stop_timeout=0.3))
+    await worker.start()
+    await worker.stop()
+    assert worker.returncode == -signal.SIGTERM
+    assert worker.exit_description() == "killed by signal 15 (SIGTERM)"
+
+
+@pytest.mark.anyio
+async def test_stop_escalates_to_sigkill_for_a_worker_ignoring_sigterm() -> None:
+    worker = Worker(echo_config("--linger", "--ignore-sigterm", stop_timeout=0.3))
+    await worker.start()
+    started = time.monotonic()
+    await worker.stop()
+    assert worker.returncode == -signal.SIGKILL
+    assert worker.exit_description() == "killed by signal 9 (SIGKILL)"
+    assert time.monotonic() - started >= 0.6  # both grace periods were given
+
+
+@pytest.mark.anyio
+async def test_stop_is_idempotent_and_survives_a_cancelled_caller() -> None:
+    worker = Worker(echo_config("--linger", "--ignore-sigterm", stop_timeout=0.2))
+    await worker.start()
+    first = asyncio.ensure_future(worker.stop())
+    await asyncio.sleep(0.05)
+    first.cancel()  # the caller goes away; the stop sequence must go on
+    await asyncio.gather(worker.stop(), worker.stop())
+    await worker.stop()
+    assert worker.returncode == -signal.SIGKILL
+
+
+@pytest.mark.anyio
+async def test_stop_kills_the_whole_process_group() -> None:
+    with subreaper():
+        worker = Worker(echo_config("--grandchild"))
+        await worker.start()
+        line = next(t for t in worker.stderr_tail() if t.startswith("grandchild pid "))
+        grandchild = int(line.split()[-1])
+        assert psutil.pid_exists(grandchild)
+        await worker.stop()  # the echo server exits on EOF; its child would live on
+        status = reap(grandchild, timeout=5.0)
+        assert status is not None and os.WIFSIGNALED(status)
+        assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.anyio
+async def test_crash_is_seen_by_wait() -> None:
+    worker = Worker(echo_config())
+    await worker.start()
+    worker.stdin.write(b'{"jsonrpc":"2.0","id":9,"method":"tools/call",'
+                       b'"params":{"name":"crash","arguments":{}}}\n')
+    assert await asyncio.wait_for(worker.wait(), 10) == 3
+    assert worker.state == states.EXITED
+    assert worker.exit_description() == "exited with code 3"
+    assert await worker.stdout.readline() == b""  # the session sees EOF, no answer
+    await worker.stop()
+
+
+@pytest.mark.anyio
+async def test_kill_records_reason_and_note() -> None:
+    worker = Worker(echo_config("--linger"))
+    await worker.start()
+    worker.kill("memory_limit", "RSS 80 MiB over memory_limit 64 MiB")
+    assert await asyncio.wait_for(worker.wait(), 10) == -signal.SIGKILL
+    assert worker.exit_reason == "memory_limit"
+    assert worker.exit_description() == ("killed by signal 9 (SIGKILL) "
+                                         "(RSS 80 MiB over memory_limit 64 MiB)")
+    await worker.stop()
+
+
+@pytest.mark.anyio
+async def test_server_env_wins_over_extra_env(tmp_path: Path) -> None:
+    script = tmp_path / "env_server.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, sys
+        for line in sys.stdin:
+            req = json.loads(line)
+            result = {"A": os.environ.get("A"), "B": os.environ.get("B")}
+            print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}), flush=True)
+    """))
+    config = ServerConfig(name="env", command=sys.executable, args=(str(script),),
+                          env={"A": "server"})
+    worker = Worker(config, extra_env={"A": "extra", "B": "extra"})
+    await worker.start()
+    try:
+        assert (await call(worker, 1, "x"))["result"] == {"A": "server", "B": "extra"}
+    finally:
+        await worker.stop()
+
+
+@pytest.mark.anyio
+async def test_a_64_mib_line_passes_stdout() -> None:
+    assert STDOUT_LIMIT > 64 * 1024 * 1024
+    worker = Worker(echo_config())
+    await worker.start()
+    try:
+        text = "y" * (64 * 1024 * 1024 - 200)  # the answer line is just under 64 MiB
+        answer = await call(worker, 1, "tools/call",
+                            {"name": "echo", "arguments": {"text": text}}, timeout=30)
+        assert answer["result"]["content"][0]["text"] == text
+    finally:
+        await worker.stop()
+
+
+def test_describe_returncode() -> None:
+    assert describe_returncode(0) == "exited with code 0"
+    assert describe_returncode(3) == "exited with code 3"
+    assert describe_returncode(-9) == "killed by signal 9 (SIGKILL)"
+    assert describe_returncode(-15) == "killed by signal 15 (SIGTERM)"
+    assert describe_returncode(-200) == "killed by signal 200 (unknown signal)"
+
+
+HELPER = """
+import asyncio, sys
+sys.path.insert(0, {repo!r})
+from daemon.config import ServerConfig
+from daemon.worker import Worker
+
+async def main():
+    # --linger: the worker does not exit on stdin EOF, so only the death signal can end it.
+    worker = Worker(ServerConfig(name="echo", command=sys.executable,
+                                 args=({echo!r}, "--linger")))
+    await worker.start()
+    print(worker.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(30)
+def test_sigkilled_parent_leaves_no_worker(tmp_path: Path) -> None:
+    script = tmp_path / "helper.py"
+    script.write_text(HELPER.format(repo=str(REPO), echo=str(ECHO_SERVER)))
+    with subreaper():
+        helper = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+        try:
+            assert helper.stdout is not None
+            worker_pid = int(helper.stdout.readline())
+            assert psutil.Process(worker_pid).ppid() == helper.pid
+            helper.kill()
+            helper.wait(10)
+            # The orphan is re-parented to us (subreaper): reap it and read how it died.
+            status = reap(worker_pid, timeout=5.0)
+        finally:
+            helper.kill()
+            helper.wait(10)
+    assert status is not None, f"worker {worker_pid} outlived its SIGKILLed parent"
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert gone(worker_pid)
