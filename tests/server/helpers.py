@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO, Any
+
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 LEGACY_FIXTURE = Path("/work/shared/fixtures/legacy-memory")
 if not LEGACY_FIXTURE.is_dir():  # the fixture also ships next to the checkout
@@ -39,3 +46,33 @@ def all_json_readable(root: Path) -> list[str]:
         except ValueError:
             bad.append(str(path))
     return bad
+
+
+# -- MCP stdio sessions against real server processes -------------------------------------
+LUNA_SERVER = str(Path(sys.executable).with_name("luna-server"))
+
+
+def server_params(memory: Path, redis_url: str | None = None,
+                  console_script: bool = False) -> StdioServerParameters:
+    env = {"LUNA_MEMORY_PATH": str(memory)}
+    if redis_url:
+        env["LUNA_REDIS_URL"] = redis_url
+    if console_script:
+        return StdioServerParameters(command=LUNA_SERVER, args=[], env=env)
+    return StdioServerParameters(command=sys.executable, args=["-m", "luna_server"], env=env)
+
+
+@contextlib.asynccontextmanager
+async def luna_session(memory: Path, redis_url: str | None = None, *,
+                       errlog: IO[str] | None = None,
+                       console_script: bool = False) -> AsyncIterator[ClientSession]:
+    params = server_params(memory, redis_url, console_script)
+    async with stdio_client(params, errlog=errlog or sys.stderr) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def text_of(result: Any) -> str:
+    assert len(result.content) == 1
+    return result.content[0].text

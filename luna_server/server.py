@@ -1,0 +1,81 @@
+"""The MCP surface: the `luna-consciousness` stdio server and its twelve tools, nothing else.
+
+Each tool is registered from `service.TOOLS` with string parameters that all have defaults,
+so the input schema has no `required` list (clients of the original server send strings and
+omit what they like). Before the SDK validates arguments, `call_tool` checks that every argument
+is a known parameter and a string, so a wrong type gets our clear "Error: ..." text rather than
+a pydantic dump. An `InputError` becomes a `ToolError` whose text, unprefixed, reaches the
+client with `isError: true`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+
+from luna_server import __version__
+from luna_server.service import TOOLS, Luna, ToolSpec
+from luna_server.validation import InputError, known_arguments
+
+SERVER_NAME = "luna-consciousness"
+INSTRUCTIONS = ("Luna: deterministic consciousness heuristics over a fractal memory shared by "
+                "every session. All parameters are strings.")
+SPECS = {spec.name: spec for spec in TOOLS}
+
+
+def tool_function(luna: Luna, spec: ToolSpec) -> Callable[..., str]:
+    """A function whose signature is the tool's parameters (all `str`, with defaults)."""
+    method = getattr(luna, spec.name)
+
+    @functools.wraps(method)
+    def call(**arguments: str) -> str:
+        try:
+            return method(**arguments)
+        except InputError as exc:
+            raise ToolError(str(exc)) from None
+
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=str)
+         for name, default in spec.params],
+        return_annotation=str,
+    )
+    call.__annotations__ = {name: str for name, _ in spec.params} | {"return": str}
+    return call
+
+
+class LunaServer(MCPServer[Any]):
+    def __init__(self, luna: Luna) -> None:
+        super().__init__(name=SERVER_NAME, version=__version__, instructions=INSTRUCTIONS)
+        self.luna = luna
+        for spec in TOOLS:
+            self.add_tool(tool_function(luna, spec), name=spec.name,
+                          description=spec.description, structured_output=False)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        spec = SPECS.get(name)
+        if spec is not None:
+            try:
+                known_arguments(name, arguments, [param for param, _ in spec.params])
+            except InputError as exc:
+                raise ToolError(str(exc)) from None
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            # The SDK prefixes "Error executing tool <name>: "; our input errors must start
+            # with "Error:" so clients (and people) read the parameter and what is allowed.
+            cause = exc.__cause__
+            if isinstance(cause, ToolError) and str(cause).startswith("Error:"):
+                raise cause from None
+            raise
+
+
+def build_server(luna: Luna | None = None) -> LunaServer:
+    return LunaServer(luna or Luna())
