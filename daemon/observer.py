@@ -258,6 +258,17 @@ def _hashable(value: Any) -> bool:
     return value is None or type(value) in (str, int, float)
 
 
+def id_in_head(head: bytes) -> Any:
+    """The JSON-RPC id found in a frame's first bytes, or None (for errors about that frame)."""
+    match = _ID_RE.search(head)
+    if match is None:
+        return None
+    try:
+        return json.loads(match.group(1))
+    except ValueError:
+        return None
+
+
 def _peek_large(frame: bytes) -> dict[str, Any] | None:
     """A dict with just the fields the observer reads, from a large frame's head and tail.
 

@@ -1,11 +1,151 @@
-"""Placeholder entry point until its issue lands."""
+"""`luna-shim [SERVER] [--socket PATH]`: an MCP client's stdio, bridged to lunad's socket.
 
+An MCP client (Claude Desktop, ...) starts this as its "server" command. It connects to
+`<runtime>/<SERVER>.sock` (SERVER defaults to `luna`; the runtime dir is derived from the uid
+like lunad does, or LUNA_RUNTIME_DIR; `--socket` overrides both) and copies bytes both ways:
+
+- a thread copies stdin -> socket; at stdin EOF it shuts down the socket's write side only
+  (half-close), so answers to requests already sent still come back;
+- the main thread copies socket -> stdout until lunad closes the connection, then exits.
+
+It imports next to nothing (no asyncio, no json on the data path, no daemon package beyond
+the tiny paths module) because an MCP client waits for it on every session start.
+
+When lunad is not reachable it says on stderr which socket it tried and how to start lunad,
+and exits 1. When lunad itself ended the session with an error of its own (pool full, server
+failing to start, worker died, oversized message; marked `"data": {"lunad": ...}`), those are
+the last bytes before the socket closes: the shim prints their message on stderr too (the
+client gets them as JSON-RPC errors anyway), and exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
 import sys
+import threading
+from collections import deque
+
+USAGE = """usage: luna-shim [SERVER] [--socket PATH]
+
+Bridge stdio to lunad's socket for SERVER (default: luna).
+  --socket PATH   connect to PATH instead of <runtime dir>/<SERVER>.sock
+Environment: LUNA_RUNTIME_DIR overrides the runtime dir.
+"""
+START_HINT = "start the daemon with `lunad` (or `systemctl start luna`)"
+_MARKER = b'"lunad"'
 
 
-def main() -> int:
-    print("shim: not yet implemented in this build", file=sys.stderr)
-    return 2
+def parse_args(argv: list[str]) -> tuple[str, str | None]:
+    """(server, socket path or None); SystemExit(2) with usage on bad arguments."""
+    server = "luna"
+    sock_path: str | None = None
+    args = list(argv)
+    seen_server = False
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            raise SystemExit(0)
+        if arg == "--socket" and args:
+            sock_path = args.pop(0)
+        elif arg.startswith("--socket="):
+            sock_path = arg.split("=", 1)[1]
+        elif not arg.startswith("-") and not seen_server:
+            server, seen_server = arg, True
+        else:
+            sys.stderr.write(f"luna-shim: unexpected argument {arg!r}\n{USAGE}")
+            raise SystemExit(2)
+    return server, sock_path
+
+
+def default_socket(server: str) -> str:
+    from daemon import paths  # stdlib-only module: the same derivation lunad uses
+
+    return str(paths.server_socket(paths.runtime_dir(), server))
+
+
+def _stdin_to_socket(sock: socket.socket) -> None:
+    read = os.read
+    send = sock.sendall
+    with contextlib.suppress(OSError):  # lunad closed the session: main thread reports it
+        while True:
+            data = read(0, 65536)
+            if not data:
+                break
+            send(data)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def lunad_errors(tail: bytes) -> list[str]:
+    """Messages of the errors lunad wrote itself among the last bytes it sent."""
+    if _MARKER not in tail:
+        return []
+    import json
+
+    messages: list[str] = []
+    for line in tail.split(b"\n"):
+        if _MARKER not in line:
+            continue
+        try:
+            error = json.loads(line)["error"]
+            message = error["message"]
+            error["data"]["lunad"]  # only errors lunad wrote itself, not the server's
+        except (ValueError, KeyError, TypeError):
+            continue
+        if message not in messages:
+            messages.append(str(message))
+    return messages
+
+
+def run(server: str, sock_path: str) -> int:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(sock_path)
+    except OSError as exc:
+        sys.stderr.write(f"luna-shim: cannot reach lunad for server {server!r} at {sock_path}: "
+                         f"{exc.strerror or exc}\nluna-shim: {START_HINT}\n")
+        return 1
+    threading.Thread(target=_stdin_to_socket, args=(sock,), daemon=True).start()
+    recv = sock.recv
+    # The last chunks received, by reference: lunad's own errors are its final bytes.
+    last: deque[bytes] = deque(maxlen=4)
+    keep = last.append
+    try:
+        while True:
+            data = recv(262144)
+            if not data:
+                break
+            _write_all(1, data)
+            keep(data)
+    except BrokenPipeError:
+        return 0  # our client went away: nothing left to bridge
+    except OSError as exc:
+        sys.stderr.write(f"luna-shim: connection to lunad at {sock_path} failed: {exc}\n")
+        return 1
+    tail = b"".join(last)
+    messages = lunad_errors(tail)
+    for message in messages:
+        sys.stderr.write(f"luna-shim: {message}\n")
+    return 1 if messages else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    server, sock_path = parse_args(sys.argv[1:] if argv is None else argv)
+    code = run(server, sock_path or default_socket(server))
+    sys.stderr.flush()
+    if argv is None:
+        os._exit(code)  # the stdin thread may sit in read(): leave without waiting for it
+    return code
 
 
 if __name__ == "__main__":

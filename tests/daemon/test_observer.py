@@ -149,3 +149,12 @@ def test_batch_messages_are_each_observed() -> None:
                                  {"jsonrpc": "2.0", "id": 2, "result": {}}]).encode())
     assert calls == [("echo", "ok", 0.0)]
     assert obs.in_flight == {}
+
+
+def test_id_in_head_of_a_truncated_frame() -> None:
+    from daemon.observer import id_in_head
+
+    assert id_in_head(b'{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"x":"yy') \
+        == "abc"
+    assert id_in_head(b'{"jsonrpc":"2.0","id":17,"method"') == 17
+    assert id_in_head(b'{"jsonrpc":"2.0","method":"x","params":{"aaaa') is None

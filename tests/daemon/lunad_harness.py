@@ -1,0 +1,230 @@
+"""A real lunad subprocess for end-to-end tests, and a raw JSON-RPC client for its sockets.
+
+`Lunad(servers)` writes a temp config (runtime dir under /tmp: unix socket paths are limited
+to 107 bytes; metrics on a free port; infra backend "none"), starts `python -m daemon.lunad`,
+and waits until the control socket answers and each server has its min_idle workers. Every
+wait is bounded. `stop()` ends it and kills anything it left (the tests assert there was
+nothing to kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from daemon.control_client import request
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = str(Path(__file__).resolve().parent / "servers" / "echo_server.py")
+
+
+def shim_command(server: str) -> list[str]:
+    """How an MCP client starts luna-shim here (the venv's console script when installed)."""
+    script = Path(sys.executable).parent / "luna-shim"
+    if script.exists():
+        return [str(script), server]
+    return [sys.executable, "-m", "daemon.shim", server]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def echo_server(*args: str, **keys: Any) -> dict[str, Any]:
+    """A [servers.NAME] table running the stdlib echo server with `args`."""
+    table: dict[str, Any] = {"command": sys.executable, "args": [ECHO, *args],
+                             "min_idle": 1, "max_sessions": 8, "stop_timeout": 2}
+    table.update(keys)
+    return table
+
+
+class Lunad:
+    def __init__(self, servers: dict[str, dict[str, Any]], *, drain_timeout: float = 3.0,
+                 metrics: bool = True) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
+        self.runtime_dir = self.dir / "run"
+        self.state_dir = self.dir / "state"
+        self.config_path = self.dir / "luna.toml"
+        self.log_path = self.dir / "lunad.log"
+        self.metrics_port = free_port() if metrics else None
+        self.servers = servers
+        lines = ["[daemon]", f"runtime_dir = {toml_value(str(self.runtime_dir))}",
+                 f"state_dir = {toml_value(str(self.state_dir))}",
+                 f"drain_timeout = {drain_timeout}", "", "[metrics]",
+                 f'listen = "127.0.0.1:{self.metrics_port}"' if metrics else 'listen = ""',
+                 "", "[infra]", 'backend = "none"']
+        for name, table in servers.items():
+            lines += ["", f"[servers.{name}]"]
+            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LUNA_RUNTIME_DIR": str(self.runtime_dir)}
+
+    def socket_path(self, server: str) -> str:
+        return str(self.runtime_dir / f"{server}.sock")
+
+    def start(self, wait_idle: bool = True, timeout: float = 20.0) -> Lunad:
+        """Start lunad; wait for control and for min_idle workers of each server that has
+        no `--require-file` (a server meant to fail at first)."""
+        log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.lunad", "--config", str(self.config_path)],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lunad exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status = self.status()
+            except Exception:
+                time.sleep(0.05)
+                continue
+            if not wait_idle or all(
+                    s["pool"]["idle"] >= self.servers[n].get("min_idle", 2)
+                    for n, s in status["servers"].items()
+                    if "--require-file" not in self.servers[n].get("args", [])):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"lunad not ready within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def status(self) -> dict[str, Any]:
+        response = request({"cmd": "status"}, runtime_dir=str(self.runtime_dir), timeout=5)
+        assert response["ok"], response
+        return response["result"]
+
+    def control(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return request(cmd, runtime_dir=str(self.runtime_dir), timeout=5)
+
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+
+    def worker_pids(self) -> set[int]:
+        assert self.proc is not None
+        try:
+            return {c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.log()}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait; SIGKILL whatever is left (the tests check nothing was left)."""
+        if self.proc is None:
+            return None
+        leftovers = self.worker_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.proc.returncode
+
+
+class RawClient:
+    """Newline-delimited JSON-RPC straight over a server socket (fast, exact bytes)."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, message: dict[str, Any] | bytes) -> None:
+        data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
+        self.sock.sendall(data)
+
+    def call(self, req_id: Any, method: str, params: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "method": method}
+        if params is not None:
+            body["params"] = params
+        self.send(body)
+
+    def tool(self, req_id: Any, name: str, **arguments: Any) -> None:
+        self.call(req_id, "tools/call", {"name": name, "arguments": arguments})
+
+    def recv_line(self) -> bytes:
+        """The next line; b"" at EOF."""
+        if b"\n" not in self.buf:
+            parts = [self.buf]  # a list, not +=: a 64 MiB line must not cost quadratic copies
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    self.buf = b""
+                    return b"".join(parts)
+                parts.append(chunk)
+                if b"\n" in chunk:
+                    break
+            self.buf = b"".join(parts)
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def recv(self) -> dict[str, Any]:
+        line = self.recv_line()
+        if not line:
+            raise EOFError("lunad closed the connection")
+        return json.loads(line)
+
+    def initialize(self) -> dict[str, Any]:
+        self.call(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                    "clientInfo": {"name": "raw", "version": "1"}})
+        answer = self.recv()
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return answer
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
