@@ -43,6 +43,7 @@ from daemon.render import (
 )
 
 REQUIRED_SCRIPTS = ("supervisord", "supervisorctl", "lunad", "luna-shim")
+DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="logs and lunad's state (default: /var/lib/luna)")
     parser.add_argument("--conf-dir", type=Path, default=Path("/etc/luna"),
                         help="where supervisord.conf and luna.toml go (default: /etc/luna)")
-    parser.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"),
+    parser.add_argument("--unit-dir", type=Path, default=DEFAULT_UNIT_DIR,
                         help="where luna.service goes (default: /etc/systemd/system)")
     parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="a luna.toml setting for a new luna.toml, e.g. infra.backend=none "
@@ -128,8 +129,12 @@ def run(args: argparse.Namespace) -> int:
         below(root, directory).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     conf = layout.supervisord_conf
-    print(f"\nNext: systemctl daemon-reload && systemctl enable --now luna\n"
-          f"Then: {layout.bin_dir}/supervisorctl -c {conf} status\n"
+    if root == Path("/") and layout.unit_dir == DEFAULT_UNIT_DIR:
+        print("\nNext: systemctl daemon-reload && systemctl enable --now luna")
+    else:
+        print(f"\nThe unit is not where systemd looks: copy it to {DEFAULT_UNIT_DIR}, or run "
+              f"supervisord -c {conf} yourself")
+    print(f"Then: {layout.bin_dir}/supervisorctl -c {conf} status\n"
           f"      {layout.bin_dir}/supervisorctl -c {conf} luna status")
     if kept:
         print(f"\n{len(kept)} edited file(s) kept; compare them with a fresh rendering "
