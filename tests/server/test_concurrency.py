@@ -1,0 +1,101 @@
+"""One Luna for every session: concurrent cycles and stores from 8 OS processes lose nothing,
+with Redis and with files alone. The φ case goes through 8 real `luna-server` processes and
+the mcp client; the store case drives the store layer from 8 spawned processes."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import anyio
+import pytest
+import redis
+
+from luna_server.consciousness import raw_phi
+from luna_server.service import Luna
+from luna_server.store.files import read_lines
+from luna_server.store.layout import FOLDERS, TYPES
+from tests.server.helpers import all_json_readable, luna_session, text_of
+from tests.server.workers import phi_text, store_many
+
+PROCESSES = 8
+CALLS = 50
+STORES = 200
+
+
+@pytest.fixture(params=["files", "redis"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    return request.getfixturevalue("redis_url") if request.param == "redis" else None
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(180)
+async def test_400_concurrent_cycles_from_8_servers(tmp_path: Path,
+                                                    backend: str | None) -> None:
+    memory = tmp_path / "memory"
+    errors: list[str] = []
+
+    async def one_server(worker: int) -> None:
+        async with luna_session(memory, backend) as session:
+            async def one_call(call: int) -> None:
+                result = await session.call_tool("phi_consciousness_calculate",
+                                                  {"interaction_context": phi_text(worker, call)})
+                if result.is_error:
+                    errors.append(text_of(result))
+            async with anyio.create_task_group() as calls:
+                for call in range(CALLS):
+                    calls.start_soon(one_call, call)
+
+    async with anyio.create_task_group() as servers:
+        for worker in range(PROCESSES):
+            servers.start_soon(one_server, worker)
+    assert errors == []
+    state = json.loads((memory / "consciousness_state.json").read_text())
+    history = state["history"]
+    assert len(history) == PROCESSES * CALLS
+    expected_raws = sorted(raw_phi(phi_text(w, c)) for w in range(PROCESSES)
+                           for c in range(CALLS))
+    assert sorted(entry["raw"] for entry in history) == expected_raws
+    phi = 1.0  # replay: every cycle must have started from the previous one's φ
+    for entry in history:
+        phi = 0.7 * phi + 0.3 * entry["raw"]
+        assert entry["phi_value"] == phi
+    assert state["phi"] == phi
+    if backend:
+        prefix = Luna(memory, backend).redis.prefix  # type: ignore[union-attr]
+        mirrored = json.loads(redis.Redis.from_url(backend).get(f"{prefix}state:consciousness"))
+        assert mirrored["phi"] == phi and len(mirrored["history"]) == PROCESSES * CALLS
+
+
+@pytest.mark.timeout(180)
+def test_1600_concurrent_stores_from_8_processes(tmp_path: Path, backend: str | None) -> None:
+    memory = tmp_path / "memory"
+    with ProcessPoolExecutor(PROCESSES, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(store_many, str(memory), backend, w, STORES)
+                   for w in range(PROCESSES)]
+        acknowledged = [mid for f in futures for mid in f.result()]
+    assert len(set(acknowledged)) == PROCESSES * STORES
+    assert all_json_readable(memory) == []
+    luna = Luna(memory, backend)
+    for memory_type in TYPES:
+        folder = memory / FOLDERS[memory_type]
+        expected = {m for m in acknowledged if m.startswith(memory_type + "_")}
+        index = json.loads((folder / "index.json").read_text())
+        assert index["count"] == len(index["memories"]) == len(expected) == 400
+        assert set(index["memories"]) == expected
+        catalog = [e["id"] for e in read_lines(folder / "catalog.jsonl")]
+        assert len(catalog) == len(set(catalog)) and set(catalog) == expected
+        assert {p.stem for p in folder.glob(f"{memory_type}_*.json")} == expected
+    assert luna.memory.retrieve("shared").total == PROCESSES * STORES
+    assert luna.memory.search_files("shared").total == PROCESSES * STORES
+    for worker, i in [(0, 0), (3, 117), (7, 199)]:
+        hits = luna.memory.retrieve(f"unique{worker}x{i}").top
+        assert [h.content for h in hits] == [f"worker{worker} item{i} unique{worker}x{i} shared"]
+    if backend:
+        assert luna.memory.redis_ready()
+        client = redis.Redis.from_url(backend)
+        prefix = luna.redis.prefix  # type: ignore[union-attr]
+        assert client.scard(f"{prefix}tok:shared") == PROCESSES * STORES
+        assert sum(client.scard(f"{prefix}type:{t}") for t in TYPES) == PROCESSES * STORES

@@ -1,0 +1,161 @@
+"""The Redis path: identical results to the files, served without reading memory files,
+rebuilt after a flush, a restart or a missed update, and the shared state mirrored there.
+Uses the real redis-server of tests/conftest.py (and a private one for the restart case)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from luna_server.relevance import results_text
+from luna_server.service import Luna
+from luna_server.store import redis_index
+from luna_server.store.layout import TYPES
+from luna_server.store.memory import MemoryStore
+from luna_server.store.redis_index import RedisUnavailable
+from luna_server.summary import read_summary
+from luna_server.tokens import tokenize
+from tests.server.helpers import LEGACY_IDS, LEGACY_QUERY, copy_legacy
+from tests.support.redis import RedisServer
+
+VOCAB = ["fractal", "fractals", "pattern", "patterns", "golden", "ratio", "phi", "spiral",
+         "memory", "memories", "seed", "light", "wave", "echo", "mirror", "dream", "sun",
+         "moon", "river", "stone"]
+
+
+def fill(luna: Luna, rng: random.Random, n: int) -> None:
+    for _ in range(n):
+        words = rng.choices(VOCAB, k=rng.randint(2, 8))
+        luna.fractal_memory_store(rng.choice(TYPES), " ".join(words).capitalize() + ".")
+
+
+def queries(rng: random.Random, n: int) -> list[str]:
+    return [" ".join(rng.choices(VOCAB, k=rng.randint(1, 3))) for _ in range(n)]
+
+
+def test_redis_and_files_return_identical_results(tmp_path: Path, redis_url: str) -> None:
+    rng = random.Random(7)
+    luna = Luna(tmp_path, redis_url)
+    fill(luna, rng, 300)
+    assert luna.memory.redis_ready()
+    client = redis.Redis.from_url(redis_url)
+    assert client.exists(f"{luna.redis.prefix}ready")
+    assert client.scard(f"{luna.redis.prefix}tok:fractal") > 0
+    for query in [*queries(rng, 60), "fractal pattern", "golden ratio", "nothing here"]:
+        for types in (TYPES, ("leaf",), ("root", "seed")):
+            from_redis = luna.redis.search(tokenize(query), types)
+            from_files = luna.memory.search_files(query, types)
+            assert from_redis == from_files, (query, types)
+            assert results_text(query, from_redis) == results_text(query, from_files)
+    # the phrase floor is applied on the Redis path too
+    phrase = luna.redis.search(tokenize("golden ratios spiral"), TYPES)
+    assert phrase == luna.memory.search_files("golden ratios spiral")
+
+
+def test_redis_path_does_not_read_memory_files(tmp_path: Path, redis_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    luna = Luna(tmp_path, redis_url)
+    fill(luna, random.Random(3), 50)
+    expected = luna.memory.search_files("golden spiral")
+    assert luna.memory.redis_ready()
+
+    def no_files(*args: object, **kwargs: object) -> None:
+        raise AssertionError("retrieval read the memory files")
+    monkeypatch.setattr(MemoryStore, "entries", no_files)
+    monkeypatch.setattr(MemoryStore, "search_files", no_files)
+    assert luna.memory.retrieve("golden spiral") == expected
+
+
+def test_flushed_redis_is_rebuilt_and_tools_keep_working(tmp_path: Path,
+                                                         redis_url: str) -> None:
+    rng = random.Random(11)
+    luna = Luna(tmp_path, redis_url)
+    fill(luna, rng, 80)
+    luna.phi_consciousness_calculate("why? how? what?")
+    before = luna.fractal_memory_retrieve("golden spiral")
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    fill(luna, rng, 5)  # stores while the index is gone
+    other = Luna(tmp_path, redis_url)  # another process's view
+    after = other.fractal_memory_retrieve("golden spiral")
+    assert client.exists(f"{luna.redis.prefix}ready")  # rebuilt on first use
+    assert sum(client.scard(f"{luna.redis.prefix}type:{t}") for t in TYPES) == 85
+    assert after == results_text("golden spiral", luna.memory.search_files("golden spiral"))
+    assert after.count("ID:") == 10 and before != after  # the five new memories count
+    # the state came back too
+    state = json.loads(client.get(f"{luna.redis.prefix}state:consciousness"))
+    assert state["phi"] == other.state.consciousness().phi > 1.0
+
+
+def test_missed_update_flags_redis_stale_until_rebuilt(tmp_path: Path, redis_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    luna = Luna(tmp_path, redis_url)
+    luna.fractal_memory_store("leaf", "first memory")
+    assert luna.memory.redis_ready()
+
+    def unavailable(entry: object) -> None:
+        raise RedisUnavailable("simulated")
+    monkeypatch.setattr(luna.redis, "add", unavailable)
+    luna.fractal_memory_store("leaf", "second memory")
+    monkeypatch.undo()
+    assert (tmp_path / ".redis-stale").exists()
+    assert "Found 2 memories" in luna.fractal_memory_retrieve("memory")
+    assert not (tmp_path / ".redis-stale").exists()
+    assert luna.redis.search(["memory"], TYPES).total == 2
+
+
+@pytest.mark.timeout(60)
+def test_redis_killed_and_restarted(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        luna = Luna(tmp_path / "memory", server.url)
+        luna.fractal_memory_store("root", "alpha spiral")
+        assert luna.memory.redis_ready()
+        server.stop()
+        # Redis is down: every tool still answers from the files
+        luna.fractal_memory_store("root", "beta spiral")
+        assert "Found 2 memories" in luna.fractal_memory_retrieve("spiral")
+        assert "Phi Value" in luna.phi_consciousness_calculate("why? why?")
+        assert "Phi Value" in luna.consciousness_state_query()
+        assert "Co-Learning Events: 1" in luna.co_evolution_track("how")
+        server.start()  # same port, empty (no persistence): the index must be rebuilt
+        time.sleep(redis_index.RETRY_AFTER + 0.1)
+        assert "Found 2 memories" in luna.fractal_memory_retrieve("spiral")
+        client = redis.Redis.from_url(server.url)
+        assert client.scard(f"{luna.redis.prefix}tok:spiral") == 2
+        assert luna.redis.search(["beta"], TYPES).total == 1
+        summary = read_summary(tmp_path / "memory", server.url)
+        assert summary == {"phi": luna.state.consciousness().phi,
+                           "memories": {"root": 2, "branch": 0, "leaf": 0, "seed": 0}}
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_legacy_memories_through_redis(tmp_path: Path, redis_url: str) -> None:
+    luna = Luna(copy_legacy(tmp_path), redis_url)
+    result = luna.memory.retrieve(LEGACY_QUERY)
+    assert luna.memory.redis_ready()
+    assert {h.id for h in result.top} == LEGACY_IDS
+    assert result == luna.memory.search_files(LEGACY_QUERY)
+
+
+def test_state_mirrored_and_summary_from_redis(tmp_path: Path, redis_url: str) -> None:
+    luna = Luna(tmp_path, redis_url)
+    luna.fractal_memory_store("branch", "one")
+    luna.phi_consciousness_calculate("what? why?")
+    client = redis.Redis.from_url(redis_url)
+    mirrored = json.loads(client.get(f"{luna.redis.prefix}state:consciousness"))
+    on_disk = json.loads((tmp_path / "consciousness_state.json").read_text())
+    assert mirrored == on_disk
+    assert read_summary(tmp_path, redis_url) == {
+        "phi": on_disk["phi"], "memories": {"root": 0, "branch": 1, "leaf": 0, "seed": 0}}
+    # with the index not ready the summary falls back to the files, same answer
+    client.delete(f"{luna.redis.prefix}ready")
+    assert read_summary(tmp_path, redis_url) == read_summary(tmp_path)
