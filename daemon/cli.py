@@ -14,6 +14,7 @@ COMMANDS: list[str] = [
     "daemon.commands.status",
     "daemon.commands.install",
     "daemon.commands.claude_desktop",
+    "daemon.commands.doctor",
 ]
 
 

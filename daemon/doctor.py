@@ -1,0 +1,312 @@
+"""`luna doctor`'s checks: each looks at one thing on this host and says OK, or what to do.
+
+A check is a plain function returning one or more `Finding`s; none of them changes anything
+(the server-command check starts a worker and stops it again). The order is the order a new
+user meets them: Python and packages, config, directories, the daemon, each server's command,
+the infrastructure (Docker or native binaries, Redis), ports, and Claude Desktop's config.
+
+Severity: OK; WARN for what Luna works without (no Docker, no Claude Desktop config yet, a
+directory lunad has not created yet); FAIL for what stops Luna from working as configured.
+`luna doctor` exits 1 when anything FAILs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from daemon.config import DaemonConfig, ServerConfig, load_config, parse_listen
+from daemon.control_client import START_HINT, ControlUnavailable, request
+from daemon.errors import ConfigError
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+DISTRIBUTION = "luna"
+
+
+@dataclass(frozen=True)
+class Finding:
+    item: str
+    severity: str        # OK, WARN or FAIL
+    detail: str          # what was found
+    fix: str = ""        # what to do about it (WARN and FAIL)
+
+
+# ---------------------------------------------------------------- Python and packages
+
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Finding:
+    text = ".".join(map(str, version))
+    if version >= (3, 11):
+        return Finding("python", OK, f"Python {text} ({sys.executable})")
+    return Finding("python", FAIL, f"Python {text}", "Luna needs Python 3.11 or newer")
+
+
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)\s*(?:\[[^\]]*\])?\s*([^;]*)(;.*)?$")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def satisfies(version: str, specifiers: str) -> bool:
+    """True when `version` meets every `>=X` / `<X` / `==X` in a comma list (our pins' forms)."""
+    have = _version_tuple(version)
+    for spec in filter(None, (s.strip() for s in specifiers.split(","))):
+        op, want = re.match(r"^(>=|<=|==|<|>|!=|~=)?\s*(.+)$", spec).groups()  # type: ignore[union-attr]
+        w = _version_tuple(want)
+        ok = {">=": have >= w, "<=": have <= w, "<": have < w, ">": have > w,
+              "!=": have != w, "==": have[:len(w)] == w, "~=": have >= w}.get(op or "==", True)
+        if not ok:
+            return False
+    return True
+
+
+def check_packages(requirements: Iterable[str] | None = None) -> list[Finding]:
+    """Each install requirement of the luna distribution: installed, in the pinned range."""
+    if requirements is None:
+        try:
+            requirements = metadata.requires(DISTRIBUTION) or []
+        except metadata.PackageNotFoundError:
+            return [Finding("packages", FAIL, "the luna package is not installed",
+                            "install it: pip install -e . (in the repository)")]
+    findings = []
+    for line in requirements:
+        m = _REQUIREMENT.match(line.strip())
+        if not m or (m.group(3) and "extra" in m.group(3)):
+            continue  # test extras are not needed to run Luna
+        name, specifiers = m.group(1), m.group(2).strip().strip("()")
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            findings.append(Finding(f"package {name}", FAIL, "not installed",
+                                    f"pip install '{name}{specifiers}'"))
+            continue
+        if satisfies(version, specifiers):
+            findings.append(Finding(f"package {name}", OK, f"{version} ({specifiers})"))
+        else:
+            findings.append(Finding(f"package {name}", FAIL, f"{version}, wanted {specifiers}",
+                                    f"pip install '{name}{specifiers}'"))
+    return findings
+
+
+# ---------------------------------------------------------------- config and directories
+
+def check_config(path: Path | None) -> tuple[Finding, DaemonConfig | None]:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return Finding("config", FAIL, str(exc), "correct that key in the file"), None
+    where = str(path) if path else "no file: embedded defaults"
+    return Finding("config", OK, f"{where}; servers: {', '.join(config.servers)}"), config
+
+
+def check_directory(item: str, path: Path, *, private: bool) -> Finding:
+    """A directory lunad uses: ours, and 0700 when `private` (sockets live there)."""
+    if not path.exists():
+        parent = next((p for p in path.parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            return Finding(item, WARN, f"{path} does not exist yet", "lunad creates it at start")
+        return Finding(item, FAIL, f"{path} does not exist and {parent} is not writable",
+                       f"create it: install -d -m 0700 {path} (as its owner), or set "
+                       f"daemon.{item.replace(' ', '_')} in luna.toml")
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return Finding(item, FAIL, f"{path} is not a directory (symlink or file)",
+                       f"remove it, or set daemon.{item.replace(' ', '_')} to another path")
+    if st.st_uid != os.getuid():
+        return Finding(item, FAIL, f"{path} belongs to uid {st.st_uid}, not to us "
+                       f"(uid {os.getuid()})", "remove it or choose another directory")
+    mode = stat.S_IMODE(st.st_mode)
+    if private and mode != 0o700:
+        return Finding(item, FAIL, f"{path} has mode {mode:04o}, must be 0700",
+                       f"chmod 0700 {path}")
+    if not os.access(path, os.W_OK):
+        return Finding(item, FAIL, f"{path} is not writable", f"chmod u+w {path}")
+    return Finding(item, OK, f"{path} ({mode:04o})")
+
+
+# ---------------------------------------------------------------- the daemon and its servers
+
+def check_daemon(runtime: Path) -> tuple[Finding, dict[str, Any] | None]:
+    try:
+        response = request({"cmd": "status"}, runtime_dir=str(runtime), timeout=3.0)
+    except (ControlUnavailable, ValueError) as exc:
+        detail = str(exc).replace(f"; {START_HINT}", "")
+        return Finding("daemon", FAIL, detail, START_HINT), None
+    if not response.get("ok"):
+        return Finding("daemon", FAIL, f"lunad answered an error: {response.get('error')}",
+                       "see lunad's log"), None
+    status = response["result"]
+    d = status.get("daemon", {})
+    return Finding("daemon", OK, f"lunad pid {d.get('pid')}, up {d.get('uptime', 0):.0f} s, "
+                   f"serving {', '.join(status.get('servers', {}))}"), status
+
+
+async def _start_and_stop(server: ServerConfig) -> float:
+    from daemon.worker import Worker  # asyncio and psutil only for this check
+
+    worker = Worker(server)
+    try:
+        await worker.start()
+        return worker.ready_seconds or 0.0
+    finally:
+        await worker.stop()
+
+
+def check_server_command(server: ServerConfig) -> Finding:
+    """Start the server's command as lunad would, wait for its `ping` answer, stop it."""
+    item = f"server {server.name}"
+    try:
+        seconds = asyncio.run(_start_and_stop(server))
+    except Exception as exc:  # SpawnError and OSError carry the reason and stderr tail
+        return Finding(item, FAIL, f"{server.command} did not start: {exc}",
+                       f"fix servers.{server.name}.command/args in luna.toml, or run it by "
+                       "hand to see why")
+    return Finding(item, OK, f"{server.command} {' '.join(server.args)}: ready in "
+                   f"{seconds * 1000:.0f} ms")
+
+
+# ---------------------------------------------------------------- infrastructure
+
+def check_infra(config: DaemonConfig, status: dict[str, Any] | None) -> list[Finding]:
+    from daemon.infra.detect import choose_backend
+
+    if status is not None and "infra" in status:
+        infra = status["infra"]
+        findings = [Finding("infra", OK, f"lunad runs the {infra.get('backend')} backend")]
+        for name, svc in infra.get("services", {}).items():
+            up = svc.get("up")
+            unavailable = svc.get("state") == "unavailable"
+            findings.append(Finding(
+                f"infra {name}", OK if up else WARN if unavailable else FAIL,
+                f"{svc.get('state')} {svc.get('detail', '')}".strip(),
+                "" if up else "see `luna status` and lunad's log; lunad restarts it by itself"))
+        return findings
+    backend, why = choose_backend(config.infra)
+    if backend == "none":
+        return [Finding("infra", WARN, f"no Docker engine and no redis-server ({why})",
+                        "Luna runs from files alone; for the shared index install "
+                        "redis-server (and prometheus), or Docker")]
+    return [Finding("infra", OK, f"lunad will use the {backend} backend ({why})")]
+
+
+def check_redis(url: str) -> Finding:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return Finding("redis", WARN, f"{url} not reachable ({exc})",
+                       "lunad's infra backend starts it; Luna works from files meanwhile")
+    finally:
+        client.close()
+    return Finding("redis", OK, f"{url} answers PING")
+
+
+def redis_url_for(config: DaemonConfig, status: dict[str, Any] | None) -> str | None:
+    if os.environ.get("LUNA_REDIS_URL"):
+        return os.environ["LUNA_REDIS_URL"]
+    backend = status.get("infra", {}).get("backend") if status else config.infra.backend
+    if backend in ("none",):
+        return None
+    return f"redis://127.0.0.1:{config.infra.redis_port}/0"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(config: DaemonConfig, daemon_running: bool,
+                in_use: Callable[[str, int], bool] = port_in_use) -> list[Finding]:
+    """The ports lunad will bind: free now, or (daemon running) held, presumably by it."""
+    wanted: list[tuple[str, str, int]] = []
+    if config.metrics_listen:
+        host, port = parse_listen(config.metrics_listen)
+        wanted.append(("metrics.listen", host, port))
+    if config.infra.backend in ("auto", "native"):
+        wanted.append(("infra.redis_port", "127.0.0.1", config.infra.redis_port))
+        if config.infra.prometheus:
+            wanted.append(("infra.prometheus_port", "127.0.0.1", config.infra.prometheus_port))
+    findings = []
+    for key, host, port in wanted:
+        busy = in_use(host, port)
+        if not busy:
+            findings.append(Finding(f"port {port}", OK, f"{host}:{port} free ({key})"))
+        elif daemon_running:
+            findings.append(Finding(f"port {port}", OK, f"{host}:{port} in use, lunad is "
+                                    f"running ({key})"))
+        else:
+            findings.append(Finding(f"port {port}", FAIL, f"{host}:{port} is taken by another "
+                                    f"program ({key})", f"stop that program or set {key} in "
+                                    "luna.toml"))
+    return findings
+
+
+# ---------------------------------------------------------------- Claude Desktop
+
+def check_claude_desktop(config_file: Path, shim: Path, runtime: Path) -> Finding:
+    """Some mcpServers entry runs this luna-shim with a socket that exists under `runtime`."""
+    item = "claude desktop"
+    hint = "run: luna config claude-desktop --install"
+    if not config_file.exists():
+        return Finding(item, WARN, f"{config_file} does not exist", hint)
+    try:
+        servers = json.loads(config_file.read_text()).get("mcpServers", {})
+    except (ValueError, AttributeError, OSError) as exc:
+        return Finding(item, FAIL, f"{config_file} is not a JSON object ({exc})",
+                       "fix the file by hand; luna will not overwrite it")
+    shims = {name: entry for name, entry in servers.items()
+             if isinstance(entry, dict) and Path(str(entry.get("command", ""))).name == "luna-shim"}
+    if not shims:
+        return Finding(item, WARN, f"{config_file} has no luna-shim server", hint)
+    for name, entry in shims.items():
+        if Path(entry["command"]) != shim:
+            return Finding(item, FAIL, f"mcpServers.{name} runs {entry['command']}, not this "
+                           f"install's {shim}", hint)
+        args = [str(a) for a in entry.get("args", [])]
+        sock = Path(args[args.index("--socket") + 1]) if "--socket" in args[:-1] else None
+        if sock is not None and sock.parent != runtime:
+            return Finding(item, FAIL, f"mcpServers.{name} names socket {sock}, but lunad's "
+                           f"runtime dir is {runtime}", hint)
+    return Finding(item, OK, f"{config_file}: {', '.join(shims)} → {shim}")
+
+
+# ---------------------------------------------------------------- all of it
+
+def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
+               start_servers: bool = True) -> list[Finding]:
+    findings = [check_python(), *check_packages()]
+    config_finding, config = check_config(config_path)
+    findings.append(config_finding)
+    if config is None:
+        return findings
+    runtime = config.runtime_dir
+    findings.append(check_directory("runtime dir", runtime, private=True))
+    findings.append(check_directory("state dir", config.state_dir, private=False))
+    daemon_finding, status = check_daemon(runtime)
+    findings.append(daemon_finding)
+    if start_servers:
+        findings.extend(check_server_command(s) for s in config.servers.values())
+    findings.extend(check_infra(config, status))
+    url = redis_url_for(config, status)
+    if url:
+        findings.append(check_redis(url))
+    findings.extend(check_ports(config, status is not None))
+    findings.append(check_claude_desktop(claude_config, shim, runtime))
+    return findings

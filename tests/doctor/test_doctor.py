@@ -1,0 +1,129 @@
+"""luna doctor: each check on real files, sockets and processes, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.config import ServerConfig, parse_config
+from daemon.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    check_claude_desktop,
+    check_directory,
+    check_packages,
+    check_ports,
+    check_server_command,
+    satisfies,
+)
+from tests.daemon.lunad_harness import ECHO, Lunad, echo_server
+
+LUNA = [sys.executable, "-m", "daemon.cli"]
+
+
+def test_version_specifiers() -> None:
+    assert satisfies("2.3.0", ">=2,<3")
+    assert not satisfies("3.0.0", ">=2,<3")
+    assert not satisfies("0.19.1", ">=0.20,<1")
+    assert satisfies("7.2.2", "<8,>=5.9")
+
+
+def test_packages_reports_missing_and_out_of_range() -> None:
+    findings = {f.item: f for f in check_packages(["psutil>=99", "no-such-package-xyz>=1"])}
+    assert findings["package psutil"].severity == FAIL
+    assert "wanted >=99" in findings["package psutil"].detail
+    assert findings["package no-such-package-xyz"].severity == FAIL
+    assert "pip install" in findings["package no-such-package-xyz"].fix
+    assert all(f.severity == OK for f in check_packages())  # this install's own pins
+
+
+def test_directory_checks(tmp_path: Path) -> None:
+    assert check_directory("runtime dir", tmp_path / "absent", private=True).severity == WARN
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(loose, 0o755)
+    finding = check_directory("runtime dir", loose, private=True)
+    assert finding.severity == FAIL and finding.fix == f"chmod 0700 {loose}"
+    os.chmod(loose, 0o700)
+    assert check_directory("runtime dir", loose, private=True).severity == OK
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert check_directory("state dir", afile, private=False).severity == FAIL
+
+
+def test_ports_taken_by_another_program_fail_until_lunad_holds_them() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = parse_config({"metrics": {"listen": f"127.0.0.1:{port}"},
+                               "infra": {"backend": "none"}}, "t.toml", environ={})
+        [finding] = check_ports(config, daemon_running=False)
+        assert finding.severity == FAIL and "metrics.listen" in finding.fix
+        [finding] = check_ports(config, daemon_running=True)
+        assert finding.severity == OK
+    [finding] = check_ports(config, daemon_running=False)
+    assert finding.severity == OK
+
+
+def test_claude_desktop_config(tmp_path: Path) -> None:
+    shim = Path(sys.executable).parent / "luna-shim"
+    runtime = tmp_path / "run"
+    config = tmp_path / "claude_desktop_config.json"
+    assert check_claude_desktop(config, shim, runtime).severity == WARN
+    config.write_text("{not json")
+    assert check_claude_desktop(config, shim, runtime).severity == FAIL
+    entry = {"command": "/elsewhere/luna-shim", "args": ["luna", "--socket",
+                                                         str(runtime / "luna.sock")]}
+    config.write_text(json.dumps({"mcpServers": {"luna": entry, "other": {"command": "x"}}}))
+    finding = check_claude_desktop(config, shim, runtime)
+    assert finding.severity == FAIL and "/elsewhere/luna-shim" in finding.detail
+    entry["command"] = str(shim)
+    config.write_text(json.dumps({"mcpServers": {"luna": entry}}))
+    assert check_claude_desktop(config, shim, runtime).severity == OK
+    entry["args"] = ["luna", "--socket", "/somewhere/else/luna.sock"]
+    config.write_text(json.dumps({"mcpServers": {"luna": entry}}))
+    assert check_claude_desktop(config, shim, runtime).severity == FAIL
+
+
+@pytest.mark.timeout(60)
+def test_server_command_is_really_started() -> None:
+    good = ServerConfig(name="echo", command=sys.executable, args=(ECHO,), stop_timeout=2)
+    assert check_server_command(good).severity == OK
+    bad = ServerConfig(name="broken", command=sys.executable,
+                       args=(ECHO, "--exit-at-once", "4"), stop_timeout=2, ready_timeout=10)
+    finding = check_server_command(bad)
+    assert finding.severity == FAIL
+    assert "servers.broken.command" in finding.fix
+
+
+@pytest.mark.timeout(120)
+def test_doctor_against_a_live_lunad(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("LUNA_REDIS_URL", None)
+    lunad = Lunad({"echo": echo_server()}).start()
+    config = tmp_path / "luna.toml"  # the harness removes its own dir when lunad stops
+    config.write_text(lunad.config_path.read_text())
+    try:
+        args = [*LUNA, "doctor", "--json", "--config", str(config),
+                "--claude-config", str(tmp_path / "claude.json")]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        findings = {f["item"]: f for f in json.loads(done.stdout)}
+        assert findings["daemon"]["severity"] == OK, findings["daemon"]
+        assert findings["server echo"]["severity"] == OK
+        assert findings["claude desktop"]["severity"] == WARN
+        assert done.returncode == 0, done.stdout
+    finally:
+        lunad.stop()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    findings = {f["item"]: f for f in json.loads(done.stdout)}
+    assert findings["daemon"]["severity"] == FAIL
+    assert "lunad" in findings["daemon"]["fix"]
+    assert done.returncode == 1
