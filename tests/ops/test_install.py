@@ -107,6 +107,14 @@ def test_systemd_analyze_verify_accepts_rendered_unit(tmp_path: Path) -> None:
     # (In this Debian 12 container it prints nothing for a good unit; nothing is filtered.)
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
 
+    # The hardening holds: systemd's own offline review rates the unit 6.5 (MEDIUM); without
+    # the Protect*/Restrict* settings it is 8.3 (EXPOSED). 7.0 leaves room for systemd versions.
+    review = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                            capture_output=True, text=True, timeout=60)
+    exposure = float(review.stdout.rsplit("Overall exposure level for luna.service:", 1)[1]
+                     .split()[0])
+    assert exposure <= 7.0, review.stdout[-2000:]
+
     # The same check fails when ExecStart names a binary that is not there.
     broken = tmp_path / "broken" / "luna.service"
     broken.parent.mkdir()
