@@ -1,0 +1,248 @@
+"""The newcomer's path, followed literally: the README's set-up, then every runnable doc command.
+
+A copy of the repository gets a fresh venv by running the README's first command exactly as
+written (`python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/lunad`), which leaves
+lunad running on its embedded defaults. Then an outside MCP client (the MCP Inspector CLI, not
+our SDK) calls a Luna tool through that install's `luna-shim`, the call shows up in `/metrics`,
+every ```sh block of the README and docs/ runs against it and must succeed, and finally lunad
+gets SIGTERM and must leave no process behind (its workers, Redis and Prometheus included).
+
+Blocks fenced as ```sh are runnable; ```text blocks are illustrative (e.g. `systemctl start
+luna`, which needs a real systemd). The README's two set-up commands are not run again by the
+docs loop: the first is this module's fixture, the second is the command running this test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from daemon import paths
+from daemon.control_client import ControlUnavailable, request
+
+ROOT = Path(__file__).resolve().parents[2]
+INSPECTOR = ROOT / "tests" / "outside-client" / "node_modules" / ".bin" / "mcp-inspector"
+DEFAULT_METRICS = "http://127.0.0.1:9464/metrics"
+INSTALL_TIMEOUT = 600.0
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def sh_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```sh\n(.*?)^```", path.read_text(), re.M | re.S)
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def newcomer_env(home: Path) -> dict[str, str]:
+    """A login-like environment: no LUNA_* overrides, no venv of ours on PATH."""
+    keep = ("PATH", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+                                  if p != venv_bin)
+    env["HOME"] = str(home)
+    return env
+
+
+def copy_repository(dest: Path) -> None:
+    """The files a clone of main has (tracked, plus new ones not ignored), nothing else."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+@dataclass
+class Installation:
+    work: Path
+    env: dict[str, str]
+    shell: subprocess.Popen[bytes]
+    log: Path
+    status: dict
+
+    @property
+    def bin(self) -> Path:
+        return self.work / ".venv" / "bin"
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper(on: bool) -> None:
+    """Orphans of our descendants become our children, so a doc command cannot hide one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def descendants() -> set[int]:
+    """Live descendants of this test process; reaps the zombies it finds on the way."""
+    live = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
+            else:
+                live.add(proc.pid)
+        except (psutil.NoSuchProcess, ChildProcessError):
+            pass
+    return live
+
+
+def describe(pids: set[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            out.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())}")
+    return out
+
+
+def wait_for_lunad(shell: subprocess.Popen[bytes], runtime: Path, log: Path) -> dict:
+    deadline = time.monotonic() + INSTALL_TIMEOUT
+    while time.monotonic() < deadline:
+        if shell.poll() is not None:
+            pytest.fail(f"the README's install command exited {shell.returncode}:\n"
+                        f"{log.read_text(errors='replace')[-3000:]}")
+        try:
+            response = request({"cmd": "status"}, runtime_dir=str(runtime), timeout=2.0)
+        except ControlUnavailable:
+            time.sleep(0.5)
+            continue
+        status = response["result"]
+        pool = status["servers"]["luna"]["pool"]
+        if pool["idle"] >= 1:
+            return status
+        time.sleep(0.2)
+    pytest.fail(f"lunad did not answer on {runtime} within {INSTALL_TIMEOUT:g} s:\n"
+                f"{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
+    base = tmp_path_factory.mktemp("newcomer")
+    work, home = base / "luna", base / "home"
+    work.mkdir()
+    home.mkdir()
+    copy_repository(work)
+    set_child_subreaper(True)
+    env = newcomer_env(home)
+    runtime = paths.runtime_dir(environ=env)
+    if paths.control_socket(runtime).exists():
+        try:
+            request({"cmd": "status"}, runtime_dir=str(runtime), timeout=1.0)
+            pytest.fail(f"a lunad already answers on {runtime}: this test needs the defaults "
+                        "for itself; stop it first")
+        except ControlUnavailable:
+            pass
+    install = sh_blocks(ROOT / "README.md")[0].strip()
+    log = base / "install.log"
+    with open(log, "wb") as out:
+        shell = subprocess.Popen(["bash", "-c", install], cwd=work, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    try:
+        status = wait_for_lunad(shell, runtime, log)
+        yield Installation(work, env, shell, log, status)
+    finally:
+        if shell.poll() is None:  # a test failed before the stop test: leave nothing behind
+            for proc in psutil.Process(shell.pid).children(recursive=True):
+                proc.kill()
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait(10)
+        descendants()
+        set_child_subreaper(False)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    test_command = sh_blocks(ROOT / "README.md")[1].strip()
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_install_runs_lunad_from_the_fresh_venv(installed: Installation) -> None:
+    lunad = psutil.Process(installed.status["daemon"]["pid"])
+    assert str(installed.bin) in " ".join(lunad.cmdline()), lunad.cmdline()
+
+
+def test_outside_client_calls_a_tool_through_luna_shim(installed: Installation) -> None:
+    assert INSPECTOR.exists(), "the MCP Inspector CLI is missing: scripts/test.sh installs it"
+    done = subprocess.run(
+        [str(INSPECTOR), "--cli", str(installed.bin / "luna-shim"), "--method", "tools/call",
+         "--tool-name", "phi_consciousness_calculate", "--tool-arg",
+         "interaction_context=What is consciousness? How does phi relate to fractal patterns?"],
+        env=installed.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    text = result["content"][0]["text"]
+    assert not result.get("isError"), text
+    assert re.search(r"1\.\d{15}", text), text  # φ with 15 decimals
+
+    scraped = urllib.request.urlopen(DEFAULT_METRICS, timeout=10).read().decode()
+    calls = [line for line in scraped.splitlines()
+             if line.startswith("luna_tool_calls_total{")
+             and 'tool="phi_consciousness_calculate"' in line and 'outcome="ok"' in line]
+    assert calls and float(calls[0].rsplit(" ", 1)[1]) >= 1, scraped[:2000]
+
+
+def runnable_doc_blocks() -> list[tuple[str, int, str]]:
+    blocks = []
+    for path in doc_files():
+        for index, block in enumerate(sh_blocks(path)):
+            if path.name == "README.md" and index < 2:
+                continue  # the set-up commands: this module's fixture, and CI's own command
+            blocks.append((str(path.relative_to(ROOT)), index, block))
+    return blocks
+
+
+@pytest.mark.parametrize(("doc", "index", "block"), runnable_doc_blocks(),
+                         ids=[f"{d}#{i}" for d, i, _ in runnable_doc_blocks()])
+def test_doc_command_runs(installed: Installation, doc: str, index: int, block: str) -> None:
+    env = dict(installed.env)
+    env["PATH"] = f"{installed.bin}{os.pathsep}{env['PATH']}"
+    before = descendants()
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=installed.work,
+                          env=env, capture_output=True, text=True, timeout=180,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, (f"{doc} block {index} failed ({done.returncode}):\n{block}\n"
+                                  f"--- stdout\n{done.stdout[-2000:]}\n--- stderr\n"
+                                  f"{done.stderr[-2000:]}")
+    # A doc command that starts something must also stop it: nothing new may outlive it.
+    # We are a child subreaper (see the fixture), so whatever it daemonized is ours now.
+    deadline = time.monotonic() + 15
+    while (left := descendants() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"{doc} block {index} left processes: {describe(left)}"
+
+
+def test_sigterm_stops_lunad_leaving_no_process(installed: Installation) -> None:
+    tree = psutil.Process(installed.shell.pid).children(recursive=True)
+    names = {p.name() for p in tree}
+    if installed.status["infra"]["backend"] == "native":  # the default where Docker is absent
+        assert "redis-server" in names, names
+    os.kill(installed.status["daemon"]["pid"], signal.SIGTERM)
+    installed.shell.wait(60)
+    _gone, alive = psutil.wait_procs(tree, timeout=15)
+    assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    assert installed.shell.returncode == 0, installed.log_tail()
