@@ -172,8 +172,10 @@ async def test_stop_kills_the_whole_process_group() -> None:
         assert psutil.pid_exists(grandchild)
         await worker.stop()  # the echo server exits on EOF; its child would live on
         status = reap(grandchild, timeout=5.0)
-        assert status is not None and os.WIFSIGNALED(status)
-        assert os.WTERMSIG(status) == signal.SIGKILL
+        if status is None:  # reaped by someone else: it must at least be dead
+            assert gone(grandchild, timeout=5.0), "the grandchild outlived the worker"
+        else:
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
 @pytest.mark.anyio
@@ -278,6 +280,12 @@ def test_sigkilled_parent_leaves_no_worker(tmp_path: Path) -> None:
         finally:
             helper.kill()
             helper.wait(10)
-    assert status is not None, f"worker {worker_pid} outlived its SIGKILLed parent"
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    assert gone(worker_pid)
+    if status is None:
+        # Not ours to reap: the helper's own child-watcher thread (asyncio's) outlived its
+        # main thread by a moment and reaped the worker the death signal had just killed.
+        survived = not gone(worker_pid, timeout=5.0)
+        if survived:  # the test failed; still leave nothing behind
+            os.kill(worker_pid, signal.SIGKILL)
+        assert not survived, f"worker {worker_pid} outlived its SIGKILLed parent"
+    else:
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL

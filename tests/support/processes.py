@@ -30,7 +30,8 @@ def subreaper() -> Iterator[None]:
 
 
 def reap(pid: int, timeout: float) -> int | None:
-    """waitpid() a child of ours within `timeout`; its raw wait status, or None if it lives."""
+    """waitpid() a child of ours within `timeout`: its raw wait status; None if it still runs
+    then, or is not (or no longer) our child."""
     deadline = time.monotonic() + timeout
     while True:
         try:

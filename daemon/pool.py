@@ -1,0 +1,526 @@
+"""The pool: the one owner of a server's workers (as gunicorn's arbiter owns its workers).
+
+Only the pool creates, hands out and retires workers, and only through the states of
+daemon/states.py. Sessions borrow a worker with acquire() and give it back with release(),
+after which it is stopped: a worker serves exactly one session, so nothing leaks between
+sessions. A manager task keeps `min_idle` workers ready (started and proven by the ping)
+plus one for each acquire() waiting, spawning at most `max_parallel_spawns` at a time.
+
+acquire():  an idle worker is handed out at once (and the top-up starts); with none idle the
+            caller waits for the next one to become ready, first come first served.
+            PoolExhausted when `max_sessions` sessions are bound (or waiting) already;
+            ServerUnavailable when spawning is failing (backoff active), when the pool drains
+            or stops, or when no worker is ready within `timeout`. Its message carries the
+            last failure and the worker's last stderr lines, for the client to read.
+Spawn failures go to daemon/backoff.py: exponential delay with a cap, one probe spawn at a
+time while failing, back to normal on the first worker that becomes ready. Never a final
+state: the pool recovers by itself when the server is fixed. An idle worker that dies on its
+own counts as a failure too (a server that crashes right after its ping must not respawn in
+a hot loop); a worker dying during its session does not (the session may have caused it).
+Memory: with `memory_limit`, every MEMORY_INTERVAL seconds the RSS of each worker's process
+tree is read (psutil); a worker over the limit is SIGKILLed and its exit counted as
+`memory_limit` (the session sees it die like any crash, with the reason in its error).
+drain() stops idle and starting workers and spawns no more; bound sessions go on.
+stop() stops every worker, busy ones included (reason `shutdown`), and waits for them.
+
+The decisions (how many to spawn now, whether to admit an acquire, whether a worker is over
+its limit) are the pure functions below, tested without processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import psutil
+
+from daemon import states
+from daemon.backoff import Backoff
+from daemon.config import ServerConfig
+from daemon.worker import SpawnError, Worker
+
+MEMORY_INTERVAL = 1.0
+SERVING = "serving"
+DRAINING = "draining"
+STOPPED = "stopped"
+NEW = "new"
+
+TAKE = "take"                 # admission verdicts (see admit())
+WAIT = "wait"
+EXHAUSTED = "exhausted"
+UNAVAILABLE = "unavailable"
+CLOSED = "closed"
+
+
+class Metrics(Protocol):
+    """What the pool reports (daemon/metrics.py implements it)."""
+
+    def worker_spawned(self, server: str, result: str, seconds: float | None) -> None: ...
+    def worker_exited(self, server: str, reason: str) -> None: ...
+
+
+class PoolExhausted(Exception):
+    """max_sessions sessions are bound already."""
+
+
+class ServerUnavailable(Exception):
+    """No worker can be had: spawning fails, the pool is closed, or none became ready."""
+
+    def __init__(self, message: str, stderr_tail: list[str] | None = None) -> None:
+        self.stderr_tail = list(stderr_tail or [])
+        super().__init__(message)
+
+
+# ------------------------------------------------------------------ policy (pure)
+
+def spawns_wanted(*, idle: int, starting: int, waiting: int, min_idle: int,
+                  serving: bool) -> int:
+    """Workers missing so that idle + starting covers min_idle plus every waiting acquire."""
+    if not serving:
+        return 0
+    return max(0, min_idle + waiting - idle - starting)
+
+
+def spawns_allowed(wanted: int, *, starting: int, max_parallel: int, failing: bool,
+                   may_spawn: bool) -> int:
+    """How many of `wanted` to start now.
+
+    While failing (backoff active) only one probe at a time, once its delay has passed:
+    a broken server gets one attempt per backoff step, not one per missing worker.
+    """
+    if wanted <= 0 or not may_spawn:
+        return 0
+    if failing:
+        return 1 if starting == 0 else 0
+    return max(0, min(wanted, max_parallel - starting))
+
+
+def admit(*, serving: bool, busy: int, waiting: int, idle: int, max_sessions: int,
+          failing: bool) -> str:
+    """What acquire() does: TAKE an idle worker, WAIT for one, or refuse (the rest)."""
+    if not serving:
+        return CLOSED
+    if busy + waiting >= max_sessions:
+        return EXHAUSTED
+    if idle > 0 and waiting == 0:  # waiters first: no overtaking the queue
+        return TAKE
+    if failing:
+        return UNAVAILABLE
+    return WAIT
+
+
+def over_memory_limit(rss: int, limit: int | None) -> bool:
+    return limit is not None and rss > limit
+
+
+def format_bytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def process_tree_rss(roots: Iterable[int]) -> dict[int, int]:
+    """Resident bytes of each root pid plus all its descendants (vanished ones count 0).
+
+    One pass over /proc builds the parent map for every root: psutil's children() would
+    scan all processes once per worker.
+    """
+    kids: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        kids.setdefault(proc.info["ppid"], []).append(proc.pid)
+    totals: dict[int, int] = {}
+    for root in roots:
+        total = 0
+        stack = [root]
+        seen: set[int] = set()
+        while stack:
+            pid = stack.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).memory_info().rss
+            stack.extend(kids.get(pid, ()))
+        totals[root] = total
+    return totals
+
+
+# ------------------------------------------------------------------ the pool
+
+class Pool:
+    def __init__(self, config: ServerConfig, *, metrics: Metrics | None = None,
+                 extra_env: Callable[[], Mapping[str, str]] = dict,
+                 backoff: Backoff | None = None, max_parallel_spawns: int | None = None,
+                 memory_interval: float = MEMORY_INTERVAL) -> None:
+        self.config = config
+        self.name = config.name
+        self.state = NEW
+        self._metrics = metrics
+        self._extra_env = extra_env
+        self._backoff = backoff or Backoff()
+        self._max_parallel = max_parallel_spawns or max(2, 2 * (os.cpu_count() or 1))
+        self._memory_interval = memory_interval
+        self._log = logging.getLogger(f"luna.pool.{config.name}")
+        self._workers: dict[Worker, None] = {}  # every worker not yet gone, in spawn order
+        self._idle: deque[Worker] = deque()     # ready and free, oldest first
+        self._busy: set[Worker] = set()         # bound to a session
+        self._handed: set[Worker] = set()       # given to a waiter that has not resumed yet
+        self._waiters: deque[asyncio.Future[Worker]] = deque()
+        self._spawns: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # stops and exit watches
+        self._last_error: SpawnError | None = None
+        self._wakeup = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._manager: asyncio.Task[None] | None = None
+        self._memory_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name} {self.state} {self.snapshot()['pool']}>"
+
+    # ---------------------------------------------------------------- views
+
+    def workers(self) -> list[Worker]:
+        """Every worker the pool owns (starting, idle, busy, stopping)."""
+        return list(self._workers)
+
+    def busy_workers(self) -> list[Worker]:
+        return [w for w in self._workers if w in self._busy]
+
+    def _count(self, state: str) -> int:
+        return sum(1 for w in self._workers if w.state == state)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Pool state for `luna status` and the metrics gauges."""
+        counts = {s: 0 for s in states.POOL_STATES}
+        for worker in self._workers:
+            if worker.state in counts:
+                counts[worker.state] += 1
+        return {"state": self.state, "pool": counts, "min_idle": self.config.min_idle,
+                "max_sessions": self.config.max_sessions, "backoff": self._backoff.snapshot()}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Begin serving: fill to min_idle in the background."""
+        if self.state != NEW:
+            raise RuntimeError(f"pool {self.name} is {self.state}; start() works once")
+        self.state = SERVING
+        loop = asyncio.get_running_loop()
+        self._manager = loop.create_task(self._manage(), name=f"pool {self.name}")
+        if self.config.memory_limit is not None:
+            self._memory_task = loop.create_task(self._watch_memory(),
+                                                 name=f"memory {self.name}")
+
+    async def wait_idle(self, count: int | None = None, timeout: float = 30.0) -> bool:
+        """Wait until `count` (default min_idle) workers are idle; False on timeout."""
+        want = self.config.min_idle if count is None else count
+
+        async def reached() -> None:
+            while len(self._idle) < want:
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(reached(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Spawn no more, stop idle and starting workers; bound sessions go on."""
+        if self.state != SERVING:
+            return
+        self.state = DRAINING
+        self._log.info("draining: %d busy worker(s) go on, no new sessions", len(self._busy))
+        self._fail_waiters(ServerUnavailable(
+            f"server {self.name!r} is draining: it accepts no new sessions"))
+        await self._cancel_spawns()
+        idle = list(self._idle)
+        self._idle.clear()
+        await asyncio.gather(*(self._retire(w, states.SHUTDOWN) for w in idle))
+        self._wake()
+
+    async def stop(self) -> None:
+        """Stop every worker (busy ones too, reason shutdown) and wait until all are gone."""
+        if self.state == STOPPED:
+            return
+        self.state = STOPPED
+        for task in (self._manager, self._memory_task):
+            if task is not None:
+                task.cancel()
+        self._fail_waiters(ServerUnavailable(f"server {self.name!r} is shutting down"))
+        await self._cancel_spawns()
+        remaining = [w for w in self._workers if w in self._busy or w in self._idle
+                     or w in self._handed]
+        self._idle.clear()
+        self._busy.clear()
+        self._handed.clear()
+        await asyncio.gather(*(self._retire(w, states.SHUTDOWN) for w in remaining))
+        # Stops begun earlier (releases) and the exit watches finish here too.
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for task in (self._manager, self._memory_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # ---------------------------------------------------------------- sessions
+
+    async def acquire(self, timeout: float = 30.0) -> Worker:
+        """A ready worker, now BUSY and bound to the caller's session (see module docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            verdict = admit(serving=self.state == SERVING, busy=len(self._busy) +
+                            len(self._handed), waiting=len(self._waiters),
+                            idle=len(self._idle), max_sessions=self.config.max_sessions,
+                            failing=self._backoff.active)
+            if verdict == CLOSED:
+                raise ServerUnavailable(f"server {self.name!r} is {self.state}: it accepts no "
+                                        "new sessions")
+            if verdict == EXHAUSTED:
+                raise PoolExhausted(
+                    f"server {self.name!r} has {self.config.max_sessions} sessions already, its "
+                    f"max_sessions; close a session, or raise servers.{self.name}.max_sessions "
+                    "in luna.toml")
+            if verdict == UNAVAILABLE:
+                raise self._unavailable()
+            if verdict == TAKE:
+                worker = self._idle.popleft()
+                if worker.returncode is not None:
+                    continue  # died this very turn; its exit watch counts it
+                self._bind(worker)
+                return worker
+            worker = await self._wait_for_worker(deadline - loop.time(), timeout)
+            if worker.returncode is None and worker.state == states.IDLE:
+                self._bind(worker)
+                return worker
+            # It died between being handed over and now: its watch counted it; try again.
+            self._log.info("handed worker pid %s died before use; taking another", worker.pid)
+
+    async def _wait_for_worker(self, remaining: float, timeout: float) -> Worker:
+        future: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wake()
+        try:
+            await asyncio.wait({future}, timeout=max(0.0, remaining))
+        except asyncio.CancelledError:
+            # The caller left. A worker already handed to it goes back to the others.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                worker = future.result()
+                self._handed.discard(worker)
+                if worker.returncode is None and worker.state == states.IDLE:
+                    self._offer(worker)
+            else:
+                future.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(future)
+            self._wake()
+            raise
+        if not future.done():
+            future.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(future)
+            self._wake()
+            raise self._unavailable(f"no worker became ready within {timeout:g} s")
+        worker = future.result()  # raises the ServerUnavailable given to every waiter
+        self._handed.discard(worker)
+        return worker
+
+    def _bind(self, worker: Worker) -> None:
+        worker.set_state(states.BUSY)
+        self._busy.add(worker)
+        self._wake()  # top up behind it
+        self._changed.set()
+
+    async def release(self, worker: Worker, reason: str) -> None:
+        """The worker's session is over: stop the worker, count why, top up to min_idle.
+
+        `reason` is one of daemon.states.EXIT_REASONS; a reason the pool recorded itself
+        (memory_limit) wins. Releasing twice, or a worker the pool already stopped, is a no-op.
+        """
+        if worker not in self._busy:
+            return
+        self._busy.discard(worker)
+        await self._retire(worker, worker.exit_reason or reason)
+
+    # ---------------------------------------------------------------- internals
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _unavailable(self, cause: str | None = None) -> ServerUnavailable:
+        err = self._last_error
+        if err is None:
+            return ServerUnavailable(f"server {self.name!r} is unavailable: {cause}")
+        parts = [f"server {self.name!r} is unavailable: "]
+        if cause:
+            parts.append(f"{cause}; ")
+        parts.append(f"its last start failed: {err.cause}")
+        b = self._backoff
+        if b.active:
+            parts.append(f" ({b.failures} failure(s) in a row, next attempt in "
+                         f"{b.retry_in():.1f} s)")
+        if err.stderr_tail:
+            parts.append("; its last stderr lines:\n" + "\n".join(err.stderr_tail[-10:]))
+        return ServerUnavailable("".join(parts), err.stderr_tail)
+
+    def _fail_waiters(self, error: Exception) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def _offer(self, worker: Worker) -> None:
+        """A ready worker: to the first live waiter, else to the idle queue."""
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                self._handed.add(worker)
+                future.set_result(worker)
+                return
+        self._idle.append(worker)
+        self._changed.set()
+
+    def _take_slot(self) -> int:
+        used = {w.slot for w in self._workers}
+        slot = 0
+        while slot in used:
+            slot += 1
+        return slot
+
+    def _forget(self, worker: Worker) -> None:
+        self._workers.pop(worker, None)
+        self._handed.discard(worker)
+        self._busy.discard(worker)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+        self._changed.set()
+
+    def _track(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _retire(self, worker: Worker, reason: str) -> None:
+        """Count the exit and stop the worker; the stop finishes even if the caller leaves."""
+        self._log.info("retiring worker %s pid %s: %s", worker.slot, worker.pid, reason)
+        if self._metrics is not None:
+            self._metrics.worker_exited(self.name, reason)
+
+        async def stop_then_forget() -> None:
+            try:
+                await worker.stop()
+            finally:
+                self._forget(worker)
+                self._wake()
+
+        await asyncio.shield(self._track(stop_then_forget(), f"retire {worker!r}"))
+
+    async def _manage(self) -> None:
+        while self.state == SERVING:
+            self._wakeup.clear()
+            starting = sum(1 for w in self._workers if w.state == states.STARTING)
+            wanted = spawns_wanted(idle=len(self._idle), starting=starting,
+                                   waiting=len(self._waiters), min_idle=self.config.min_idle,
+                                   serving=True)
+            count = spawns_allowed(wanted, starting=starting, max_parallel=self._max_parallel,
+                                   failing=self._backoff.active,
+                                   may_spawn=self._backoff.may_spawn())
+            for _ in range(count):
+                self._spawn()
+            delay = None
+            if wanted > count and self._backoff.active and not self._backoff.may_spawn():
+                delay = self._backoff.retry_in()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+
+    def _spawn(self) -> None:
+        try:
+            extra = dict(self._extra_env())
+        except Exception:  # lunad's own callback: log it, spawn with what we have
+            self._log.exception("extra_env() failed; spawning without it")
+            extra = {}
+        worker = Worker(self.config, self._take_slot(), extra_env=extra)
+        self._workers[worker] = None
+        task = asyncio.get_running_loop().create_task(self._run_spawn(worker),
+                                                      name=f"spawn {self.name}")
+        self._spawns.add(task)
+        task.add_done_callback(self._spawns.discard)
+        self._changed.set()
+
+    async def _run_spawn(self, worker: Worker) -> None:
+        try:
+            await worker.start()
+        except SpawnError as err:
+            self._forget(worker)
+            self._last_error = err
+            delay = self._backoff.record_failure(err.cause)
+            if self._metrics is not None:
+                self._metrics.worker_spawned(self.name, "failed", None)
+            self._log.warning("%s (retrying in %.1f s)", err, delay)
+            if not any(w.state == states.STARTING for w in self._workers):
+                # Nothing else is on its way: waiting callers get the error now, not a timeout.
+                self._fail_waiters(self._unavailable())
+            self._wake()
+            return
+        except asyncio.CancelledError:
+            await worker.stop()  # start() already SIGKILLed the group; reap it
+            self._forget(worker)
+            raise
+        if self._metrics is not None:
+            self._metrics.worker_spawned(self.name, "ready", worker.ready_seconds)
+        self._backoff.record_success()
+        self._last_error = None
+        self._track(self._watch_exit(worker), f"watch {worker!r}")
+        if self.state != SERVING:  # drained or stopped while it started
+            await self._retire(worker, states.SHUTDOWN)
+            return
+        self._offer(worker)
+        self._wake()
+
+    async def _cancel_spawns(self) -> None:
+        spawns = list(self._spawns)
+        for task in spawns:
+            task.cancel()
+        await asyncio.gather(*spawns, return_exceptions=True)
+
+    async def _watch_exit(self, worker: Worker) -> None:
+        """Notice a worker dying while nobody uses it (busy ones belong to their session)."""
+        await worker.wait()
+        if worker not in self._idle and worker not in self._handed:
+            return
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+        reason = worker.exit_reason or states.CRASH
+        self._log.warning("idle worker %s pid %s %s; last stderr: %s", worker.slot, worker.pid,
+                          worker.exit_description(), " | ".join(worker.stderr_tail(3)))
+        if reason == states.CRASH:
+            self._last_error = SpawnError(self.name, f"an idle worker {worker.exit_description()}",
+                                          worker.stderr_tail())
+            self._backoff.record_failure(self._last_error.cause)
+        await self._retire(worker, reason)
+
+    async def _watch_memory(self) -> None:
+        limit = self.config.memory_limit
+        assert limit is not None
+        while True:
+            await asyncio.sleep(self._memory_interval)
+            watched = {w.pid: w for w in self._workers
+                       if w.pid is not None and w.returncode is None
+                       and w.state != states.STOPPING}
+            if not watched:
+                continue
+            # /proc reads for every process: off the event loop, which carries the sessions.
+            sizes = await asyncio.to_thread(process_tree_rss, list(watched))
+            for pid, rss in sizes.items():
+                worker = watched[pid]
+                if over_memory_limit(rss, limit) and worker.returncode is None:
+                    note = (f"memory_limit: RSS {format_bytes(rss)} over the limit of "
+                            f"{format_bytes(limit)}")
+                    self._log.warning("worker %s pid %s %s: killing it", worker.slot, pid, note)
+                    worker.kill(states.MEMORY_LIMIT, note)

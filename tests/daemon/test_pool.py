@@ -1,0 +1,429 @@
+"""The pool: its policy as pure functions, then real worker processes (the echo server).
+
+Every process test proves with psutil that no process it started is left afterwards.
+Metrics are recorded by a fake of the pool's own Metrics interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon import states
+from daemon.backoff import Backoff
+from daemon.config import ServerConfig
+from daemon.pool import (
+    CLOSED,
+    EXHAUSTED,
+    TAKE,
+    UNAVAILABLE,
+    WAIT,
+    Pool,
+    PoolExhausted,
+    ServerUnavailable,
+    admit,
+    over_memory_limit,
+    process_tree_rss,
+    spawns_allowed,
+    spawns_wanted,
+)
+from tests.daemon.servers import echo_command
+from tests.support.processes import assert_no_new_children, live_children
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# ------------------------------------------------------------------ policy, no processes
+
+def test_spawns_wanted_covers_min_idle_and_waiters() -> None:
+    assert spawns_wanted(idle=0, starting=0, waiting=0, min_idle=2, serving=True) == 2
+    assert spawns_wanted(idle=1, starting=1, waiting=0, min_idle=2, serving=True) == 0
+    assert spawns_wanted(idle=2, starting=0, waiting=3, min_idle=2, serving=True) == 3
+    assert spawns_wanted(idle=5, starting=0, waiting=0, min_idle=2, serving=True) == 0
+    assert spawns_wanted(idle=0, starting=0, waiting=4, min_idle=2, serving=False) == 0
+
+
+def test_spawns_allowed_caps_parallel_and_probes_one_at_a_time_when_failing() -> None:
+    assert spawns_allowed(10, starting=0, max_parallel=4, failing=False, may_spawn=True) == 4
+    assert spawns_allowed(10, starting=3, max_parallel=4, failing=False, may_spawn=True) == 1
+    assert spawns_allowed(2, starting=0, max_parallel=4, failing=False, may_spawn=True) == 2
+    assert spawns_allowed(0, starting=0, max_parallel=4, failing=False, may_spawn=True) == 0
+    assert spawns_allowed(5, starting=0, max_parallel=4, failing=True, may_spawn=True) == 1
+    assert spawns_allowed(5, starting=1, max_parallel=4, failing=True, may_spawn=True) == 0
+    assert spawns_allowed(5, starting=0, max_parallel=4, failing=True, may_spawn=False) == 0
+
+
+def test_admit_verdicts() -> None:
+    base = {"serving": True, "busy": 0, "waiting": 0, "idle": 1, "max_sessions": 2,
+            "failing": False}
+    assert admit(**base) == TAKE
+    assert admit(**{**base, "serving": False}) == CLOSED
+    assert admit(**{**base, "busy": 2}) == EXHAUSTED
+    assert admit(**{**base, "busy": 1, "waiting": 1}) == EXHAUSTED
+    assert admit(**{**base, "idle": 0}) == WAIT
+    assert admit(**{**base, "idle": 1, "waiting": 1}) == WAIT  # no overtaking waiters
+    assert admit(**{**base, "idle": 0, "failing": True}) == UNAVAILABLE
+    assert admit(**{**base, "idle": 1, "failing": True}) == TAKE  # an idle one still works
+
+
+def test_over_memory_limit() -> None:
+    assert not over_memory_limit(100, None)
+    assert not over_memory_limit(100, 100)
+    assert over_memory_limit(101, 100)
+
+
+def test_process_tree_rss_reads_real_processes() -> None:
+    sizes = process_tree_rss([os.getpid(), 2**22 + 12345])
+    assert sizes[os.getpid()] > 1024 * 1024
+    assert sizes[2**22 + 12345] == 0  # no such process: counts nothing, raises nothing
+
+
+# ------------------------------------------------------------------ with real processes
+
+class RecordingMetrics:
+    """A fake of the pool's Metrics interface that records every call."""
+
+    def __init__(self) -> None:
+        self.spawned: list[tuple[str, str, float | None]] = []
+        self.exited: list[tuple[str, str]] = []
+
+    def worker_spawned(self, server: str, result: str, seconds: float | None) -> None:
+        self.spawned.append((server, result, seconds))
+
+    def worker_exited(self, server: str, reason: str) -> None:
+        self.exited.append((server, reason))
+
+    def exits(self) -> Counter[str]:
+        return Counter(reason for _, reason in self.exited)
+
+    def spawns(self) -> Counter[str]:
+        return Counter(result for _, result, _ in self.spawned)
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    before = live_children()
+    yield
+    assert_no_new_children(before)
+
+
+def echo_config(*options: str, **overrides: object) -> ServerConfig:
+    command, args = echo_command(*options)
+    values: dict = {"name": "echo", "command": command, "args": args, "min_idle": 2,
+                    "max_sessions": 8, "stop_timeout": 2.0, "ready_timeout": 10.0}
+    values.update(overrides)
+    return ServerConfig(**values)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def metrics() -> AsyncIterator[RecordingMetrics]:
+    yield RecordingMetrics()
+
+
+def fast_backoff() -> Backoff:
+    return Backoff(base=0.1, cap=0.4, reset_after=60.0)
+
+
+async def echo_answers(worker_stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader,
+                       text: str) -> str:
+    worker_stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+                       b'"arguments":{"text":"' + text.encode() + b'"}}}\n')
+    await worker_stdin.drain()
+    line = await asyncio.wait_for(stdout.readline(), 10)
+    return line.decode()
+
+
+@pytest.mark.anyio
+async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetrics) -> None:
+    pool = Pool(echo_config(min_idle=2), metrics=metrics)
+    await pool.start()
+    try:
+        assert await pool.wait_idle(2)
+        snap = pool.snapshot()
+        assert snap["pool"] == {"starting": 0, "idle": 2, "busy": 0, "stopping": 0}
+        assert snap["state"] == "serving" and snap["min_idle"] == 2 and snap["max_sessions"] == 8
+        assert snap["backoff"] == {"active": False, "failures": 0, "retry_in": 0.0,
+                                   "last_error": ""}
+
+        first = await pool.acquire()
+        assert first.state == states.BUSY and pool.busy_workers() == [first]
+        assert '"text":"hello"' in await echo_answers(first.stdin, first.stdout, "hello")
+        await pool.wait_idle(2)  # topped up behind the bind
+        assert pool.snapshot()["pool"]["idle"] == 2
+
+        await pool.release(first, states.SESSION_END)
+        assert first.state == states.EXITED and first.returncode == 0
+        assert first not in pool.workers()
+        await pool.release(first, states.SESSION_END)  # twice: no-op, counted once
+
+        second = await pool.acquire()
+        assert second.pid != first.pid  # never reused
+        await pool.release(second, states.SESSION_END)
+        slots = {w.slot for w in pool.workers()}
+        assert slots <= set(range(len(pool.workers()) + 1))  # small ints, reused
+    finally:
+        await pool.stop()
+    assert pool.workers() == []
+    assert metrics.exits()[states.SESSION_END] == 2
+    assert metrics.exits()[states.SHUTDOWN] >= 1  # the idle ones (a starting one is not counted)
+    assert metrics.spawns()["ready"] >= 3 and metrics.spawns()["failed"] == 0
+    assert all(seconds and seconds > 0 for _, result, seconds in metrics.spawned
+               if result == "ready")
+
+
+@pytest.mark.anyio
+async def test_spawns_on_demand_with_min_idle_zero() -> None:
+    pool = Pool(echo_config(min_idle=0))
+    await pool.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert pool.workers() == []
+        worker = await pool.acquire(timeout=10)
+        assert worker.state == states.BUSY and worker.ready_seconds is not None
+        await pool.release(worker, states.SESSION_END)
+        await asyncio.sleep(0.2)
+        assert pool.workers() == []  # nothing kept warm
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_concurrent_acquires_get_distinct_workers() -> None:
+    pool = Pool(echo_config(min_idle=1, max_sessions=10))
+    await pool.start()
+    try:
+        workers = await asyncio.gather(*(pool.acquire(timeout=20) for _ in range(10)))
+        assert len({w.pid for w in workers}) == 10
+        assert pool.snapshot()["pool"]["busy"] == 10
+        await asyncio.gather(*(pool.release(w, states.SESSION_END) for w in workers))
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_max_sessions_refuses_with_a_clear_message() -> None:
+    pool = Pool(echo_config(min_idle=1, max_sessions=2))
+    await pool.start()
+    try:
+        a = await pool.acquire()
+        b = await pool.acquire()
+        with pytest.raises(PoolExhausted, match=r"has 2 sessions already, its max_sessions"):
+            await pool.acquire()
+        await pool.release(a, states.SESSION_END)
+        c = await pool.acquire()
+        await pool.release(b, states.SESSION_END)
+        await pool.release(c, states.SESSION_END)
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_backoff_then_recovery_when_the_server_is_fixed(
+        tmp_path: Path, metrics: RecordingMetrics) -> None:
+    flag = tmp_path / "fixed"
+    pool = Pool(echo_config("--require-file", str(flag), min_idle=1), metrics=metrics,
+                backoff=fast_backoff())
+    await pool.start()
+    try:
+        await until(lambda: pool.snapshot()["backoff"]["failures"] >= 3)
+        snap = pool.snapshot()["backoff"]
+        assert snap["active"] and "exited with code 2" in snap["last_error"]
+        with pytest.raises(ServerUnavailable) as caught:
+            await pool.acquire()
+        message = str(caught.value)
+        assert "exited with code 2 before answering the readiness ping" in message
+        assert f"required file {flag} is missing" in message
+        assert caught.value.stderr_tail == [f"echo_server: required file {flag} is missing"]
+        # At most one probe per backoff step: no hot loop (0.1 s doubling to 0.4 s).
+        failures = metrics.spawns()["failed"]
+        await asyncio.sleep(1.0)
+        assert metrics.spawns()["failed"] - failures <= 4
+
+        flag.write_text("")  # fix the server: the pool recovers by itself
+        assert await pool.wait_idle(1, timeout=10)
+        assert not pool.snapshot()["backoff"]["active"]
+        worker = await pool.acquire()
+        await pool.release(worker, states.SESSION_END)
+    finally:
+        await pool.stop()
+    assert metrics.spawns()["ready"] >= 1
+
+
+@pytest.mark.anyio
+async def test_waiting_acquire_gets_the_error_not_a_timeout() -> None:
+    pool = Pool(echo_config("--exit-at-once", "3", min_idle=0), backoff=fast_backoff())
+    await pool.start()
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ServerUnavailable, match="as asked by --exit-at-once"):
+            await pool.acquire(timeout=30)
+        assert asyncio.get_running_loop().time() - started < 10
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_acquire_timeout_is_server_unavailable() -> None:
+    pool = Pool(echo_config("--ready-delay", "30", min_idle=0, ready_timeout=30.0))
+    await pool.start()
+    try:
+        with pytest.raises(ServerUnavailable, match=r"no worker became ready within 0\.3 s"):
+            await pool.acquire(timeout=0.3)
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_memory_limit_kills_the_worker_and_counts_the_reason(
+        metrics: RecordingMetrics) -> None:
+    # The echo server allocates 150 MiB right after answering the readiness ping.
+    pool = Pool(echo_config("--alloc-mb", "150", min_idle=0, memory_limit=80 * 1024 * 1024),
+                metrics=metrics, memory_interval=0.1)
+    await pool.start()
+    try:
+        worker = await pool.acquire()
+        assert await asyncio.wait_for(worker.wait(), 15) == -signal.SIGKILL
+        description = worker.exit_description() or ""
+        assert "killed by signal 9 (SIGKILL)" in description
+        assert "memory_limit: RSS" in description and "over the limit of 80.0 MiB" in description
+        # The session saw a dead worker and reports a crash; the pool knows better.
+        await pool.release(worker, states.CRASH)
+    finally:
+        await pool.stop()
+    assert metrics.exits()[states.MEMORY_LIMIT] == 1
+    assert metrics.exits()[states.CRASH] == 0
+
+
+@pytest.mark.anyio
+async def test_idle_worker_crash_is_counted_and_replaced(metrics: RecordingMetrics) -> None:
+    pool = Pool(echo_config(min_idle=1), metrics=metrics, backoff=fast_backoff())
+    await pool.start()
+    try:
+        assert await pool.wait_idle(1)
+        victim = pool.workers()[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        await until(lambda: metrics.exits()[states.CRASH] == 1)
+        assert "killed by signal 9" in pool.snapshot()["backoff"]["last_error"]
+        assert await pool.wait_idle(1, timeout=10)
+        assert victim not in pool.workers()
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_stop_stops_busy_workers_too(metrics: RecordingMetrics) -> None:
+    pool = Pool(echo_config("--linger", min_idle=1, stop_timeout=0.2), metrics=metrics)
+    await pool.start()
+    busy = await pool.acquire()
+    await pool.wait_idle(1)
+    await pool.stop()
+    assert busy.returncode == -signal.SIGTERM  # --linger: stdin close was not enough
+    assert pool.workers() == []
+    await pool.release(busy, states.SESSION_END)  # the session's late release: no-op
+    assert metrics.exits() == Counter({states.SHUTDOWN: 2})
+    with pytest.raises(ServerUnavailable, match="is stopped"):
+        await pool.acquire()
+
+
+@pytest.mark.anyio
+async def test_drain_stops_idle_keeps_busy_spawns_no_more() -> None:
+    pool = Pool(echo_config(min_idle=2))
+    await pool.start()
+    try:
+        busy = await pool.acquire()
+        assert await pool.wait_idle(2)
+        await pool.drain()
+        snap = pool.snapshot()
+        assert snap["state"] == "draining"
+        assert snap["pool"] == {"starting": 0, "idle": 0, "busy": 1, "stopping": 0}
+        with pytest.raises(ServerUnavailable, match="is draining"):
+            await pool.acquire()
+        assert '"text":"still here"' in await echo_answers(busy.stdin, busy.stdout,
+                                                            "still here")
+        await pool.release(busy, states.SESSION_END)
+        await asyncio.sleep(0.3)
+        assert pool.workers() == []  # no top-up while draining
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_stop_during_spawn_leaves_nothing() -> None:
+    pool = Pool(echo_config("--ready-delay", "30", min_idle=3, ready_timeout=60.0,
+                            stop_timeout=5.0))
+    await pool.start()
+    await until(lambda: pool.snapshot()["pool"]["starting"] == 3 and
+                all(w.pid for w in pool.workers()))
+    pids = [w.pid for w in pool.workers()]
+    started = asyncio.get_running_loop().time()
+    await pool.stop()
+    assert asyncio.get_running_loop().time() - started < 5  # no stop_timeout waits
+    assert pool.workers() == [] and len(pids) == 3
+
+
+@pytest.mark.anyio
+async def test_drain_during_spawn_fails_the_waiter_and_leaves_nothing() -> None:
+    pool = Pool(echo_config("--ready-delay", "30", min_idle=0, ready_timeout=60.0))
+    await pool.start()
+    try:
+        waiter = asyncio.ensure_future(pool.acquire(timeout=30))
+        await until(lambda: pool.snapshot()["pool"]["starting"] == 1)
+        await pool.drain()
+        with pytest.raises(ServerUnavailable, match="is draining"):
+            await waiter
+        assert pool.workers() == []
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_cancelled_acquire_loses_no_worker() -> None:
+    pool = Pool(echo_config("--ready-delay", "0.5", min_idle=0))
+    await pool.start()
+    try:
+        waiter = asyncio.ensure_future(pool.acquire(timeout=30))
+        await until(lambda: pool.snapshot()["pool"]["starting"] == 1)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        # The spawn it started still completes; the worker waits in the pool, not lost.
+        await until(lambda: pool.snapshot()["pool"]["idle"] == 1)
+        worker = await pool.acquire(timeout=5)
+        assert worker.state == states.BUSY
+        await pool.release(worker, states.SESSION_END)
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_extra_env_reaches_new_workers_and_server_env_wins(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def extra_env() -> dict[str, str]:
+        calls.append(1)
+        return {"ECHO_REQUIRE_FILE": str(tmp_path / "absent")}
+
+    # The server's own env overrides lunad's extras: the required file is one that exists.
+    pool = Pool(echo_config(min_idle=1, env={"ECHO_REQUIRE_FILE": str(tmp_path)}),
+                extra_env=extra_env, backoff=fast_backoff())
+    await pool.start()
+    try:
+        assert await pool.wait_idle(1)
+        assert calls and not pool.snapshot()["backoff"]["active"]
+    finally:
+        await pool.stop()
