@@ -11,6 +11,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v socat >/dev/null || need_apt+=(socat)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
