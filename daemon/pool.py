@@ -193,12 +193,13 @@ class Pool:
         return sum(1 for w in self._workers if w.state == state)
 
     def snapshot(self) -> dict[str, Any]:
-        """Pool state for `luna status` and the metrics gauges."""
+        """Pool state for `luna status` and the metrics gauges (`self.state` says whether it
+        is serving, draining or stopped)."""
         counts = {s: 0 for s in states.POOL_STATES}
         for worker in self._workers:
             if worker.state in counts:
                 counts[worker.state] += 1
-        return {"state": self.state, "pool": counts, "min_idle": self.config.min_idle,
+        return {"pool": counts, "min_idle": self.config.min_idle,
                 "max_sessions": self.config.max_sessions, "backoff": self._backoff.snapshot()}
 
     # ---------------------------------------------------------------- lifecycle

@@ -155,7 +155,7 @@ async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetri
         assert await pool.wait_idle(2)
         snap = pool.snapshot()
         assert snap["pool"] == {"starting": 0, "idle": 2, "busy": 0, "stopping": 0}
-        assert snap["state"] == "serving" and snap["min_idle"] == 2 and snap["max_sessions"] == 8
+        assert pool.state == "serving" and snap["min_idle"] == 2 and snap["max_sessions"] == 8
         assert snap["backoff"] == {"active": False, "failures": 0, "retry_in": 0.0,
                                    "last_error": ""}
 
@@ -349,7 +349,7 @@ async def test_drain_stops_idle_keeps_busy_spawns_no_more() -> None:
         assert await pool.wait_idle(2)
         await pool.drain()
         snap = pool.snapshot()
-        assert snap["state"] == "draining"
+        assert pool.state == "draining"
         assert snap["pool"] == {"starting": 0, "idle": 0, "busy": 1, "stopping": 0}
         with pytest.raises(ServerUnavailable, match="is draining"):
             await pool.acquire()
