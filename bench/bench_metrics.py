@@ -271,8 +271,10 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=50)
     parser.add_argument("--observer-only", action="store_true")
     args = parser.parse_args()
+    # The load average says whether other work shared the CPUs during the run.
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"# bench_metrics: python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}")
+          f"{platform.processor() or platform.machine()}, load average {load}")
     run_observer_part()
     if not args.observer_only:
         run_scrape_part(args.sessions, args.scrapes)
