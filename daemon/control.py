@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.listener import Listener, Peer
+from daemon.listener import Listener, Peer, stream_factory
 
 log = logging.getLogger("lunad.control")
 
@@ -85,7 +85,8 @@ class ControlServer:
 
     def __init__(self, path: Path, target: ControlTarget, *, allowed_uids: Iterable[int]) -> None:
         self.target = target
-        self.listener = Listener(path, self._handle, allowed_uids=allowed_uids, what="control")
+        self.listener = Listener(path, stream_factory(self._handle, MAX_REQUEST + 1),
+                                 allowed_uids=allowed_uids)
 
     @property
     def path(self) -> Path:

@@ -1,11 +1,319 @@
-"""Placeholder entry point until its issue lands."""
+"""`lunad [--config PATH]`: the daemon. Wires config, infra, pools, listeners, control, metrics.
 
+Start, in this order (each step needs the previous one):
+  1. config (a ConfigError prints file, key and what is allowed; exit 2);
+  2. the 0700 runtime dir and the state dir;
+  3. infra (`daemon.infra.create_supervisor`; backend "none" starts nothing) so that new
+     workers get `LUNA_REDIS_URL` from `infra.redis_url()` through the pool's `extra_env`;
+  4. one pool per server (filling to min_idle in the background) and its socket listener;
+  5. the control socket and the /metrics exporter; then READY=1 to systemd, and WATCHDOG=1 at
+     half of WatchdogSec when asked.
+
+SIGTERM / SIGINT: every listener stops accepting (socket files removed), sessions get up to
+`drain_timeout` to finish, the rest are ended (their clients get an error), every worker is
+stopped (pool.stop), infra is stopped, exit 0. A second signal skips the rest of the drain.
+If lunad itself is SIGKILLed its workers die by their parent-death signal (worker.py).
+
+The daemon holds a `ServerHost` per server: pool + listener + live sessions + state
+(serving | draining). It is the `ControlTarget` of control.py and the snapshot view of
+metrics.py; both read its state on the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__, notify, paths
+from daemon.config import DaemonConfig, ServerConfig, load_config
+from daemon.control import ControlError, ControlServer
+from daemon.errors import ConfigError
+from daemon.listener import Listener, Peer, SocketInUse
+from daemon.metrics import Metrics, Snapshot, WorkerSample
+from daemon.session import Session
+
+log = logging.getLogger("lunad")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SERVING = "serving"
+DRAINING = "draining"
 
 
-def main() -> int:
-    print("lunad: not yet implemented in this build", file=sys.stderr)
-    return 2
+class ServerHost:
+    """One configured server: its pool, its socket, its live sessions."""
+
+    def __init__(self, config: ServerConfig, pool: Any, socket_path: Path) -> None:
+        self.name = config.name
+        self.config = config
+        self.pool = pool
+        self.socket_path = socket_path
+        self.listener: Listener | None = None
+        self.sessions: dict[str, Session] = {}
+        self.state = SERVING
+
+    def describe(self) -> dict[str, Any]:
+        snap = self.pool.snapshot()
+        return {"socket": str(self.socket_path), "state": self.state, **snap,
+                "sessions": [s.describe() for s in self.sessions.values()]}
+
+
+class Daemon:
+    """lunad's one event-loop object; see the module docstring."""
+
+    def __init__(self, config: DaemonConfig, *, project_dir: Path = PROJECT_DIR) -> None:
+        self.config = config
+        self.project_dir = project_dir
+        self.metrics = Metrics()
+        self.hosts: dict[str, ServerHost] = {}
+        self.infra: Any = None
+        self.control: ControlServer | None = None
+        self.metrics_address: str | None = None
+        self.started = time.monotonic()
+        self._ids = itertools.count(1)
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from daemon.infra import create_supervisor  # after config: it may probe the host
+        from daemon.pool import Pool
+
+        cfg = self.config
+        paths.ensure_private_dir(cfg.runtime_dir)
+        cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+
+        self.infra = create_supervisor(cfg.infra, cfg.state_dir, self.project_dir,
+                                       metrics_address=cfg.metrics_listen)
+        await self.infra.start()
+        try:
+            for name, server in cfg.servers.items():
+                self.metrics.add_server(name)
+                pool = Pool(server, metrics=self.metrics, extra_env=self._env_for(server))
+                host = ServerHost(server, pool, paths.server_socket(cfg.runtime_dir, name))
+                self.hosts[name] = host
+                await pool.start()
+                host.listener = Listener(host.socket_path, self._handler(host),
+                                         allowed_uids=cfg.allowed_uids,
+                                         socket_group=cfg.socket_group)
+                await host.listener.start()
+            self.control = ControlServer(paths.control_socket(cfg.runtime_dir), self,
+                                         allowed_uids=cfg.allowed_uids)
+            await self.control.start()
+            self.metrics.set_view(self.snapshot, loop)
+            if cfg.metrics_listen:
+                host_, port = self.metrics.serve(cfg.metrics_listen)
+                self.metrics_address = f"{host_}:{port}"
+            log.info("lunad %s ready: runtime %s, servers %s, metrics %s", __version__,
+                     cfg.runtime_dir, ", ".join(self.hosts), self.metrics_address or "off")
+            notify.notify("READY=1")
+            interval = notify.watchdog_interval()
+            if interval:
+                self._spawn(self._watchdog(interval))
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+        return 0
+
+    def request_stop(self, sig: int | None = None) -> None:
+        if self._stop.is_set():
+            log.warning("second signal: ending sessions now")
+            self._force.set()
+            return
+        log.info("signal %s: draining (up to %g s)", sig, self.config.drain_timeout)
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        notify.notify("STOPPING=1")
+        for host in self.hosts.values():
+            host.state = DRAINING
+            if host.listener is not None:
+                host.listener.stop_accepting()
+        deadline = time.monotonic() + self.config.drain_timeout
+        while any(h.sessions for h in self.hosts.values()) and not self._force.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._force.wait(), min(left, 0.05))
+        for host in self.hosts.values():
+            for session in list(host.sessions.values()):
+                session.stop("killed", "shutdown",
+                             f"lunad is shutting down; session {session.id} ended after the "
+                             f"{self.config.drain_timeout:g} s drain timeout")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.config.drain_timeout + 5)
+        await asyncio.gather(*(h.pool.stop() for h in self.hosts.values()),
+                             return_exceptions=True)
+        if self.control is not None:
+            await self.control.close()
+        for host in self.hosts.values():
+            if host.listener is not None:
+                await host.listener.close()
+        if self.infra is not None:
+            try:
+                await self.infra.stop()
+            except Exception:
+                log.exception("stopping infra failed")
+        self.metrics.close()
+        for task in list(self._tasks):
+            task.cancel()
+        log.info("lunad stopped")
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            notify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def _env_for(self, server: ServerConfig) -> Any:
+        def extra_env() -> dict[str, str]:
+            url = self.infra.redis_url() if self.infra is not None else None
+            if url and "LUNA_REDIS_URL" not in server.env:
+                return {"LUNA_REDIS_URL": url}
+            return {}
+        return extra_env
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def _handler(self, host: ServerHost) -> Any:
+        def factory(peer: Peer) -> Session:
+            name = host.name
+            session = Session(f"{name}-{next(self._ids)}", name,
+                              traffic=self.metrics.traffic(name),
+                              on_tool_call=self.metrics.tool_call_sink(name),
+                              idle_timeout=host.config.idle_timeout)
+            self._spawn(self._serve(host, session))  # runs once connection_made is done
+            return session
+        return factory
+
+    async def _serve(self, host: ServerHost, session: Session) -> None:
+        from daemon.pool import PoolExhausted, ServerUnavailable
+
+        name = host.name
+        if host.state != SERVING:
+            await session.refuse(f"lunad: server {name!r} is {host.state} and accepts no new "
+                                 "sessions", "draining")
+            self.metrics.session_closed(name, "rejected", None)
+            return
+        host.sessions[session.id] = session
+        try:
+            try:
+                worker = await host.pool.acquire()
+            except (PoolExhausted, ServerUnavailable) as exc:
+                reason = "pool_exhausted" if isinstance(exc, PoolExhausted) else "unavailable"
+                log.warning("session %s refused: %s", session.id, exc)
+                host.sessions.pop(session.id, None)
+                await session.refuse(f"lunad: {exc}", reason)
+                self.metrics.session_closed(name, "rejected", None)
+                return
+            self.metrics.session_attached(name, time.monotonic() - session.accepted)
+
+            def closed(outcome: str, seconds: float) -> None:
+                host.sessions.pop(session.id, None)
+                self.metrics.session_closed(name, outcome, seconds)
+
+            await session.run(worker, host.pool, closed)
+        except Exception:
+            log.exception("session %s failed", session.id)
+            if session.transport is not None:
+                session.transport.abort()
+        finally:
+            host.sessions.pop(session.id, None)
+
+    # -- ControlTarget ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        infra = self.infra.status() if self.infra is not None else {
+            "backend": "none", "services": {}}
+        return {
+            "daemon": {"pid": os.getpid(), "version": __version__,
+                       "uptime": round(time.monotonic() - self.started, 3),
+                       "runtime_dir": str(self.config.runtime_dir),
+                       "state_dir": str(self.config.state_dir),
+                       "metrics": self.metrics_address},
+            "servers": {name: host.describe() for name, host in self.hosts.items()},
+            "infra": infra,
+        }
+
+    def kill_session(self, session_id: str) -> dict[str, Any]:
+        for host in self.hosts.values():
+            session = host.sessions.get(session_id)
+            if session is not None:
+                session.stop("killed", "killed", f"lunad: session {session_id} was ended by "
+                             "`luna kill`")
+                return {"session": session_id, "killed": True}
+        live = sorted(s for h in self.hosts.values() for s in h.sessions)
+        raise ControlError(f"no session {session_id!r}; live sessions: "
+                           f"{', '.join(live) or 'none'} (see `luna status`)")
+
+    async def drain_server(self, server: str) -> dict[str, Any]:
+        host = self.hosts.get(server)
+        if host is None:
+            raise ControlError(f"no server {server!r}; servers: {', '.join(self.hosts)}")
+        host.state = DRAINING
+        await host.pool.drain()
+        return {"server": server, "state": host.state, "sessions": len(host.sessions)}
+
+    # -- metrics view -------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Taken on the loop thread by the metrics collector."""
+        workers = [WorkerSample(name, w.slot, w.process)
+                   for name, host in self.hosts.items() for w in host.pool.workers()]
+        luna = self.config.servers.get("luna")
+        luna_state = None
+        if luna is not None:
+            redis_url = self.infra.redis_url() if self.infra is not None else None
+            luna_state = (luna.env.get("LUNA_MEMORY_PATH"), redis_url)
+        return Snapshot(
+            sessions_active={n: len(h.sessions) for n, h in self.hosts.items()},
+            pools={n: h.pool.snapshot() for n, h in self.hosts.items()},
+            workers=workers,
+            infra=self.infra.status() if self.infra is not None else None,
+            luna_state=luna_state,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lunad", description="Host stdio MCP servers.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="TOML config (default: built-in defaults; see etc/luna.toml)")
+    parser.add_argument("--log-level", default=os.environ.get("LUNA_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="lunad[%(process)d] %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"lunad: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(Daemon(config).run())
+    except (paths.UnsafeDirectory, SocketInUse, ValueError) as exc:
+        print(f"lunad: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ _ID_RE = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|null)')
 _METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"\\]{1,200})"')
 _KIND_RE = re.compile(rb'"(method|result|error)"\s*:')
 _NAME_RE = re.compile(rb'"name"\s*:\s*"([^"\\]{1,200})"')
+_decode_json = json.JSONDecoder().decode
 _IS_ERROR_RE = re.compile(rb'"isError"\s*:\s*true')
 
 
@@ -239,7 +240,8 @@ class Observer:
             if message is not None:
                 return message
         try:
-            message = json.loads(frame)
+            # str in: json.loads(bytes) would first sniff for UTF-16/32, which MCP never is.
+            message = _decode_json(frame.decode())
         except ValueError:  # includes UnicodeDecodeError
             self._unparsed_unless_blank(frame)
             return None

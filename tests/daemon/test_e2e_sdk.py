@@ -1,0 +1,92 @@
+"""End to end with the real MCP SDK client: stdio_client -> luna-shim -> lunad -> worker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+
+from tests.daemon.lunad_harness import ROOT, Lunad, echo_server, shim_command
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def lunad() -> Iterator[Lunad]:
+    servers = {"echo": echo_server(min_idle=2)}
+    if importlib.util.find_spec("luna_server.server") is not None:
+        servers["luna"] = {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2}
+    daemon = Lunad(servers).start(timeout=60)
+    yield daemon
+    daemon.stop()
+
+
+def params(lunad: Lunad, server: str) -> StdioServerParameters:
+    command = shim_command(server)
+    # Like Claude Desktop: a minimal environment, only what the client config's env adds.
+    return StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
+                                 env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir),
+                                      "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.anyio
+async def test_initialize_list_and_call_tools_through_the_shim(lunad: Lunad) -> None:
+    async with stdio_client(params(lunad, "echo")) as (read, write), \
+            ClientSession(read, write) as session:
+        init = await session.initialize()
+        assert init.server_info.name == "echo"
+        tools = await session.list_tools()
+        assert {t.name for t in tools.tools} == {"echo", "sleep", "fail", "crash"}
+        result = await session.call_tool("echo", {"text": "through lunad"})
+        assert result.is_error is False
+        assert result.content[0].text == "through lunad"
+        failed = await session.call_tool("fail", {})
+        assert failed.is_error is True
+    text = lunad.metrics_text()
+    assert 'luna_tool_calls_total{outcome="ok",server="echo",tool="echo"}' in text
+    assert 'luna_tool_calls_total{outcome="tool_error",server="echo",tool="fail"}' in text
+
+
+@pytest.mark.anyio
+async def test_worker_crash_mid_call_reaches_the_client_as_an_error(lunad: Lunad) -> None:
+    async with stdio_client(params(lunad, "echo")) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        await session.list_tools()
+        with pytest.raises(MCPError) as err:
+            await session.call_tool("crash", {}, read_timeout_seconds=20)
+    message = err.value.message
+    assert "exited with code 3" in message
+    assert "crashing with code 3" in message  # the last stderr line of the worker
+
+
+@pytest.mark.anyio
+async def test_real_luna_server_through_lunad(lunad: Lunad) -> None:
+    if "luna" not in lunad.servers:
+        pytest.skip("luna_server.server has not landed yet: only the echo server is proxied")
+    async with stdio_client(params(lunad, "luna")) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        tools = await session.list_tools()
+        names = {t.name for t in tools.tools}
+        assert len(names) == 12, names
+        status = next(n for n in sorted(names) if "status" in n or "state" in n)
+        result = await session.call_tool(status, {})
+        assert result.is_error is False, result
+
+
+def test_shim_is_light(lunad: Lunad) -> None:
+    """luna-shim must not pull asyncio (or the SDK) into every session start."""
+    import subprocess
+
+    code = ("import sys, daemon.shim; "
+            "print(','.join(m for m in ('asyncio', 'json', 'mcp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,94 @@
+"""lunad's own lifecycle: config errors, SIGTERM drain, and no orphans after SIGTERM or SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.daemon.lunad_harness import ROOT, Lunad, RawClient, echo_server
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    """The pids still alive (zombies count as gone) after up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if psutil.pid_exists(p)
+                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        time.sleep(0.05)
+    return alive
+
+
+def test_config_error_exits_2_naming_the_key(tmp_path) -> None:
+    bad = tmp_path / "luna.toml"
+    bad.write_text("[servers.echo]\ncommand = \"/bin/true\"\nmin_idle = -3\n")
+    out = subprocess.run([sys.executable, "-m", "daemon.lunad", "--config", str(bad)],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "servers.echo.min_idle" in out.stderr
+
+
+def test_sigterm_lets_sessions_finish_then_stops_every_worker() -> None:
+    lunad = Lunad({"echo": echo_server(min_idle=2)}, drain_timeout=10).start()
+    try:
+        workers = lunad.worker_pids()
+        assert len(workers) >= 2
+        with RawClient(lunad.socket_path("echo")) as c:
+            c.initialize()
+            c.tool(1, "sleep", seconds=1.0)
+            c.call(2, "ping")
+            assert c.recv()["id"] == 2
+            workers |= lunad.worker_pids()
+            lunad.signal(signal.SIGTERM)
+            # New sessions are refused at once (the socket is gone)...
+            lunad.wait_for(lambda: not (lunad.runtime_dir / "echo.sock").exists(),
+                           what="the socket to be removed")
+            # ...while the one in flight is answered, not cut off.
+            answer = c.recv()
+            assert answer["id"] == 1 and answer["result"]["content"][0]["text"] == "slept 1.0"
+        assert lunad.proc.wait(20) == 0
+        assert wait_gone(workers) == set()
+        assert not (lunad.runtime_dir / "control.sock").exists()
+    finally:
+        lunad.stop()
+
+
+def test_sigterm_drain_timeout_ends_stuck_sessions_with_an_error() -> None:
+    lunad = Lunad({"echo": echo_server(min_idle=1)}, drain_timeout=0.5).start()
+    try:
+        with RawClient(lunad.socket_path("echo")) as c:
+            c.initialize()
+            c.tool(1, "sleep", seconds=60)
+            c.call(2, "ping")
+            assert c.recv()["id"] == 2
+            workers = lunad.worker_pids()
+            lunad.signal(signal.SIGTERM)
+            answer = c.recv()
+            assert answer["id"] == 1 and "shutting down" in answer["error"]["message"]
+            assert c.recv_line() == b""
+        assert lunad.proc.wait(20) == 0
+        assert wait_gone(workers) == set()
+    finally:
+        lunad.stop()
+
+
+def test_sigkill_of_lunad_leaves_no_worker_behind() -> None:
+    lunad = Lunad({"echo": echo_server(min_idle=3)}).start()
+    try:
+        with RawClient(lunad.socket_path("echo")) as c:
+            c.initialize()  # one busy worker as well as idle ones
+            workers = lunad.worker_pids()
+            assert len(workers) >= 3
+            lunad.signal(signal.SIGKILL)
+            lunad.proc.wait(10)
+            assert wait_gone(workers) == set()
+            assert c.recv_line() == b""  # and the client sees the end, not a hang
+    finally:
+        lunad.stop()
