@@ -176,6 +176,7 @@ class Pool:
         self._changed = asyncio.Event()
         self._manager: asyncio.Task[None] | None = None
         self._memory_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Pool {self.name} {self.state} {self.snapshot()['pool']}>"
@@ -245,9 +246,17 @@ class Pool:
         self._wake()
 
     async def stop(self) -> None:
-        """Stop every worker (busy ones too, reason shutdown) and wait until all are gone."""
-        if self.state == STOPPED:
-            return
+        """Stop every worker (busy ones too, reason shutdown) and wait until all are gone.
+
+        Every caller waits for the end, however many call it; a cancelled caller does not
+        cut the stop short.
+        """
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(
+                self._stop_all(), name=f"stop pool {self.name}")
+        await asyncio.shield(self._stop_task)
+
+    async def _stop_all(self) -> None:
         self.state = STOPPED
         for task in (self._manager, self._memory_task):
             if task is not None:
@@ -425,20 +434,28 @@ class Pool:
     async def _manage(self) -> None:
         while self.state == SERVING:
             self._wakeup.clear()
-            starting = sum(1 for w in self._workers if w.state == states.STARTING)
-            wanted = spawns_wanted(idle=len(self._idle), starting=starting,
-                                   waiting=len(self._waiters), min_idle=self.config.min_idle,
-                                   serving=True)
-            count = spawns_allowed(wanted, starting=starting, max_parallel=self._max_parallel,
-                                   failing=self._backoff.active,
-                                   may_spawn=self._backoff.may_spawn())
-            for _ in range(count):
-                self._spawn()
-            delay = None
-            if wanted > count and self._backoff.active and not self._backoff.may_spawn():
-                delay = self._backoff.retry_in()
+            try:
+                delay = self._reconcile()
+            except Exception:
+                # A bug here must not end the top-up for good: log it and try again soon.
+                self._log.exception("pool manager error; retrying in 1 s")
+                delay = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
+
+    def _reconcile(self) -> float | None:
+        """Start the spawns the policy allows; the seconds until it should look again."""
+        starting = sum(1 for w in self._workers if w.state == states.STARTING)
+        wanted = spawns_wanted(idle=len(self._idle), starting=starting,
+                               waiting=len(self._waiters), min_idle=self.config.min_idle,
+                               serving=self.state == SERVING)
+        count = spawns_allowed(wanted, starting=starting, max_parallel=self._max_parallel,
+                               failing=self._backoff.active, may_spawn=self._backoff.may_spawn())
+        for _ in range(count):
+            self._spawn()
+        if wanted > count and self._backoff.active and not self._backoff.may_spawn():
+            return self._backoff.retry_in()
+        return None  # until something changes (a spawn ends, an acquire, a release)
 
     def _spawn(self) -> None:
         try:
@@ -458,21 +475,18 @@ class Pool:
         try:
             await worker.start()
         except SpawnError as err:
-            self._forget(worker)
-            self._last_error = err
-            delay = self._backoff.record_failure(err.cause)
-            if self._metrics is not None:
-                self._metrics.worker_spawned(self.name, "failed", None)
-            self._log.warning("%s (retrying in %.1f s)", err, delay)
-            if not any(w.state == states.STARTING for w in self._workers):
-                # Nothing else is on its way: waiting callers get the error now, not a timeout.
-                self._fail_waiters(self._unavailable())
-            self._wake()
+            self._spawn_failed(worker, err)
             return
         except asyncio.CancelledError:
             await worker.stop()  # start() already SIGKILLed the group; reap it
             self._forget(worker)
             raise
+        except Exception as exc:  # a bug, not the server's fault: still a failure, not a leak
+            self._log.exception("unexpected error starting worker %s", worker.slot)
+            await worker.stop()
+            self._spawn_failed(worker, SpawnError(self.name, f"internal error: {exc!r}",
+                                                  worker.stderr_tail()))
+            return
         if self._metrics is not None:
             self._metrics.worker_spawned(self.name, "ready", worker.ready_seconds)
         self._backoff.record_success()
@@ -482,6 +496,18 @@ class Pool:
             await self._retire(worker, states.SHUTDOWN)
             return
         self._offer(worker)
+        self._wake()
+
+    def _spawn_failed(self, worker: Worker, err: SpawnError) -> None:
+        self._forget(worker)
+        self._last_error = err
+        delay = self._backoff.record_failure(err.cause)
+        if self._metrics is not None:
+            self._metrics.worker_spawned(self.name, "failed", None)
+        self._log.warning("%s (retrying in %.1f s)", err, delay)
+        if not any(w.state == states.STARTING for w in self._workers):
+            # Nothing else is on its way: waiting callers get the error now, not a timeout.
+            self._fail_waiters(self._unavailable())
         self._wake()
 
     async def _cancel_spawns(self) -> None:
@@ -517,7 +543,11 @@ class Pool:
             if not watched:
                 continue
             # /proc reads for every process: off the event loop, which carries the sessions.
-            sizes = await asyncio.to_thread(process_tree_rss, list(watched))
+            try:
+                sizes = await asyncio.to_thread(process_tree_rss, list(watched))
+            except Exception:  # never let one bad sample end the watch
+                self._log.exception("memory sample failed")
+                continue
             for pid, rss in sizes.items():
                 worker = watched[pid]
                 if over_memory_limit(rss, limit) and worker.returncode is None:

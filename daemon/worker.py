@@ -286,7 +286,11 @@ class Worker:
         reader = self._protocol.stderr
         pending = b""
         while True:
-            chunk = await reader.read(65536)
+            try:
+                chunk = await reader.read(65536)
+            except (ConnectionError, OSError) as e:  # the pipe broke: nothing more to read
+                self._log.info("worker pid %s stderr closed: %s", self.pid, e)
+                chunk = b""
             if not chunk:
                 break
             pending += chunk

@@ -427,3 +427,88 @@ async def test_extra_env_reaches_new_workers_and_server_env_wins(tmp_path: Path)
         assert calls and not pool.snapshot()["backoff"]["active"]
     finally:
         await pool.stop()
+
+
+# ------------------------------------------------------------------ races and robustness
+
+@pytest.mark.anyio
+async def test_every_stop_caller_waits_for_the_end() -> None:
+    never_started = Pool(echo_config())
+    await never_started.stop()  # nothing to do, and no error
+
+    pool = Pool(echo_config("--linger", min_idle=2, stop_timeout=0.2))
+    await pool.start()
+    assert await pool.wait_idle(2)
+    first = asyncio.ensure_future(pool.stop())
+    await asyncio.sleep(0.01)
+    first.cancel()  # a caller that leaves does not cut the stop short
+    await asyncio.gather(pool.stop(), pool.stop())
+    assert pool.workers() == []
+
+
+@pytest.mark.anyio
+async def test_unexpected_error_in_a_spawn_is_a_failure_not_a_stuck_pool(
+        monkeypatch: pytest.MonkeyPatch, metrics: RecordingMetrics) -> None:
+    from daemon import pool as pool_module
+
+    real_start = pool_module.Worker.start
+    broken = {"left": 2}
+
+    async def flaky_start(self: pool_module.Worker) -> None:
+        await real_start(self)
+        if broken["left"]:
+            broken["left"] -= 1
+            raise RuntimeError("bug in the middle of a spawn")
+
+    monkeypatch.setattr(pool_module.Worker, "start", flaky_start)
+    pool = Pool(echo_config(min_idle=1), metrics=metrics, backoff=fast_backoff())
+    await pool.start()
+    try:
+        assert await pool.wait_idle(1, timeout=10)
+        assert metrics.spawns()["failed"] == 2 and metrics.spawns()["ready"] >= 1
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(90)
+async def test_churn_counts_every_worker_exactly_once(metrics: RecordingMetrics) -> None:
+    # Sessions come and go concurrently, some crash their worker, some are refused; at the
+    # end every worker that became ready has exactly one counted exit and none is left.
+    import random
+
+    rng = random.Random(7)
+    pool = Pool(echo_config(min_idle=2, max_sessions=4), metrics=metrics)
+    await pool.start()
+    done = Counter()
+
+    async def client(n: int) -> None:
+        for _ in range(5):
+            try:
+                worker = await pool.acquire(timeout=20)
+            except PoolExhausted:
+                done["refused"] += 1
+                await asyncio.sleep(rng.uniform(0.01, 0.05))
+                continue
+            if rng.random() < 0.3:
+                worker.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+                                   b'"params":{"name":"crash","arguments":{}}}\n')
+                await asyncio.wait_for(worker.wait(), 10)
+                await pool.release(worker, states.CRASH)
+                done[states.CRASH] += 1
+            else:
+                assert f'"text":"c{n}"' in await echo_answers(worker.stdin, worker.stdout,
+                                                               f"c{n}")
+                await pool.release(worker, states.SESSION_END)
+                done[states.SESSION_END] += 1
+
+    try:
+        await asyncio.gather(*(client(n) for n in range(6)))
+    finally:
+        await pool.stop()
+    exits = metrics.exits()
+    assert exits[states.CRASH] == done[states.CRASH]
+    assert exits[states.SESSION_END] == done[states.SESSION_END]
+    assert sum(exits.values()) == metrics.spawns()["ready"]
+    assert done[states.CRASH] + done[states.SESSION_END] + done["refused"] == 30
+    assert pool.workers() == []
