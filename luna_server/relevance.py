@@ -9,6 +9,7 @@ then id, so both paths return the same list (the original left ties in filesyste
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -44,19 +45,22 @@ def score(query_tokens: Sequence[str], content_tokens: Sequence[str]) -> float |
 
 @dataclass(frozen=True)
 class SearchResult:
-    """How many memories matched, and the best `TOP` of them in order."""
+    """The best `TOP` matching memories, in order. (No total: counting every match of a
+    very common word would cost the Redis path what its top-k pruning saves.)"""
 
-    total: int
     top: list[Hit]
 
 
+def rank_key(hit: Hit) -> tuple[float, int, str]:
+    return (-hit.relevance, -hit.created_us, hit.id)
+
+
 def rank(hits: Iterable[Hit]) -> list[Hit]:
-    return sorted(hits, key=lambda h: (-h.relevance, -h.created_us, h.id))
+    return sorted(hits, key=rank_key)
 
 
 def best(hits: Iterable[Hit]) -> SearchResult:
-    ranked = rank(hits)
-    return SearchResult(len(ranked), ranked[:TOP])
+    return SearchResult(heapq.nsmallest(TOP, hits, key=rank_key))
 
 
 def preview(content: str) -> str:
@@ -66,7 +70,7 @@ def preview(content: str) -> str:
 def results_text(query: str, result: SearchResult) -> str:
     if not result.top:
         return f"No memories found matching query: '{query}'"
-    lines = [f"Found {result.total} memories matching '{query}' (showing {len(result.top)}):"]
+    lines = [f"Top {len(result.top)} memories matching '{query}':"]
     for i, hit in enumerate(result.top, 1):
         lines += ["", f"{i}. [{hit.type}] relevance {hit.relevance:.2f}",
                   f"   Content: {preview(hit.content)}", f"   ID: {hit.id}"]

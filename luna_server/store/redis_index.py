@@ -4,7 +4,8 @@ Keys, under a prefix derived from the memory directory (`luna:<sha1[:10]>:`), so
 directories can share one Redis:
 - `tok:<token>`   set of memory ids whose content has that token
 - `mem:<id>`      hash: type, created, content (what retrieval shows and phrase-checks)
-- `created`       sorted set id → created (µs since epoch), the ranking tie-break
+- `created`       sorted set id → created (µs since epoch), the ranking tie-break, and
+  `created:<type>` the same per type: retrieval walks them newest first
 - `type:<type>`   set of ids per type (counts for the metrics)
 - `state:<name>`  JSON copy of consciousness_state.json / co_evolution_history.json
 - `ready`         marker: the index holds every memory of the files
@@ -31,7 +32,7 @@ from typing import Any
 
 import redis
 
-from luna_server.relevance import PHRASE_FLOOR, TOP, Hit, SearchResult, rank
+from luna_server.relevance import PHRASE_FLOOR, TOP, Hit, SearchResult, best
 from luna_server.store.layout import STALE_FLAG, memory_type_of
 from luna_server.timeutil import sort_key_us
 from luna_server.tokens import phrase_present, tokenize
@@ -39,6 +40,10 @@ from luna_server.tokens import phrase_present, tokenize
 log = logging.getLogger("luna_server.store")
 RETRY_AFTER = 1.0
 CHUNK = 2000
+SMALL_SET = 1000  # posting lists up to this length are read whole
+WALK_PAGE = 256
+WALK_PAGE_MAX = 4096
+WALK_BUDGET = 16384  # newest memories walked before reading every list instead
 
 
 class RedisUnavailable(Exception):
@@ -85,32 +90,52 @@ class RedisIndex:
             self.stale_flag.touch()
 
     # -- writing ------------------------------------------------------------------------
-    def _queue_entry(self, pipe: Any, entry: dict[str, Any]) -> None:
-        p, mid = self.prefix, entry["id"]
-        pipe.hset(f"{p}mem:{mid}", mapping={"type": entry["type"], "created": entry["created"],
-                                             "content": entry["content"]})
-        pipe.zadd(f"{p}created", {mid: sort_key_us(entry["created"])})
-        pipe.sadd(f"{p}type:{entry['type']}", mid)
-        for token in set(tokenize(entry["content"])):
-            pipe.sadd(f"{p}tok:{token}", mid)
+    def _queue_entries(self, pipe: Any, entries: Sequence[dict[str, Any]]) -> None:
+        """Queue the index updates for some memories, one command per token (not per pair)."""
+        p = self.prefix
+        by_token: dict[str, list[str]] = {}
+        by_type: dict[str, dict[str, int]] = {}
+        created: dict[str, int] = {}
+        for entry in entries:
+            mid = entry["id"]
+            pipe.hset(f"{p}mem:{mid}", mapping={"type": entry["type"],
+                                                 "created": entry["created"],
+                                                 "content": entry["content"]})
+            created[mid] = sort_key_us(entry["created"])
+            by_type.setdefault(entry["type"], {})[mid] = created[mid]
+            for token in set(tokenize(entry["content"])):
+                by_token.setdefault(token, []).append(mid)
+        pipe.zadd(f"{p}created", created)
+        for memory_type, scores in by_type.items():
+            pipe.zadd(f"{p}created:{memory_type}", scores)
+            pipe.sadd(f"{p}type:{memory_type}", *scores)
+        for token, ids in by_token.items():
+            pipe.sadd(f"{p}tok:{token}", *ids)
 
     def add(self, entry: dict[str, Any]) -> None:
         def action() -> None:
             pipe = self.client.pipeline(transaction=True)
-            self._queue_entry(pipe, entry)
+            self._queue_entries(pipe, [entry])
             pipe.execute()
         self.run(action)
 
     def add_many(self, entries: Iterable[dict[str, Any]]) -> int:
         count = 0
-        pipe = self.client.pipeline(transaction=False)
+        chunk: list[dict[str, Any]] = []
         for entry in entries:
-            self._queue_entry(pipe, entry)
+            chunk.append(entry)
             count += 1
-            if count % CHUNK == 0:
-                pipe.execute()
-        pipe.execute()
+            if len(chunk) == CHUNK:
+                self._flush(chunk)
+                chunk = []
+        if chunk:
+            self._flush(chunk)
         return count
+
+    def _flush(self, chunk: list[dict[str, Any]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_entries(pipe, chunk)
+        pipe.execute()
 
     def set_state(self, name: str, text: str) -> None:
         self.run(lambda: self.client.set(f"{self.prefix}state:{name}", text))
@@ -161,30 +186,51 @@ class RedisIndex:
         return self.run(lambda: self._search(query_tokens, types))
 
     def _search(self, query_tokens: Sequence[str], types: Sequence[str]) -> SearchResult:
-        p = self.prefix
         q = sorted(set(query_tokens))
         if not q:
-            return SearchResult(0, [])
+            return SearchResult([])
+        phrase_possible = len(q) > 1
+        plural_q = q if phrase_possible else []
+        pipe = self.client.pipeline(transaction=False)
+        for token in q:
+            pipe.scard(f"{self.prefix}tok:{token}")
+        for token in plural_q:
+            pipe.scard(f"{self.prefix}tok:{token}s")
+        sizes = pipe.execute()
+        exact_sizes, plural_sizes = sizes[:len(q)], sizes[len(q):]
+        if not any(exact_sizes):
+            return SearchResult([])
+        large = [i for i, n in enumerate(exact_sizes) if n > self.small_set]
+        if large and all(n <= self.small_set for n in plural_sizes):
+            pruned = self._search_pruned(query_tokens, q, large, plural_q, set(types))
+            if pruned is not None:
+                return pruned
+        return self._search_full(query_tokens, q, plural_q, set(types))
+
+    small_set = SMALL_SET
+
+    def _search_full(self, query_tokens: Sequence[str], q: list[str], plural_q: list[str],
+                     wanted: set[str]) -> SearchResult:
+        """Read every posting list of the query: exact, and cheap while the lists are short."""
+        p = self.prefix
         pipe = self.client.pipeline(transaction=False)
         for token in q:
             pipe.smembers(f"{p}tok:{token}")
-        phrase_possible = len(query_tokens) > 1
-        if phrase_possible:
-            for token in q:
-                pipe.smembers(f"{p}tok:{token}s")
+        for token in plural_q:
+            pipe.smembers(f"{p}tok:{token}s")
         sets = pipe.execute()
         exact, plural = sets[:len(q)], sets[len(q):]
-        wanted = set(types)
         counts: dict[str, int] = {}
         for members in exact:
             for mid in members:
                 counts[mid] = counts.get(mid, 0) + 1
-        counts = {m: c for m, c in counts.items() if memory_type_of(m) in wanted}
-        relevance = {m: c / len(q) for m, c in counts.items()}
-        if phrase_possible:
-            self._apply_phrase_floor(query_tokens, exact, plural, relevance)
-        # Rank group by group (best relevance first), fetching creation times only for the
-        # groups that can reach the top ten.
+        relevance = {m: c / len(q) for m, c in counts.items() if memory_type_of(m) in wanted}
+        if plural:
+            floor_candidates = [m for m, r in relevance.items() if r < PHRASE_FLOOR
+                                and all(m in e or m in s
+                                        for e, s in zip(exact, plural, strict=True))]
+            self._apply_phrase_floor(query_tokens, floor_candidates, relevance)
+        # Creation times only for the relevance groups that can reach the top ten.
         groups: dict[float, list[str]] = {}
         for mid, rel in relevance.items():
             groups.setdefault(rel, []).append(mid)
@@ -194,33 +240,110 @@ class RedisIndex:
             if len(chosen) >= TOP:
                 break
         scores = self.client.zmscore(f"{p}created", chosen) if chosen else []
-        partial = rank(Hit(m, memory_type_of(m) or "", relevance[m], int(s or 0), "")
-                       for m, s in zip(chosen, scores, strict=True))[:TOP]
-        pipe = self.client.pipeline(transaction=False)
-        for hit in partial:
-            pipe.hmget(f"{p}mem:{hit.id}", "type", "content")
-        fields = pipe.execute()
-        top = [Hit(h.id, f[0] or h.type, h.relevance, h.created_us, f[1] or "")
-               for h, f in zip(partial, fields, strict=True)]
-        return SearchResult(len(relevance), top)
+        hits = [Hit(m, memory_type_of(m) or "", relevance[m], int(s or 0), "")
+                for m, s in zip(chosen, scores, strict=True)]
+        return self._with_content(best(hits).top)
 
-    def _apply_phrase_floor(self, query_tokens: Sequence[str],
-                            exact: list[set[str]], plural: list[set[str]],
+    def _search_pruned(self, query_tokens: Sequence[str], q: list[str], large: list[int],
+                       plural_q: list[str], wanted: set[str]) -> SearchResult | None:
+        """Top ten without reading the long posting lists (words in many memories).
+
+        Every memory in a short list (or a plural list) is scored exactly, its membership in
+        the long lists asked with SMISMEMBER. A memory found only in long lists has at most
+        len(large) query tokens and cannot carry the phrase floor (that would need a plural
+        list, all of which were read), so walking the memories newest first and stopping
+        once the tenth best has at least that relevance and is newer than the walk finds
+        them in rank order. None (use `_search_full`) when the walk grows past its budget.
+        """
+        p = self.prefix
+        large_keys = [f"{p}tok:{q[i]}" for i in large]
+        small = [i for i in range(len(q)) if i not in large]
+        pipe = self.client.pipeline(transaction=False)
+        for i in small:
+            pipe.smembers(f"{p}tok:{q[i]}")
+        for token in plural_q:
+            pipe.smembers(f"{p}tok:{token}s")
+        fetched = pipe.execute()
+        small_sets = dict(zip(small, fetched[:len(small)], strict=True))
+        plural = fetched[len(small):]
+        near: set[str] = set().union(*fetched) if fetched else set()
+        near_ids = sorted(m for m in near if memory_type_of(m) in wanted)
+        in_large = self._memberships(large_keys, near_ids)
+        relevance: dict[str, float] = {}
+        for mid, flags in zip(near_ids, in_large, strict=True):
+            count = sum(1 for s in small_sets.values() if mid in s) + sum(flags)
+            if count:
+                relevance[mid] = count / len(q)
+        if plural:
+            large_of = dict(zip(near_ids, in_large, strict=True))
+
+            def has_token(mid: str, i: int) -> bool:
+                if i in small_sets:
+                    return mid in small_sets[i]
+                return large_of[mid][large.index(i)]
+            floor_candidates = [m for m, r in relevance.items() if r < PHRASE_FLOOR and all(
+                has_token(m, i) or m in plural[i] for i in range(len(q)))]
+            self._apply_phrase_floor(query_tokens, floor_candidates, relevance)
+        near_list = list(relevance)
+        scores = self.client.zmscore(f"{p}created", near_list) if near_list else []
+        candidates = [Hit(m, memory_type_of(m) or "", relevance[m], int(s or 0), "")
+                      for m, s in zip(near_list, scores, strict=True)]
+        ceiling = len(large) / len(q)  # the best a memory outside `near` can score
+        walk_key = f"{p}created:{next(iter(wanted))}" if len(wanted) == 1 else f"{p}created"
+        offset, page, last_score, exhausted = 0, WALK_PAGE, None, False
+        while True:
+            top = best(candidates).top
+            if len(top) == TOP and top[-1].relevance >= ceiling and last_score is not None \
+                    and last_score < top[-1].created_us:
+                break
+            if exhausted:
+                break
+            if offset >= WALK_BUDGET:
+                return None
+            rows = self.client.zrevrange(walk_key, offset, offset + page - 1, withscores=True)
+            offset += len(rows)
+            exhausted = len(rows) < page
+            if not rows:
+                continue
+            last_score = int(rows[-1][1])
+            fresh = [(m, int(s)) for m, s in rows
+                     if m not in near and memory_type_of(m) in wanted]
+            flags = self._memberships(large_keys, [m for m, _ in fresh])
+            for (mid, created), member_of in zip(fresh, flags, strict=True):
+                count = sum(member_of)
+                if count:
+                    candidates.append(Hit(mid, memory_type_of(mid) or "", count / len(q),
+                                          created, ""))
+            page = min(page * 2, WALK_PAGE_MAX)
+        return self._with_content(best(candidates).top)
+
+    def _memberships(self, keys: list[str], ids: list[str]) -> list[list[bool]]:
+        """For each id, whether it is in each of `keys` (one SMISMEMBER per key)."""
+        if not ids or not keys:
+            return [[False] * len(keys) for _ in ids]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.smismember(key, ids)
+        per_key = pipe.execute()
+        return [[bool(per_key[k][j]) for k in range(len(keys))] for j in range(len(ids))]
+
+    def _with_content(self, top: list[Hit]) -> SearchResult:
+        pipe = self.client.pipeline(transaction=False)
+        for hit in top:
+            pipe.hmget(f"{self.prefix}mem:{hit.id}", "type", "content")
+        fields = pipe.execute() if top else []
+        return SearchResult([Hit(h.id, f[0] or h.type, h.relevance, h.created_us, f[1] or "")
+                             for h, f in zip(top, fields, strict=True)])
+
+    def _apply_phrase_floor(self, query_tokens: Sequence[str], candidates: list[str],
                             relevance: dict[str, float]) -> None:
-        low = [m for m, r in relevance.items() if r < PHRASE_FLOOR]
-        if not low:
+        """Lift to PHRASE_FLOOR the candidates whose content holds the query as a phrase."""
+        if not candidates:
             return
-        # A phrase can only be present where every query token (or its plural) is.
-        possible = set(low)
-        for e, s in zip(exact, plural, strict=True):
-            possible &= e | s
-        if not possible:
-            return
-        ids = sorted(possible)
-        contents = self.client.pipeline(transaction=False)
-        for mid in ids:
-            contents.hget(f"{self.prefix}mem:{mid}", "content")
-        for mid, content in zip(ids, contents.execute(), strict=True):
+        pipe = self.client.pipeline(transaction=False)
+        for mid in candidates:
+            pipe.hget(f"{self.prefix}mem:{mid}", "content")
+        for mid, content in zip(candidates, pipe.execute(), strict=True):
             if content and phrase_present(tokenize(content), query_tokens):
                 relevance[mid] = PHRASE_FLOOR
 
