@@ -8,8 +8,8 @@ like lunad does, or LUNA_RUNTIME_DIR; `--socket` overrides both) and copies byte
   (half-close), so answers to requests already sent still come back;
 - the main thread copies socket -> stdout until lunad closes the connection, then exits.
 
-It imports next to nothing (no asyncio, no json on the data path, no daemon package beyond
-the tiny paths module) because an MCP client waits for it on every session start.
+It imports next to nothing (no asyncio, no json on the data path, not even pathlib) because
+an MCP client waits for it on every session start.
 
 When lunad is not reachable it says on stderr which socket it tried and how to start lunad,
 and exits 1. When lunad itself ended the session with an error of its own (pool full, server
@@ -60,10 +60,25 @@ def parse_args(argv: list[str]) -> tuple[str, str | None]:
     return server, sock_path
 
 
-def default_socket(server: str) -> str:
-    from daemon import paths  # stdlib-only module: the same derivation lunad uses
+def default_runtime_dir(environ: dict[str, str] | os._Environ[str] | None = None,
+                        uid: int | None = None) -> str:
+    """daemon.paths.runtime_dir() without a config, in os.path terms: importing pathlib would
+    cost the shim more than everything else it does (tests/daemon/test_shim.py keeps the two
+    in step)."""
+    env = os.environ if environ is None else environ
+    if env.get("LUNA_RUNTIME_DIR"):
+        return env["LUNA_RUNTIME_DIR"]
+    uid = os.getuid() if uid is None else uid
+    if uid == 0:
+        return "/run/luna"
+    user_run = f"/run/user/{uid}"
+    if os.path.isdir(user_run):
+        return f"{user_run}/luna"
+    return f"/tmp/luna-{uid}"
 
-    return str(paths.server_socket(paths.runtime_dir(), server))
+
+def default_socket(server: str) -> str:
+    return os.path.join(default_runtime_dir(), f"{server}.sock")
 
 
 def _stdin_to_socket(sock: socket.socket) -> None:

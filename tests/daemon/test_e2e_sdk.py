@@ -85,8 +85,10 @@ def test_shim_is_light(lunad: Lunad) -> None:
     """luna-shim must not pull asyncio (or the SDK) into every session start."""
     import subprocess
 
-    code = ("import sys, daemon.shim; "
-            "print(','.join(m for m in ('asyncio', 'json', 'mcp') if m in sys.modules))")
+    # What importing the shim adds to what the interpreter had already loaded at startup.
+    code = ("import sys; before = set(sys.modules); import daemon.shim; "
+            "added = set(sys.modules) - before; "
+            "print(','.join(m for m in ('asyncio', 'json', 'mcp', 'pathlib') if m in added))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert out.stdout.strip() == ""

@@ -104,3 +104,16 @@ def test_only_lunads_own_errors_are_reported() -> None:
             b'{"jsonrpc":"2.0","id":2,"error":{"code":-1,"message":"from the server"}}\n')
     assert lunad_errors(tail) == []
     assert sys.executable  # the shim runs under this interpreter in the tests above
+
+
+@pytest.mark.parametrize("env, uid", [
+    ({"LUNA_RUNTIME_DIR": "/somewhere/else"}, 1000),
+    ({}, 0),
+    ({}, os.getuid()),
+    ({"XDG_RUNTIME_DIR": "/not/used"}, 123456),  # no /run/user/123456: the /tmp fallback
+])
+def test_default_socket_matches_lunads_paths(env: dict[str, str], uid: int) -> None:
+    from daemon import paths
+    from daemon.shim import default_runtime_dir
+
+    assert default_runtime_dir(env, uid) == str(paths.runtime_dir(environ=env, uid=uid))
