@@ -213,10 +213,12 @@ class Worker:
             # The pool is stopping while we start: nothing was served, no grace needed.
             self._signal_group(signal.SIGKILL)
             raise
-        if cause is None:
+        if cause is None and self.returncode is None:
             self.ready_seconds = time.monotonic() - self.started_at
             self.set_state(states.IDLE)
             return
+        if cause is None:
+            cause = f"{self.exit_description()} right after answering the readiness ping"
         if cause == "exit":
             # A process that closed stdout but lives on gets a moment to exit by itself.
             await self._wait_exit(0.5)
@@ -249,7 +251,7 @@ class Worker:
             if exited in done and answer not in done:
                 # Exit and the answer can arrive in the same loop turn: give stdout a moment.
                 await asyncio.wait({answer}, timeout=0.05)
-            if answer.done() and answer.result():
+            if answer.done() and answer.exception() is None and answer.result():
                 return None
             if answer.done() or exited.done():
                 return "exit"  # stdout closed: the process is exiting, or closed it itself

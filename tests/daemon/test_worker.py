@@ -289,3 +289,28 @@ def test_sigkilled_parent_leaves_no_worker(tmp_path: Path) -> None:
         assert not survived, f"worker {worker_pid} outlived its SIGKILLed parent"
     else:
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.anyio
+async def test_exit_right_after_the_ping_answer_is_a_spawn_error(tmp_path: Path) -> None:
+    script = tmp_path / "answer_and_die.py"
+    script.write_text(textwrap.dedent("""
+        import json, sys
+        req = json.loads(sys.stdin.readline())
+        print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": {}}), flush=True)
+        sys.stderr.write("dying right after the ping\\n")
+        sys.exit(5)
+    """))
+    worker = Worker(ServerConfig(name="flaky", command=sys.executable, args=(str(script),)))
+    try:
+        await worker.start()
+    except SpawnError as err:
+        # Seen dead at readiness time: a spawn failure, never an IDLE corpse.
+        assert "exited with code 5" in err.cause
+        assert worker.state == states.EXITED
+    else:
+        # The exit came a moment after readiness: then the worker must report it.
+        assert await asyncio.wait_for(worker.wait(), 10) == 5
+        assert worker.state == states.EXITED
+    await worker.stop()
+    assert worker.returncode == 5 and worker.exit_description() == "exited with code 5"
