@@ -41,6 +41,8 @@ def lunad(flag_file: Path) -> Iterator[Lunad]:
         "tiny": echo_server(max_sessions=1),
         "broken": echo_server("--require-file", str(flag_file), min_idle=1),
         "sleepy": echo_server(idle_timeout=0.5),
+        "hog": echo_server("--alloc-mb", "192", memory_limit="96MiB"),
+        "drainme": echo_server(min_idle=2),
     }).start(timeout=60)
     yield daemon
     daemon.stop()
@@ -263,3 +265,33 @@ def test_sockets_are_private(lunad: Lunad) -> None:
     probe = socket.socket(socket.AF_UNIX)
     probe.connect(str(lunad.runtime_dir / "echo.sock"))
     probe.close()
+
+
+def test_worker_over_memory_limit_is_killed_and_the_client_told(lunad: Lunad) -> None:
+    with RawClient(lunad.socket_path("hog"), timeout=30) as c:
+        c.initialize()  # the first answer, then the server allocates 192 MiB
+        c.tool(5, "sleep", seconds=20)
+        answer = c.recv()
+        assert answer["id"] == 5
+        assert "signal 9" in answer["error"]["message"]
+        assert "memory" in answer["error"]["message"]
+    lunad.wait_for(lambda: metric(lunad.metrics_text(), "luna_worker_exits_total",
+                                  server="hog", reason="memory_limit") >= 1,
+                   what="the memory_limit exit to be counted")
+
+
+def test_drain_stops_new_sessions_and_lets_current_ones_finish(lunad: Lunad) -> None:
+    with RawClient(lunad.socket_path("drainme")) as current:
+        current.initialize()
+        drained = lunad.control({"cmd": "drain", "server": "drainme"})
+        assert drained["ok"] and drained["result"]["state"] == "draining"
+        with RawClient(lunad.socket_path("drainme")) as late:
+            late.call("x", "ping")
+            refusal = late.recv()
+            assert refusal["id"] == "x" and "draining" in refusal["error"]["message"]
+        current.tool(1, "echo", text="still served")
+        assert current.recv()["result"]["content"][0]["text"] == "still served"
+        status = lunad.status()["servers"]["drainme"]
+        assert status["state"] == "draining" and status["pool"]["idle"] == 0
+    unknown = lunad.control({"cmd": "drain", "server": "nope"})
+    assert unknown["ok"] is False and "no server 'nope'" in unknown["error"]
