@@ -48,6 +48,7 @@ class Layout:
     state_dir: Path
     conf_dir: Path = Path("/etc/luna")
     unit_dir: Path = Path("/etc/systemd/system")
+    user: str | None = None  # run the service as this user (User=) instead of root
 
     @property
     def bin_dir(self) -> Path:
@@ -93,7 +94,13 @@ def check_path(what: str, path: Path) -> None:
                           "letters, digits, '/', '.', '_', '-', '+' and ':' only")
 
 
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
 def check_layout(layout: Layout) -> None:
+    if layout.user is not None and not USER_RE.fullmatch(layout.user):
+        raise RenderError(f"user {layout.user!r} is not a valid user name (lower-case letters, "
+                          "digits, '_' and '-', starting with a letter or '_')")
     for what, value in (("prefix", layout.prefix), ("runtime dir", layout.runtime_dir),
                         ("state dir", layout.state_dir), ("config dir", layout.conf_dir),
                         ("unit dir", layout.unit_dir)):
@@ -139,6 +146,13 @@ def render_unit(template: str, layout: Layout) -> str:
     left = sorted(set(re.findall(r"@([A-Z_]+)@", settings)))
     if left:
         raise RenderError(f"luna.service template has unknown placeholders {left}")
+    if layout.user is not None:
+        # systemd then creates RuntimeDirectory/StateDirectory owned by that user, so lunad's
+        # sockets (0600) belong to the desktop user whose MCP clients connect to them.
+        text, count = re.subn(r"^\[Service\]\n", f"[Service]\nUser={layout.user}\n", text,
+                              count=1, flags=re.M)
+        if count != 1:
+            raise RenderError("luna.service template has no [Service] section")
     return text
 
 

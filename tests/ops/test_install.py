@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -191,6 +192,30 @@ def test_unedited_file_is_updated_by_a_newer_rendering(tmp_path: Path) -> None:
     assert f"update {conf}" in result.stdout
     assert "[program:lunad]" in conf.read_text()
     assert not list(conf.parent.glob("*.bak-*"))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_user_option_runs_the_service_as_that_user(tmp_path: Path) -> None:
+    # Any ordinary account of this machine (systemd rightly warns about running as nobody).
+    users = [p.pw_name for p in pwd.getpwall() if p.pw_uid not in (0, 65534)]
+    if not users:
+        pytest.skip("no account other than root and nobody here")
+    result = install(tmp_path, "--user", users[0])
+    assert result.returncode == 0, result.stderr
+    unit = tmp_path / "etc/systemd/system/luna.service"
+    settings = unit_settings(unit.read_text())
+    assert settings["User"] == [users[0]]
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
+    # Rendering for this machine: the user must exist; a bad name is refused before writing.
+    absent = subprocess.run([LUNA, "install", "--root", "/", "--user", "no-such-luna-user",
+                             "--conf-dir", str(tmp_path / "c"), "--unit-dir",
+                             str(tmp_path / "u")], capture_output=True, text=True, timeout=30)
+    assert absent.returncode == 2 and "no-such-luna-user: no such user" in absent.stderr
+    bad = install(tmp_path / "other", "--user", "Robert'); DROP")
+    assert bad.returncode == 2 and "is not a valid user name" in bad.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "other").exists()
 
 
 def test_install_refuses_a_prefix_without_luna(tmp_path: Path) -> None:
