@@ -241,3 +241,30 @@ def test_shipped_config_runs_unrendered(tmp_path: Path) -> None:
         assert service.stop() == []
     assert not any(alive(proc) for proc in service.seen.values())
 
+
+
+@pytest.mark.timeout(60)
+def test_plugin_without_rpcinterface_says_what_is_missing(tmp_path: Path) -> None:
+    # An operator who copied only the [ctlplugin:luna] section gets told which section is
+    # missing, not a bare UNKNOWN_METHOD fault.
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(
+        f"[unix_http_server]\nfile={tmp_path}/s.sock\nchmod=0700\n"
+        f"[supervisord]\nnodaemon=true\nlogfile={tmp_path}/s.log\npidfile={tmp_path}/s.pid\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{tmp_path}/s.sock\n"
+        "[ctlplugin:luna]\n"
+        "supervisor.ctl_factory = daemon.supervisor.ctlplugin:make_luna_controllerplugin\n")
+    service = Supervised(conf)
+    try:
+        service.start()
+        deadline = time.monotonic() + 30
+        while (result := service.ctl("luna", "status")).returncode == 7:
+            assert time.monotonic() < deadline, result.stdout  # supervisord still starting
+            time.sleep(0.2)
+        assert result.returncode == 1
+        assert "supervisord has no luna.status method" in result.stdout
+        assert "[rpcinterface:luna]" in result.stdout
+    finally:
+        assert service.stop() == []
