@@ -252,7 +252,7 @@ class RedisIndex:
         the long lists asked with SMISMEMBER. A memory found only in long lists has at most
         len(large) query tokens and cannot carry the phrase floor (that would need a plural
         list, all of which were read), so walking the memories newest first and stopping
-        once the tenth best has at least that relevance and is newer than the walk finds
+        once the tenth best scores above that, or as much and is newer than the walk, finds
         them in rank order. None (use `_search_full`) when the walk grows past its budget.
         """
         p = self.prefix
@@ -290,11 +290,25 @@ class RedisIndex:
                       for m, s in zip(near_list, scores, strict=True)]
         ceiling = len(large) / len(q)  # the best a memory outside `near` can score
         walk_key = f"{p}created:{next(iter(wanted))}" if len(wanted) == 1 else f"{p}created"
+        if len(large) > 1 and sum(1 for h in candidates if h.relevance >= ceiling) < TOP:
+            # Memories holding every long-list word may be rare; if even independent words
+            # would need a walk past the budget, read the lists at once instead of both.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcard(walk_key)
+            for key in large_keys:
+                pipe.scard(key)
+            total, *lengths = pipe.execute()
+            share = 1.0
+            for length in lengths:
+                share *= length / max(1, total)
+            if share * WALK_BUDGET < TOP:
+                return None
         offset, page, last_score, exhausted = 0, WALK_PAGE, None, False
         while True:
             top = best(candidates).top
-            if len(top) == TOP and top[-1].relevance >= ceiling and last_score is not None \
-                    and last_score < top[-1].created_us:
+            if len(top) == TOP and (top[-1].relevance > ceiling or (
+                    top[-1].relevance == ceiling and last_score is not None
+                    and last_score < top[-1].created_us)):
                 break
             if exhausted:
                 break
