@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
               f"supervisord -c {conf} yourself")
     print(f"Then: {layout.bin_dir}/supervisorctl -c {conf} status\n"
           f"      {layout.bin_dir}/supervisorctl -c {conf} luna status")
+    # The sockets are private to the service's user, so only that user's clients can connect.
+    owner = layout.user or "root"
+    print(f"Claude Desktop of user {owner}: {layout.bin_dir}/luna config claude-desktop "
+          f"--install --runtime-dir {layout.runtime_dir}")
     if kept:
         print(f"\n{len(kept)} edited file(s) kept; compare them with a fresh rendering "
               "(luna install --root /tmp/luna-new) to pick up changes", file=sys.stderr)
