@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from daemon.infra.compose import ComposeSupervisor
 from daemon.infra.config import BACKENDS, InfraConfig, parse_infra_config
 from daemon.infra.detect import choose_backend
 from daemon.infra.native import NativeSupervisor
@@ -54,6 +55,5 @@ def create_supervisor(config: InfraConfig, state_dir: Path, project_dir: Path, *
         return NativeSupervisor(config, state_dir, project_dir,
                                 metrics_address=metrics_address or None, env=env)
     if backend == "compose":
-        # The compose backend lands in the next commit; until then it runs as none, saying so.
-        return NoneSupervisor(f"compose: not built yet ({why})")
+        return ComposeSupervisor(config, project_dir, env=env)
     return NoneSupervisor(why)

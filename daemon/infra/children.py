@@ -6,6 +6,8 @@ Used for native services (redis-server, prometheus) and for `docker compose` inv
 - PR_SET_PDEATHSIG=SIGKILL (Linux prctl via ctypes), so even a SIGKILLed lunad leaves no
   orphan; the child checks its parent right after the prctl, because a parent that died
   between fork and prctl would otherwise never send the signal.
+- Timeouts use `asyncio.timeout`, not `wait_for`, which on 3.11 can swallow a cancellation
+  that arrives as the awaited call finishes (lunad's stop() would then never end).
 - stdout and stderr merged into one pipe read continuously: an undrained pipe blocks the child
   once it holds 64 KiB. Each line goes to the log; the last `TAIL_LINES` are kept for status.
 """
@@ -97,16 +99,10 @@ class Child:
     async def wait(self, timeout: float | None = None) -> int | None:
         """The exit code once exited, or None if still running after `timeout` seconds."""
         try:
-            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self.proc.wait())
         except TimeoutError:
             return None
-
-    async def output(self) -> str:
-        """All remaining output once the child has exited (for short commands)."""
-        await self.proc.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._drain
-        return "\n".join(self.tail)
 
     def last_lines(self, count: int = 2) -> str:
         """The last `count` output lines, joined: a failure is often cause, then "aborting"."""
@@ -129,7 +125,52 @@ class Child:
         code = await self.proc.wait()
         # The pipe closes when the last group member holding it is gone; bounded wait.
         try:
-            await asyncio.wait_for(self._drain, 2.0)
-        except (TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(self._drain)
+        except TimeoutError:
             self._drain.cancel()
         return code
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait until they are done, cancelling again if one shrugs it off."""
+    while pending := [t for t in tasks if not t.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1.0)
+
+
+async def run_command(argv: list[str], *, timeout: float, env: dict[str, str] | None = None,
+                      cwd: str | None = None) -> tuple[int, str, str]:
+    """Run a short command to the end: (exit code, all of stdout, stderr's last lines).
+
+    For commands whose output is data (`docker compose ps`): stdout is kept whole, not logged.
+    Same guarantees as `Child`: own group, dies with lunad, killed on timeout or cancellation.
+    Exit code 124 (as timeout(1)) when it gave no answer within `timeout` seconds.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
+        preexec_fn=_die_with_parent_preexec(),
+    )
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        kill_group()
+        await proc.wait()
+        return 124, "", f"no answer within {timeout:g}s"
+    except BaseException:
+        kill_group()
+        # Reap it even when cancelled, or its transport is collected unclosed after the loop.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(proc.wait())
+        raise
+    kill_group()  # anything it left behind in its group
+    lines = err.decode(errors="replace").strip().splitlines()
+    return proc.returncode or 0, out.decode(errors="replace"), " | ".join(lines[-TAIL_LINES // 4:])

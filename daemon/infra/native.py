@@ -27,7 +27,7 @@ from typing import Any
 
 from daemon.backoff import Backoff
 from daemon.infra import states
-from daemon.infra.children import Child, describe_returncode
+from daemon.infra.children import Child, cancel_and_wait, describe_returncode
 from daemon.infra.config import InfraConfig
 from daemon.infra.detect import find_binary
 from daemon.infra.probes import prometheus_ready, redis_ping
@@ -160,16 +160,15 @@ class NativeSupervisor:
                                                    name=f"infra-{svc.name}"))
         if "redis" in self._settled:
             try:
-                await asyncio.wait_for(self._settled["redis"].wait(), self.config.start_wait)
+                async with asyncio.timeout(self.config.start_wait):
+                    await self._settled["redis"].wait()
             except TimeoutError:
                 log.warning("infra redis: not healthy %gs after start; lunad goes on without "
                             "it until it is", self.config.start_wait)
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
     def status(self) -> dict[str, Any]:
         return {"backend": self.backend,

@@ -25,7 +25,8 @@ async def _exchange(port: int, request: bytes, timeout: float) -> bytes:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    return await asyncio.wait_for(talk(), timeout)
+    async with asyncio.timeout(timeout):
+        return await talk()
 
 
 async def redis_ping(port: int, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:

@@ -1,0 +1,98 @@
+"""STAND-IN for the `docker` CLI, for the compose backend's tests. Not Docker.
+
+No Docker engine or image registry is reachable where the tests run, so the tests put a
+`docker` wrapper first on PATH that runs this script. It answers only what lunad asks
+(`info`, `compose version`, and `compose -f F -p P config|up|ps|restart|down`), replays
+real `docker compose ps --format json` outputs (tests/infra/fixtures/compose-ps/) as a
+scenario says, and records every invocation, so tests check what lunad ran and when.
+
+State lives in $FAKE_DOCKER_DIR:
+- scenario.json (written by the test):
+    {"services": ["redis", ...],            # `config --services`
+     "info_exit": 0,                        # `docker info`
+     "up": [{"exit": 1, "stderr": "..."}],  # n-th `up` (project-wide) result; last repeats
+     "ps": ["starting.jsonl", ...],         # fixtures returned by successive `ps`; last repeats
+     "restart": {"redis": [["all-healthy.jsonl"]]},  # n-th `restart SERVICE` (or `up -d
+                                            # SERVICE`): the `ps` sequence from then on
+     "restart_exit": 0, "down_exit": 0}
+- state.json: where each sequence is (kept by this script).
+- calls.jsonl: one {"t": unix time, "argv": [...]} per invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose-ps"
+
+
+def main(argv: list[str]) -> int:
+    home = Path(os.environ["FAKE_DOCKER_DIR"])
+    with (home / "calls.jsonl").open("a") as log:
+        log.write(json.dumps({"t": time.time(), "argv": argv}) + "\n")
+    scenario: dict[str, Any] = json.loads((home / "scenario.json").read_text())
+    state_file = home / "state.json"
+    state: dict[str, Any] = (json.loads(state_file.read_text()) if state_file.exists()
+                             else {"ps": scenario.get("ps", ["none.jsonl"]), "ps_at": 0,
+                                   "up_at": 0, "restarts": {}})
+
+    def save() -> None:
+        state_file.write_text(json.dumps(state))
+
+    if argv[:1] == ["info"]:
+        return int(scenario.get("info_exit", 0))
+    if argv[:1] != ["compose"]:
+        print(f"fake docker: unsupported command {argv!r}", file=sys.stderr)
+        return 125
+    args = argv[1:]
+    while args and args[0] in ("-f", "-p"):  # global flags lunad passes
+        args = args[2:]
+    cmd = args[0] if args else ""
+    if cmd == "version":
+        print("Docker Compose version v2.29.7 (stand-in)")
+        return 0
+    if cmd == "config" and args[1:] == ["--services"]:
+        print("\n".join(scenario.get("services", [])))
+        return 0
+    if cmd == "ps":
+        seq = state["ps"]
+        fixture = seq[min(state["ps_at"], len(seq) - 1)]
+        state["ps_at"] += 1
+        save()
+        sys.stdout.write((FIXTURES / fixture).read_text())
+        return 0
+    if cmd == "up" and len([a for a in args[1:] if not a.startswith("-")]) == 0:
+        results = scenario.get("up", [{"exit": 0}])
+        result = results[min(state["up_at"], len(results) - 1)]
+        state["up_at"] += 1
+        if "ps" in result:
+            state["ps"], state["ps_at"] = result["ps"], 0
+        save()
+        if result.get("stderr"):
+            print(result["stderr"], file=sys.stderr)
+        return int(result.get("exit", 0))
+    if cmd in ("restart", "up"):
+        service = args[-1]
+        n = state["restarts"].get(service, 0)
+        state["restarts"][service] = n + 1
+        sequences = scenario.get("restart", {}).get(service)
+        if sequences:
+            state["ps"], state["ps_at"] = sequences[min(n, len(sequences) - 1)], 0
+        save()
+        code = int(scenario.get("restart_exit", 0))
+        if code:
+            print(f"Error response from daemon: cannot restart {service}", file=sys.stderr)
+        return code
+    if cmd == "down":
+        return int(scenario.get("down_exit", 0))
+    print(f"fake docker: unsupported compose command {args!r}", file=sys.stderr)
+    return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

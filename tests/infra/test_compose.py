@@ -1,0 +1,288 @@
+"""The compose backend against a STAND-IN docker CLI (tests/infra/fake_docker.py).
+
+No Docker engine or image registry is reachable here, so `docker` on PATH is a stand-in that
+replays real `docker compose ps --format json` outputs from a scenario and records every
+invocation. These tests prove what lunad *runs* and *reports*: start, unhealthy → restart,
+exited → restart, backoff between repeated failures, stop with and without `down`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.infra import InfraConfig, create_supervisor, parse_infra_config
+from daemon.infra.compose import ComposeSupervisor
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE = Path(__file__).parent / "fake_docker.py"
+SERVICES = ["redis", "prometheus", "grafana"]
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+class StandInDocker:
+    """The stand-in docker CLI's scenario and its record of invocations."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        bin_dir = home / "bin"
+        bin_dir.mkdir(parents=True)
+        wrapper = bin_dir / "docker"
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+        wrapper.chmod(0o755)
+        self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+                    "FAKE_DOCKER_DIR": str(home)}
+
+    def scenario(self, **scenario: Any) -> None:
+        scenario.setdefault("services", SERVICES)
+        (self.home / "scenario.json").write_text(json.dumps(scenario))
+
+    def calls(self) -> list[tuple[float, list[str]]]:
+        """(time, compose arguments after -f FILE -p PROJECT) of each invocation."""
+        path = self.home / "calls.jsonl"
+        result = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            call = json.loads(line)
+            argv = call["argv"]
+            if argv[:1] == ["compose"]:
+                assert argv[1] == "-f" and argv[3] == "-p", argv
+                argv = argv[5:]
+            result.append((call["t"], argv))
+        return result
+
+    def commands(self) -> list[list[str]]:
+        return [argv for _, argv in self.calls()]
+
+
+@pytest.fixture
+def docker(tmp_path: Path) -> StandInDocker:
+    return StandInDocker(tmp_path / "stand-in-docker")
+
+
+def compose_config(**overrides: Any) -> InfraConfig:
+    table: dict[str, Any] = {"backend": "compose", "poll_interval": 0.1, "start_wait": 10,
+                             "restart_backoff_base": 0.2, "restart_backoff_cap": 0.8}
+    table.update(overrides)
+    return parse_infra_config(table, "test")
+
+
+@pytest.fixture
+async def made() -> AsyncIterator[list[ComposeSupervisor]]:
+    sups: list[ComposeSupervisor] = []
+    yield sups
+    for sup in sups:
+        await sup.stop()
+
+
+def supervisor(docker: StandInDocker, made: list[ComposeSupervisor],
+               **overrides: Any) -> ComposeSupervisor:
+    sup = create_supervisor(compose_config(**overrides), REPO / "state-unused", REPO,
+                            env=docker.env)
+    assert isinstance(sup, ComposeSupervisor)
+    made.append(sup)
+    return sup
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def watch_states(sup: ComposeSupervisor, name: str, seen: list[str]) -> Callable[[], None]:
+    def note() -> None:
+        state = sup.status()["services"].get(name, {}).get("state")
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+    return note
+
+
+async def test_start_brings_the_project_up_and_reports_each_service(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["starting.jsonl", "all-healthy.jsonl"])
+    sup = supervisor(docker, made)
+    await sup.start()
+    assert set(sup.status()["services"]) == set(SERVICES)
+    await until(lambda: sup.status()["services"]["redis"]["up"], 5, "redis healthy")
+    status = sup.status()
+    assert status["backend"] == "compose"
+    for name in SERVICES:
+        assert status["services"][name]["state"] == "up"
+        assert status["services"][name]["restarts"] == 0
+    assert status["services"]["redis"]["detail"] == "luna-redis-1: Up 2 minutes (healthy)"
+    assert sup.redis_url() == "redis://127.0.0.1:6379/0"  # where ps says 6379 is published
+    commands = docker.commands()
+    assert commands[:3] == [["config", "--services"], ["up", "-d", "--wait"],
+                            ["ps", "-a", "--format", "json"]]
+    assert not [c for c in commands if c[0] == "restart"]
+    raw = json.loads((docker.home / "calls.jsonl").read_text().splitlines()[0])["argv"]
+    assert raw[:5] == ["compose", "-f", str(REPO / "docker-compose.infra.yml"), "-p", "luna"]
+
+
+async def test_redis_starting_has_no_url_yet(docker: StandInDocker,
+                                             made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["starting.jsonl"])
+    sup = supervisor(docker, made)
+    await sup.start()
+    await until(lambda: sup.status()["services"]["redis"]["detail"].endswith(
+        "(health: starting)"), 5, "a first poll")
+    assert sup.status()["services"]["redis"]["state"] == "starting"
+    assert sup.redis_url() is None
+
+
+@pytest.mark.parametrize("fixture", ["prometheus-unhealthy.jsonl",
+                                     "array-form-prometheus-unhealthy.json"])
+async def test_unhealthy_service_is_restarted(docker: StandInDocker,
+                                              made: list[ComposeSupervisor],
+                                              fixture: str) -> None:
+    docker.scenario(ps=[fixture], restart={"prometheus": [["all-healthy.jsonl"]]})
+    sup = supervisor(docker, made)
+    seen: list[str] = []
+    note = watch_states(sup, "prometheus", seen)
+    await sup.start()
+
+    def restarted() -> bool:
+        note()
+        s = sup.status()["services"]["prometheus"]
+        return s["up"] and s["restarts"] == 1
+
+    await until(restarted, 10, "prometheus restarted and healthy")
+    assert "backoff" in seen  # unhealthy: restart scheduled after restart_backoff_base
+    assert seen[-1] == "up"
+    restarts = [c for c in docker.commands() if c[0] == "restart"]
+    assert restarts == [["restart", "prometheus"]]
+    assert sup.status()["services"]["redis"]["restarts"] == 0
+
+
+async def test_exited_redis_is_restarted_and_has_no_url_meanwhile(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["redis-exited.jsonl"],
+                    restart={"redis": [["starting.jsonl", "starting.jsonl",
+                                        "all-healthy.jsonl"]]})
+    sup = supervisor(docker, made)
+    await sup.start()
+    assert sup.redis_url() is None
+    assert sup.status()["services"]["redis"]["state"] == "backoff"
+    assert "Exited (1)" in sup.status()["services"]["redis"]["detail"]
+    await until(lambda: sup.status()["services"]["redis"]["restarts"] == 1, 5, "a restart")
+    await until(lambda: sup.redis_url() is not None, 5, "redis healthy again")
+    assert sup.status()["services"]["redis"]["state"] == "up"
+    assert [c for c in docker.commands() if c[0] == "restart"] == [["restart", "redis"]]
+
+
+async def test_repeated_failure_is_spaced_out_by_growing_backoff(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    # After every restart prometheus is unhealthy again.
+    docker.scenario(ps=["prometheus-unhealthy.jsonl"],
+                    restart={"prometheus": [["prometheus-unhealthy.jsonl"]]})
+    sup = supervisor(docker, made)
+    await sup.start()
+    def restart_times() -> list[float]:
+        return [t for t, c in docker.calls() if c == ["restart", "prometheus"]]
+
+    await until(lambda: len(restart_times()) >= 4, 15, "four restarts")
+    times = restart_times()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Failure n+1 waits min(cap, base·2^n): 0.4, 0.8, 0.8 s (cap) between restarts. Lower
+    # bounds only: a loaded machine may add to each wait, never take from it.
+    assert gaps[0] >= 0.4 * 0.9 and gaps[1] >= 0.8 * 0.9 and gaps[2] >= 0.8 * 0.9, gaps
+    status = sup.status()["services"]["prometheus"]
+    assert status["state"] in ("backoff", "restarting")
+    assert not [c for c in docker.commands() if c[:2] in (["restart", "redis"],
+                                                          ["restart", "grafana"])]
+
+
+async def test_docker_restarting_a_container_itself_is_not_raced(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["grafana-restarting.jsonl"])
+    sup = supervisor(docker, made)
+    await sup.start()
+    await asyncio.sleep(0.6)  # several polls
+    grafana = sup.status()["services"]["grafana"]
+    assert grafana["state"] == "restarting" and grafana["restarts"] == 0
+    assert "Restarting (1)" in grafana["detail"]
+    assert not [c for c in docker.commands() if c[0] == "restart"]
+
+
+async def test_stop_leaves_containers_running_by_default(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["all-healthy.jsonl"])
+    sup = supervisor(docker, made)
+    await sup.start()
+    await sup.stop()
+    assert not [c for c in docker.commands() if c[0] == "down"]
+    for service in sup.status()["services"].values():
+        assert service["state"] == "stopped"
+        assert "infra.down_on_stop = false" in service["detail"]
+    assert sup.redis_url() is None
+    polls = len(docker.calls())
+    await asyncio.sleep(0.4)
+    assert len(docker.calls()) == polls  # the loop really ended
+
+
+async def test_stop_with_down_on_stop_runs_down(docker: StandInDocker,
+                                                made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["all-healthy.jsonl"])
+    sup = supervisor(docker, made, down_on_stop=True)
+    await sup.start()
+    await sup.stop()
+    assert docker.commands()[-1] == ["down"]
+    assert sup.status()["services"]["redis"]["detail"] == "removed by `docker compose down`"
+
+
+async def test_up_refused_is_reported_and_retried(docker: StandInDocker,
+                                                  made: list[ComposeSupervisor]) -> None:
+    why = ('error while interpolating services.grafana.environment.GF_SECURITY_ADMIN_PASSWORD: '
+           'required variable GRAFANA_ADMIN_PASSWORD is missing a value: set it in lunad\'s '
+           'environment')
+    docker.scenario(ps=["none.jsonl"],
+                    up=[{"exit": 1, "stderr": why}, {"exit": 1, "stderr": why},
+                        {"exit": 0, "ps": ["all-healthy.jsonl"]}])
+    sup = supervisor(docker, made)
+    await sup.start()
+    assert "GRAFANA_ADMIN_PASSWORD is missing a value" in sup.status()["detail"]
+    assert sup.status()["services"]["redis"]["state"] == "starting"
+    await until(lambda: sup.redis_url() is not None, 10, "up to succeed on the third try")
+    ups = [t for t, c in docker.calls() if c == ["up", "-d", "--wait"]]
+    assert len(ups) == 3
+    # The retries back off too: 0.2 s, then 0.4 s at least (lower bounds only: a loaded
+    # machine may add to each wait, never take from it).
+    assert ups[1] - ups[0] >= 0.2 * 0.9 and ups[2] - ups[1] >= 0.4 * 0.9
+    assert "detail" not in sup.status()
+    assert not [c for c in docker.commands() if c[0] == "restart"]
+
+
+async def test_failing_restart_command_backs_off_with_its_error(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["redis-exited.jsonl"], restart_exit=1)
+    sup = supervisor(docker, made)
+    await sup.start()
+    await until(lambda: sup.status()["services"]["redis"]["restarts"] >= 2, 10, "two tries")
+    await until(lambda: "cannot restart redis" in sup.status()["services"]["redis"]["detail"],
+                5, "the error in status")
+    assert sup.status()["services"]["redis"]["state"] == "backoff"
+
+
+async def test_auto_picks_compose_when_the_engine_answers(docker: StandInDocker,
+                                                          made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["all-healthy.jsonl"], info_exit=0)
+    sup = create_supervisor(parse_infra_config({}, "test"), REPO / "state-unused", REPO,
+                            env=docker.env)
+    assert sup.backend == "compose"
+    docker.scenario(ps=["all-healthy.jsonl"], info_exit=1)
+    sup = create_supervisor(parse_infra_config({"redis_binary": "no-such-redis"}, "test"),
+                            REPO / "state-unused", REPO, env=docker.env)
+    assert sup.backend == "none"
+    assert "info` exited 1" in sup.status()["detail"]
