@@ -5,7 +5,7 @@ Two kinds of source:
 - Events, counted when they happen, by the code that sees them: sessions ending
   (`session_closed`), attach time (`session_attached`), refusals, worker spawns and exits (the
   pool calls `worker_spawned` / `worker_exited`), tool calls (the observer's sink from
-  `tool_call_sink`). Label children are cached so an event costs a dict lookup and an inc.
+  `tool_call_sink`, plain ints in `ToolStats`, exposed by the collector: it is per call).
 - Snapshots, read at scrape time by `_DaemonCollector`: active sessions, pool states, backoff,
   per-worker RSS/CPU/fds (psutil, from the `Process` objects the workers keep, so CPU counters
   are continuous between scrapes), per-server traffic counters (`Traffic`, plain ints the
@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,12 @@ from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector
 
@@ -78,6 +84,27 @@ class Snapshot:
 
 
 SnapshotView = Callable[[], Snapshot]
+
+
+class ToolStats:
+    """Calls and latency of one (server, tool): luna_tool_calls_total and
+    luna_tool_call_duration_seconds. Plain ints and one bisect per call instead of
+    prometheus_client's locked children: a tool call is on the proxy's hot path. Written on
+    the loop thread only; the scrape thread reads copies (consistent enough: a scrape may
+    miss the call being recorded, never see a half one, since `count` is derived)."""
+
+    __slots__ = ("buckets", "outcomes", "total")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.buckets = [0] * (len(_TOOL_BUCKETS) + 1)  # the last one is +Inf only
+        self.total = 0.0
+
+    def record(self, outcome: str, seconds: float) -> None:
+        outcomes = self.outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        self.buckets[bisect_left(_TOOL_BUCKETS, seconds)] += 1
+        self.total += seconds
 ToolCallSink = Callable[[str, str, float], None]
 
 
@@ -105,14 +132,9 @@ class Metrics:
         self.worker_exits = Counter(
             "luna_worker_exits_total", "Worker exits, by reason.", ["server", "reason"],
             registry=r)
-        self.tool_calls = Counter(
-            "luna_tool_calls_total", "tools/call requests, by tool and outcome.",
-            ["server", "tool", "outcome"], registry=r)
-        self.tool_call_duration = Histogram(
-            "luna_tool_call_duration_seconds", "tools/call request to response.",
-            ["server", "tool"], buckets=_TOOL_BUCKETS, registry=r)
         self._traffic: dict[str, Traffic] = {}
-        self._tool_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # (server, tool) -> ToolStats: plain ints on the hot path, exposed by the collector.
+        self._tools: dict[tuple[str, str], ToolStats] = {}
         self._collector = _DaemonCollector(self)
         r.register(self._collector)
         if process_metrics:
@@ -143,18 +165,13 @@ class Metrics:
 
     def tool_call_sink(self, server: str) -> ToolCallSink:
         """The observer's `on_tool_call` for a server's sessions."""
-        children = self._tool_children
-        calls = self.tool_calls
-        durations = self.tool_call_duration
+        stats = self._tools
 
         def on_tool_call(tool: str, outcome: str, seconds: float) -> None:
-            key = (server, tool, outcome)
-            pair = children.get(key)
-            if pair is None:
-                pair = children[key] = (calls.labels(server, tool, outcome),
-                                        durations.labels(server, tool))
-            pair[0].inc()
-            pair[1].observe(seconds)
+            entry = stats.get((server, tool))
+            if entry is None:
+                entry = stats[(server, tool)] = ToolStats()
+            entry.record(outcome, seconds)
 
         return on_tool_call
 
@@ -201,6 +218,10 @@ class Metrics:
             self._http = None
 
 
+def _bucket_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """"127.0.0.1:9464" or "[::1]:9464" -> (host, port); ValueError saying what is allowed."""
     host, sep, port = listen.rpartition(":")
@@ -238,6 +259,10 @@ class _DaemonCollector(Collector):
                                 labels=["server", "slot"]),
             GaugeMetricFamily("luna_worker_open_fds", "Worker open file descriptors.",
                               labels=["server", "slot"]),
+            CounterMetricFamily("luna_tool_calls", "tools/call requests, by tool and outcome.",
+                                labels=["server", "tool", "outcome"]),
+            HistogramMetricFamily("luna_tool_call_duration_seconds",
+                                  "tools/call request to response.", labels=["server", "tool"]),
             CounterMetricFamily("luna_rpc_requests", "Client JSON-RPC messages by method.",
                                 labels=["server", "method"]),
             CounterMetricFamily("luna_messages", "Frames proxied (in: to the server).",
@@ -274,8 +299,8 @@ class _DaemonCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         with self._lock:  # concurrent scrapes would only double the psutil work
             families = self._families()
-            (sessions, workers, backoff, rss, cpu, fds, requests, messages, nbytes, unparsed,
-             infra_up, infra_restarts, phi, memories) = families
+            (sessions, workers, backoff, rss, cpu, fds, tool_calls, tool_durations, requests,
+             messages, nbytes, unparsed, infra_up, infra_restarts, phi, memories) = families
             try:
                 snap = self._snapshot()
             except Exception:
@@ -290,6 +315,15 @@ class _DaemonCollector(Collector):
                 active = bool(pool.get("backoff", {}).get("active"))
                 backoff.add_metric([server], 1.0 if active else 0.0)
             self._sample_workers(snap.workers, rss, cpu, fds)
+            for (server, tool), st in list(self.metrics._tools.items()):
+                for outcome, count in dict(st.outcomes).items():
+                    tool_calls.add_metric([server, tool, outcome], count)
+                counts = list(st.buckets)
+                cumulative, buckets = 0, []
+                for bound, count in zip((*_TOOL_BUCKETS, float("inf")), counts, strict=True):
+                    cumulative += count
+                    buckets.append((_bucket_label(bound), cumulative))
+                tool_durations.add_metric([server, tool], buckets, st.total)
             for server, t in list(self.metrics._traffic.items()):
                 for method, count in dict(t.requests).items():
                     requests.add_metric([server, method], count)

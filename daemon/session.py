@@ -47,6 +47,10 @@ log = logging.getLogger("lunad.session")
 LUNAD_ERROR = -32000
 """JSON-RPC error code of every error lunad writes itself (implementation-defined range)."""
 
+READ_SIZE = 64 * 1024
+"""Bytes asked for per read. asyncio's default (256 KiB) is above glibc's mmap threshold, so
+every read of a small message paid an mmap/munmap pair: ~20 µs of a round trip's cost."""
+
 HIGH_WATER = 1024 * 1024
 """Bytes buffered towards one side before reading from the other side pauses."""
 
@@ -140,6 +144,7 @@ class StdoutTap:
         reader.set_exception = lambda exc: on_eof()  # type: ignore[method-assign]
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            transport.max_size = READ_SIZE  # type: ignore[attr-defined]  # see READ_SIZE
             transport.set_protocol(_PipeTap(transport.get_protocol(), on_data))
             if getattr(reader, "_paused", False):
                 reader._paused = False  # type: ignore[attr-defined]
@@ -207,6 +212,7 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.max_size = READ_SIZE  # type: ignore[attr-defined]
         transport.pause_reading()  # nothing to forward to until a worker is bound
 
     def data_received(self, data: bytes) -> None:

@@ -44,7 +44,9 @@ TABLE: dict[str, tuple[str, set[str]]] = {
 
 @pytest.fixture
 def child() -> Iterator[psutil.Process]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = subprocess.Popen([sys.executable, "-c", "print('up', flush=True); "
+                             "import time; time.sleep(60)"], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # past exec
     yield psutil.Process(proc.pid)
     proc.kill()
     proc.wait()
@@ -113,6 +115,11 @@ def test_values_come_from_events_and_snapshots(child: psutil.Process) -> None:
     assert s[("luna_tool_calls_total",
               (("outcome", "ok"), ("server", "echo"), ("tool", "other")))] == 1
     assert s[("luna_rpc_requests_total", (("method", "tools/call"), ("server", "echo")))] == 2
+    assert s[("luna_tool_call_duration_seconds_count",
+              (("server", "echo"), ("tool", "echo")))] == 1
+    assert s[("luna_tool_call_duration_seconds_bucket",
+              (("le", "+Inf"), ("server", "echo"), ("tool", "other")))] == 1
+
     assert s[("luna_messages_total", (("direction", "in"), ("server", "echo")))] == 4
     assert s[("luna_frames_unparsed_total", (("server", "echo"),))] == 1
     assert s[("luna_sessions_total", (("outcome", "rejected"), ("server", "echo")))] == 1
@@ -171,3 +178,22 @@ def test_without_luna_summary_phi_has_no_made_up_sample(monkeypatch, tmp_path) -
     m.set_view(lambda: Snapshot(luna_state=(tmp_path, None)))
     families = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
     assert families["luna_phi_value"].samples == []
+
+
+def test_tool_latency_buckets_are_cumulative() -> None:
+    m = Metrics(process_metrics=False)
+    sink = m.tool_call_sink("echo")
+    for seconds in (0.0005, 0.001, 0.003, 0.2, 1000.0):
+        sink("echo", "ok", seconds)
+    s = samples(m.render().decode())
+
+    def bucket(le: str) -> float:
+        return s[("luna_tool_call_duration_seconds_bucket",
+                  (("le", le), ("server", "echo"), ("tool", "echo")))]
+
+    assert bucket("0.001") == 2  # le is inclusive
+    assert bucket("0.005") == 3
+    assert bucket("0.25") == 4
+    assert bucket("300.0") == 4 and bucket("+Inf") == 5
+    assert s[("luna_tool_call_duration_seconds_sum", (("server", "echo"), ("tool", "echo")))] \
+        == pytest.approx(1000.2045)
