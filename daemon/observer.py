@@ -60,7 +60,28 @@ _ID_RE = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|null)')
 _METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"\\]{1,200})"')
 _KIND_RE = re.compile(rb'"(method|result|error)"\s*:')
 _NAME_RE = re.compile(rb'"name"\s*:\s*"([^"\\]{1,200})"')
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_scan_once = _decoder.scan_once
+_WS = " \t\n\r"
+
+
+def _parse(frame: bytes) -> Any:
+    """json.loads for one frame, about twice as fast: the C scanner straight on the text.
+
+    json.loads(bytes) sniffs for UTF-16/32 (MCP is UTF-8) and skips whitespace with regexes;
+    scan_once does neither. Leading whitespace or a failed scan falls back to the full
+    decoder, which raises the proper ValueError; trailing bytes other than whitespace make
+    the frame invalid, as they would for json.loads.
+    """
+    text = frame.decode()
+    try:
+        message, end = _scan_once(text, 0)
+    except StopIteration:
+        return _decoder.decode(text)
+    if end != len(text) and text[end:].strip(_WS):
+        raise ValueError("extra data after the JSON value")
+    return message
+
 _IS_ERROR_RE = re.compile(rb'"isError"\s*:\s*true')
 
 
@@ -240,8 +261,7 @@ class Observer:
             if message is not None:
                 return message
         try:
-            # str in: json.loads(bytes) would first sniff for UTF-16/32, which MCP never is.
-            message = _decode_json(frame.decode())
+            message = _parse(frame)
         except ValueError:  # includes UnicodeDecodeError
             self._unparsed_unless_blank(frame)
             return None

@@ -158,3 +158,16 @@ def test_id_in_head_of_a_truncated_frame() -> None:
         == "abc"
     assert id_in_head(b'{"jsonrpc":"2.0","id":17,"method"') == 17
     assert id_in_head(b'{"jsonrpc":"2.0","method":"x","params":{"aaaa') is None
+
+
+def test_parse_agrees_with_json_loads() -> None:
+    from daemon.observer import _parse
+
+    for good in (b'{"a": [1, 2.5, "x"]}', b' {"a":1}', b'{"a":1}\n', b"[1]", b"42", b'"s"'):
+        assert _parse(good) == json.loads(good)
+    for bad in (b'{"a":1} x', b"{", b"", b"nope", b'{"a":1}{"b":2}', b"\xff"):
+        try:
+            _parse(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} parsed")
