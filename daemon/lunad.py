@@ -230,6 +230,13 @@ class Daemon:
                 await session.refuse(f"lunad: {exc}", reason)
                 self.metrics.session_closed(name, "rejected", None)
                 return
+            except Exception as exc:  # a bug in the pool must still answer the client
+                log.exception("session %s: acquiring a worker failed", session.id)
+                host.sessions.pop(session.id, None)
+                await session.refuse(f"lunad: internal error while getting a {name} worker: "
+                                     f"{exc!r} (see lunad's log)", "internal_error")
+                self.metrics.session_closed(name, "rejected", None)
+                return
             self.metrics.session_attached(name, time.monotonic() - session.accepted)
 
             def closed(outcome: str, seconds: float) -> None:

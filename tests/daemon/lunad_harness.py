@@ -64,7 +64,7 @@ def echo_server(*args: str, **keys: Any) -> dict[str, Any]:
 
 class Lunad:
     def __init__(self, servers: dict[str, dict[str, Any]], *, drain_timeout: float = 3.0,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, infra: dict[str, Any] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
         self.state_dir = self.dir / "state"
@@ -76,7 +76,8 @@ class Lunad:
                  f"state_dir = {toml_value(str(self.state_dir))}",
                  f"drain_timeout = {drain_timeout}", "", "[metrics]",
                  f'listen = "127.0.0.1:{self.metrics_port}"' if metrics else 'listen = ""',
-                 "", "[infra]", 'backend = "none"']
+                 "", "[infra]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in (infra or {"backend": "none"}).items()]
         for name, table in servers.items():
             lines += ["", f"[servers.{name}]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]

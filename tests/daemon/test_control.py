@@ -126,3 +126,15 @@ def test_render_shows_sessions_backoff_and_infra() -> None:
     assert "BACKOFF: 3 failed spawn(s)" in text and "boom" in text
     assert "idle 2" in text and "busy 1" in text
     assert "redis" in text and "restarts 1" in text
+
+
+def test_luna_status_without_lunad_says_how_to_start_it(runtime: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "status"], capture_output=True,
+                         text=True, timeout=30,
+                         env={**os.environ, "LUNA_RUNTIME_DIR": str(runtime)})
+    assert out.returncode == 1
+    assert "lunad is not running" in out.stderr and str(runtime / "control.sock") in out.stderr
+    assert "systemctl start luna" in out.stderr
