@@ -190,9 +190,6 @@ class Pool:
     def busy_workers(self) -> list[Worker]:
         return [w for w in self._workers if w in self._busy]
 
-    def _count(self, state: str) -> int:
-        return sum(1 for w in self._workers if w.state == state)
-
     def snapshot(self) -> dict[str, Any]:
         """Pool state for `luna status` and the metrics gauges (`self.state` says whether it
         is serving, draining or stopped)."""
@@ -301,7 +298,7 @@ class Pool:
             if verdict == TAKE:
                 worker = self._idle.popleft()
                 if worker.returncode is not None:
-                    continue  # died this very turn; its exit watch counts it
+                    continue  # died unused this very turn; its exit watch counts it
                 self._bind(worker)
                 return worker
             worker = await self._wait_for_worker(deadline - loop.time(), timeout)
@@ -517,9 +514,13 @@ class Pool:
         await asyncio.gather(*spawns, return_exceptions=True)
 
     async def _watch_exit(self, worker: Worker) -> None:
-        """Notice a worker dying while nobody uses it (busy ones belong to their session)."""
+        """Notice a worker dying while nobody uses it (busy ones belong to their session).
+
+        The state at exit decides, not where the worker is referenced now: an acquire() may
+        have just taken it off the idle queue or out of a waiter's hands and dropped it.
+        """
         await worker.wait()
-        if worker not in self._idle and worker not in self._handed:
+        if worker.state_at_exit != states.IDLE:
             return
         with contextlib.suppress(ValueError):
             self._idle.remove(worker)

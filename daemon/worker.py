@@ -132,6 +132,8 @@ class Worker:
         # then counted under this reason, and the note explains the signal to the client.
         self.exit_reason: str | None = None
         self.exit_note: str | None = None
+        # The state it was in when the process exited: IDLE means it died unused.
+        self.state_at_exit: str | None = None
         self.stdin: asyncio.StreamWriter
         self.stdout: asyncio.StreamReader
         self._extra_env = dict(extra_env or {})
@@ -153,6 +155,7 @@ class Worker:
             self.state = states.transition(self.state, new)
 
     def _on_exit(self) -> None:
+        self.state_at_exit = self.state
         if self.state != states.EXITED:
             self.set_state(states.EXITED)
         self._log.info("worker %s pid %s %s", self.slot, self.pid, self.exit_description())

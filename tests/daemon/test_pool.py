@@ -512,3 +512,25 @@ async def test_churn_counts_every_worker_exactly_once(metrics: RecordingMetrics)
     assert sum(exits.values()) == metrics.spawns()["ready"]
     assert done[states.CRASH] + done[states.SESSION_END] + done["refused"] == 30
     assert pool.workers() == []
+
+
+@pytest.mark.anyio
+async def test_acquire_racing_an_idle_worker_death_counts_it_once(
+        metrics: RecordingMetrics) -> None:
+    pool = Pool(echo_config(min_idle=1), metrics=metrics, backoff=fast_backoff())
+    await pool.start()
+    try:
+        assert await pool.wait_idle(1)
+        victim = pool.workers()[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        while victim.returncode is None:  # the exit is known; the pool's watch may lag
+            await asyncio.sleep(0)
+        worker = await pool.acquire(timeout=10)
+        assert worker is not victim and worker.returncode is None
+        await until(lambda: victim not in pool.workers())
+        assert metrics.exits()[states.CRASH] == 1
+        await pool.release(worker, states.SESSION_END)
+    finally:
+        await pool.stop()
+    assert sum(metrics.exits().values()) == metrics.spawns()["ready"]
