@@ -44,6 +44,7 @@ SMALL_SET = 1000  # posting lists up to this length are read whole
 WALK_PAGE = 256
 WALK_PAGE_MAX = 4096
 WALK_BUDGET = 16384  # newest memories walked before reading every list instead
+INTERSECTION_MAX = 4000  # expected size up to which long lists are intersected in Redis
 
 
 class RedisUnavailable(Exception):
@@ -291,8 +292,11 @@ class RedisIndex:
         ceiling = len(large) / len(q)  # the best a memory outside `near` can score
         walk_key = f"{p}created:{next(iter(wanted))}" if len(wanted) == 1 else f"{p}created"
         if len(large) > 1 and sum(1 for h in candidates if h.relevance >= ceiling) < TOP:
-            # Memories holding every long-list word may be rare; if even independent words
-            # would need a walk past the budget, read the lists at once instead of both.
+            # Memories holding every long-list word may be too rare for the walk to meet ten
+            # of them within its budget (estimated as if the words were independent). Then
+            # let Redis intersect the long lists: every memory it returns scores the ceiling
+            # (it is in no short list, or it would be near), and the walk only has to find
+            # memories with fewer of those words. Too large an intersection: read the lists.
             pipe = self.client.pipeline(transaction=False)
             pipe.zcard(walk_key)
             for key in large_keys:
@@ -302,7 +306,15 @@ class RedisIndex:
             for length in lengths:
                 share *= length / max(1, total)
             if share * WALK_BUDGET < TOP:
-                return None
+                if share * total > INTERSECTION_MAX:
+                    return None
+                both = [m for m in self.client.sinter(large_keys)
+                        if m not in near and memory_type_of(m) in wanted]
+                scores = self.client.zmscore(f"{p}created", both) if both else []
+                candidates += [Hit(m, memory_type_of(m) or "", ceiling, int(s or 0), "")
+                               for m, s in zip(both, scores, strict=True)]
+                near |= set(both)
+                ceiling = (len(large) - 1) / len(q)
         offset, page, last_score, exhausted = 0, WALK_PAGE, None, False
         while True:
             top = best(candidates).top

@@ -8,7 +8,7 @@ from luna_server.service import Luna
 from luna_server.store.layout import TYPES
 
 
-def store_many(memory: str, redis_url: str | None, worker: int, count: int) -> list[str]:
+def store_many(memory: str, redis_url: str, worker: int, count: int) -> list[str]:
     """Store `count` memories from one OS process; returns the acknowledged ids."""
     luna = Luna(memory, redis_url)
     ids = []
