@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ class Daemon:
             task.cancel()
         log.info("lunad stopped")
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -189,7 +190,7 @@ class Daemon:
             notify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
-    def _env_for(self, server: ServerConfig) -> Any:
+    def _env_for(self, server: ServerConfig) -> Callable[[], dict[str, str]]:
         def extra_env() -> dict[str, str]:
             url = self.infra.redis_url() if self.infra is not None else None
             if url and "LUNA_REDIS_URL" not in server.env:
@@ -199,7 +200,7 @@ class Daemon:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def _handler(self, host: ServerHost) -> Any:
+    def _handler(self, host: ServerHost) -> Callable[[Peer], Session]:
         def factory(peer: Peer) -> Session:
             name = host.name
             session = Session(f"{name}-{next(self._ids)}", name,

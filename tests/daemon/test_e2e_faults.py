@@ -295,3 +295,18 @@ def test_drain_stops_new_sessions_and_lets_current_ones_finish(lunad: Lunad) -> 
         assert status["state"] == "draining" and status["pool"]["idle"] == 0
     unknown = lunad.control({"cmd": "drain", "server": "nope"})
     assert unknown["ok"] is False and "no server 'nope'" in unknown["error"]
+
+
+def test_shim_half_close_through_lunad_still_gets_the_answers(lunad: Lunad) -> None:
+    requests = "".join(json.dumps(m) + "\n" for m in (
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "sleep", "arguments": {"seconds": 0.3}}}))
+    out = subprocess.run(shim_command("echo"), input=requests, capture_output=True, text=True,
+                         timeout=30, cwd=ROOT, env={**lunad.env, "PYTHONPATH": str(ROOT)})
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [a["id"] for a in answers] == [1, 2]
+    assert answers[1]["result"]["content"][0]["text"] == "slept 0.3"
+    assert out.returncode == 0, out.stderr
