@@ -62,6 +62,8 @@ class ComposeSupervisor:
         if self._task is not None:
             return
         self._first_poll = asyncio.Event()
+        for rec in self.records.values():  # started again after a stop()
+            rec.to(states.STARTING, "waiting for `docker compose up`")
         self._task = asyncio.create_task(self._run(), name="infra-compose")
         try:
             async with asyncio.timeout(self.config.start_wait):
@@ -139,27 +141,42 @@ class ComposeSupervisor:
                      reset_after=self.config.restart_reset_after, clock=loop.time)
         up_due: float | None = loop.time()
         while True:
-            if up_due is not None and loop.time() >= up_due:
-                code, out = await self._compose(["up", "-d", "--wait"], UP_TIMEOUT)
-                if code == 0:
-                    self.detail, up_due = "", None
-                    up.record_success()
-                else:
-                    delay = up.record_failure(out)
-                    self.detail = (f"`docker compose up` {describe_returncode(code)}: {out}; "
-                                   f"retry in {delay:.1f}s if nothing runs by then")
-                    log.warning("infra compose: %s", self.detail)
-                    up_due = loop.time() + delay
-            containers = await self._poll()
-            if containers is not None:
-                if containers:
-                    up_due = None  # something runs: per-service restarts take it from here
-                elif up_due is None:
-                    up_due = loop.time()
-                for name in sorted(set(self.records) | set(containers)):
-                    await self._reconcile(name, containers.get(name), up_due is not None)
+            try:
+                up_due = await self._cycle(up, up_due)
+            except Exception:
+                # A bug in one cycle must not end supervision for good: log it, go on.
+                log.exception("infra compose: poll cycle failed")
             self._first_poll.set()
             await asyncio.sleep(self._next_sleep(loop.time()))
+
+    async def _cycle(self, up: Backoff, up_due: float | None) -> float | None:
+        """One poll: `up` when due, `ps`, then each service; returns when `up` is next due."""
+        loop = asyncio.get_running_loop()
+        if up_due is not None and loop.time() >= up_due:
+            code, out = await self._compose(["up", "-d", "--wait"], UP_TIMEOUT)
+            if code == 0:
+                self.detail, up_due = "", None
+                up.record_success()
+            else:
+                delay = up.record_failure(out)
+                self.detail = (f"`docker compose up` {describe_returncode(code)}: {out}; "
+                               f"retry in {delay:.1f}s if nothing runs by then")
+                log.warning("infra compose: %s", self.detail)
+                up_due = loop.time() + delay
+        containers = await self._poll()
+        if containers is None:
+            return up_due
+        if containers:
+            up_due = None  # something runs: per-service restarts take it from here
+        elif up_due is None:
+            # Nothing at all (e.g. someone ran `docker compose down`): `up` again, backing off
+            # so that an `up` that succeeds but creates nothing cannot spin.
+            delay = up.record_failure("no container")
+            self.detail = f"the project has no container; `docker compose up` in {delay:.1f}s"
+            up_due = loop.time() + delay
+        for name in sorted(set(self.records) | set(containers)):
+            await self._reconcile(name, containers.get(name), up_due is not None)
+        return up_due
 
     def _next_sleep(self, now: float) -> float:
         pending = [at - now for at in self._retry_at.values()]

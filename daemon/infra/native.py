@@ -197,7 +197,12 @@ class NativeSupervisor:
                 except OSError as e:
                     reason = f"cannot launch {svc.argv[0]}: {e}"
                 else:
-                    reason = await self._watch(svc, rec, child, backoff)
+                    try:
+                        reason = await self._watch(svc, rec, child, backoff)
+                    except Exception as e:
+                        # A bug in watching must not end supervision for good: restart it.
+                        log.exception("infra %s: watching failed", svc.name)
+                        reason = f"lunad failed watching it: {e!r}"
                     await child.stop(self.config.stop_timeout)
                     child = None
                 self._settled[svc.name].set()

@@ -286,3 +286,31 @@ async def test_auto_picks_compose_when_the_engine_answers(docker: StandInDocker,
                             REPO / "state-unused", REPO, env=docker.env)
     assert sup.backend == "none"
     assert "info` exited 1" in sup.status()["detail"]
+
+
+async def test_project_emptied_behind_our_back_is_brought_up_again(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    # Someone ran `docker compose down`: ps shows nothing; lunad runs `up` again (backing off).
+    docker.scenario(ps=["all-healthy.jsonl", "none.jsonl"],
+                    up=[{"exit": 0}, {"exit": 0, "ps": ["all-healthy.jsonl"]}])
+    sup = supervisor(docker, made)
+    await sup.start()
+
+    def ups() -> int:
+        return docker.commands().count(["up", "-d", "--wait"])
+
+    await until(lambda: ups() == 2, 5, "a second `up`")
+    await until(lambda: sup.redis_url() is not None and "detail" not in sup.status(), 5,
+                "the project up again")
+
+
+async def test_stopped_then_started_again_supervises_again(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["all-healthy.jsonl"])
+    sup = supervisor(docker, made)
+    await sup.start()
+    await until(lambda: sup.redis_url() is not None, 5, "redis up")
+    await sup.stop()
+    assert sup.redis_url() is None
+    await sup.start()
+    await until(lambda: sup.redis_url() is not None, 5, "redis up after a second start")
