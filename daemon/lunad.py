@@ -240,9 +240,13 @@ class Daemon:
                 return
             self.metrics.session_attached(name, time.monotonic() - session.accepted)
 
+            log.info("session %s bound to worker pid %s", session.id, worker.pid)
+
             def closed(outcome: str, seconds: float) -> None:
                 host.sessions.pop(session.id, None)
                 self.metrics.session_closed(name, outcome, seconds)
+                log.info("session %s %s after %.1f s, %d tool call(s)", session.id, outcome,
+                         seconds, session.observer.calls)
 
             await session.run(worker, host.pool, closed)
         except Exception:
