@@ -8,7 +8,9 @@ session meets a worker that was started and proven ready (ping) beforehand. Meas
 
 - direct: exec the server with pipes, send `initialize`, read the answer;
 - lunad (socket): connect to `<runtime>/<server>.sock`, send `initialize`, read the answer;
-- lunad via luna-shim: exec luna-shim (what an MCP client really starts), then the same.
+- lunad via luna-shim: exec luna-shim (what an MCP client really starts), then the same;
+  once as the installed console script, once as `python -S -I .../daemon/shim.py` (the shim
+  is stdlib-only, so it can skip the interpreter's site processing).
 
 Between lunad runs the bench waits (untimed) for the pool to have an idle worker again, as a
 real client arriving seconds apart would find it. The real Luna server is the default;
@@ -82,9 +84,15 @@ def socket_once(path: str) -> float:
         sock.close()
 
 
-def shim_once(server: str, env: dict[str, str]) -> float:
+FAST_SHIM = [sys.executable, "-S", "-I", str(ROOT / "daemon" / "shim.py")]
+"""shim.py needs only the stdlib: run as a file without site processing, the interpreter
+skips every .pth (an editable install's finder alone imports pathlib, re, importlib.util)."""
+
+
+def shim_once(server: str, env: dict[str, str], command: list[str] | None = None) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(shim_command(server), stdin=subprocess.PIPE,
+    command = command if command is not None else shim_command(server)
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=env, cwd=ROOT, bufsize=0)
     try:
         os.write(proc.stdin.fileno(), INIT)
@@ -132,14 +140,18 @@ def main() -> int:
         direct = [direct_once(args.server, env) for _ in range(args.direct_runs)]
         through: list[float] = []
         via_shim: list[float] = []
+        via_fast: list[float] = []
+        fast = [*FAST_SHIM, args.server, "--socket", lunad.socket_path(args.server)]
         for _ in range(args.runs):
             wait_idle(lunad, args.server)
             through.append(socket_once(lunad.socket_path(args.server)))
             wait_idle(lunad, args.server)
             via_shim.append(shim_once(args.server, shim_env))
+            wait_idle(lunad, args.server)
+            via_fast.append(shim_once(args.server, shim_env, fast))
     finally:
         lunad.stop(timeout=60)
-    d, t, s = (statistics.median(x) for x in (direct, through, via_shim))
+    d, t, s, f = (statistics.median(x) for x in (direct, through, via_shim, via_fast))
     print(f"`python bench/bench_attach.py --runs {args.runs} --direct-runs {args.direct_runs} "
           f"--server {args.server}` on {platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end\n")
@@ -150,7 +162,10 @@ def main() -> int:
     print("|---|---|---|")
     print(f"| direct spawn (what an MCP client does without lunad) | {ms(direct)} | 1× |")
     print(f"| lunad warm pool, unix socket | {ms(through)} | {d / t:,.0f}× |")
-    print(f"| lunad warm pool via luna-shim (exec + connect) | {ms(via_shim)} | {d / s:,.1f}× |")
+    print(f"| lunad warm pool via the `luna-shim` script (exec + connect) | {ms(via_shim)} | "
+          f"{d / s:,.1f}× |")
+    print(f"| lunad warm pool via `python -S -I daemon/shim.py` (no site) | {ms(via_fast)} | "
+          f"{d / f:,.1f}× |")
     return 0
 
 

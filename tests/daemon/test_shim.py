@@ -117,3 +117,20 @@ def test_default_socket_matches_lunads_paths(env: dict[str, str], uid: int) -> N
     from daemon.shim import default_runtime_dir
 
     assert default_runtime_dir(env, uid) == str(paths.runtime_dir(environ=env, uid=uid))
+
+
+def test_shim_runs_as_a_plain_file_without_site(sockdir: Path) -> None:
+    """Stdlib only: `python -S -I daemon/shim.py` works, skipping every .pth at start."""
+
+    def answer(conn: socket.socket) -> None:
+        req = json.loads(conn.makefile("rb").readline())
+        conn.sendall(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": {}}).encode()
+                     + b"\n")
+
+    serve_once(sockdir / "s.sock", answer)
+    out = subprocess.run([sys.executable, "-S", "-I", str(ROOT / "daemon" / "shim.py"), "luna",
+                          "--socket", str(sockdir / "s.sock")],
+                         input='{"jsonrpc":"2.0","id":5,"method":"ping"}\n',
+                         capture_output=True, text=True, timeout=30, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"jsonrpc": "2.0", "id": 5, "result": {}}
