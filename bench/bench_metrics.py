@@ -218,7 +218,7 @@ async def _open_sessions(path: Path, count: int) -> list[asyncio.StreamWriter]:
     return writers
 
 
-def _scrape_stats(lunad: Lunad, scrapes: int) -> tuple[float, float, int, int]:
+def _scrape_stats(lunad: Lunad, scrapes: int) -> tuple[float, float, float, int, int]:
     times, size, lines = [], 0, 0
     for _ in range(scrapes):
         start = time.perf_counter()
@@ -226,7 +226,8 @@ def _scrape_stats(lunad: Lunad, scrapes: int) -> tuple[float, float, int, int]:
         times.append(time.perf_counter() - start)
         size, lines = len(body), body.count(b"\n")
     times.sort()
-    return (statistics.median(times), times[int(0.95 * (len(times) - 1))], size, lines)
+    # min is the cost with no other work in the way; median and p95 show a shared machine.
+    return (times[0], statistics.median(times), times[int(0.95 * (len(times) - 1))], size, lines)
 
 
 def _gauge(body: bytes, prefix: bytes) -> float:
@@ -241,9 +242,9 @@ def run_scrape_part(sessions: int, scrapes: int) -> None:
     lunad = Lunad(sessions)
     try:
         print(f"## /metrics scrape, {scrapes} sequential scrapes each")
-        median, p95, size, lines = _scrape_stats(lunad, scrapes)
-        print(f"  {'0 sessions':<14} median {median * 1000:7.2f} ms  p95 {p95 * 1000:7.2f} ms"
-              f"  {size:>7} bytes  {lines:>5} lines")
+        low, median, p95, size, lines = _scrape_stats(lunad, scrapes)
+        print(f"  {'0 sessions':<14} min {low * 1000:6.2f} ms  median {median * 1000:6.2f} ms"
+              f"  p95 {p95 * 1000:6.2f} ms  {size:>7} bytes  {lines:>5} lines")
 
         async def with_sessions() -> None:
             start = time.perf_counter()
@@ -254,9 +255,11 @@ def run_scrape_part(sessions: int, scrapes: int) -> None:
             if active != sessions:
                 raise RuntimeError(f"lunad reports {active:g} active sessions, expected {sessions}")
             print(f"  ({sessions} sessions opened in {opened:.1f} s; lunad reports {active:g})")
-            median, p95, size, lines = await asyncio.to_thread(_scrape_stats, lunad, scrapes)
-            print(f"  {f'{sessions} sessions':<14} median {median * 1000:7.2f} ms"
-                  f"  p95 {p95 * 1000:7.2f} ms  {size:>7} bytes  {lines:>5} lines")
+            low, median, p95, size, lines = await asyncio.to_thread(
+                _scrape_stats, lunad, scrapes)
+            print(f"  {f'{sessions} sessions':<14} min {low * 1000:6.2f} ms"
+                  f"  median {median * 1000:6.2f} ms  p95 {p95 * 1000:6.2f} ms"
+                  f"  {size:>7} bytes  {lines:>5} lines")
             for writer in writers:
                 writer.close()
 
