@@ -5,7 +5,8 @@ Used for native services (redis-server, prometheus) and for `docker compose` inv
   (redis-server forks for BGSAVE and AOF rewrites).
 - PR_SET_PDEATHSIG=SIGKILL (Linux prctl via ctypes), so even a SIGKILLed lunad leaves no
   orphan; the child checks its parent right after the prctl, because a parent that died
-  between fork and prctl would otherwise never send the signal.
+  between fork and prctl would otherwise never send the signal. The signal follows the
+  *thread* that forked, so spawn only from the event loop's thread (lunad's main thread).
 - Timeouts use `asyncio.timeout`, not `wait_for`, which on 3.11 can swallow a cancellation
   that arrives as the awaited call finishes (lunad's stop() would then never end).
 - stdout and stderr merged into one pipe read continuously: an undrained pipe blocks the child
@@ -87,8 +88,7 @@ class Child:
         while True:
             try:
                 line = await self.proc.stdout.readline()
-            except ValueError:  # one line over the stream limit: skip it, keep draining
-                await self.proc.stdout.read(65536)
+            except ValueError:  # a line over the stream limit: readline dropped it; go on
                 continue
             if not line:
                 return
