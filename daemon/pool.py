@@ -15,8 +15,9 @@ acquire():  an idle worker is handed out at once (and the top-up starts); with n
 Spawn failures go to daemon/backoff.py: exponential delay with a cap, one probe spawn at a
 time while failing, back to normal on the first worker that becomes ready. Never a final
 state: the pool recovers by itself when the server is fixed. An idle worker that dies on its
-own counts as a failure too (a server that crashes right after its ping must not respawn in
-a hot loop); a worker dying during its session does not (the session may have caused it).
+own counts as a failure too (a server that crashes, or outgrows memory_limit, right after
+its ping must not respawn in a hot loop); a worker dying during its session does not (the
+session may have caused it).
 Memory: with `memory_limit`, every MEMORY_INTERVAL seconds the RSS of each worker's process
 tree is read (psutil); a worker over the limit is SIGKILLed and its exit counted as
 `memory_limit` (the session sees it die like any crash, with the reason in its error).
@@ -527,10 +528,11 @@ class Pool:
         reason = worker.exit_reason or states.CRASH
         self._log.warning("idle worker %s pid %s %s; last stderr: %s", worker.slot, worker.pid,
                           worker.exit_description(), " | ".join(worker.stderr_tail(3)))
-        if reason == states.CRASH:
-            self._last_error = SpawnError(self.name, f"an idle worker {worker.exit_description()}",
-                                          worker.stderr_tail())
-            self._backoff.record_failure(self._last_error.cause)
+        # Unused and dead (crashed, or over memory_limit on its own): the server is failing,
+        # so its replacement waits for the backoff like after a failed spawn.
+        self._last_error = SpawnError(self.name, f"an idle worker {worker.exit_description()}",
+                                      worker.stderr_tail())
+        self._backoff.record_failure(self._last_error.cause)
         await self._retire(worker, reason)
 
     async def _watch_memory(self) -> None:

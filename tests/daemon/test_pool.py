@@ -290,12 +290,13 @@ async def test_acquire_timeout_is_server_unavailable() -> None:
 @pytest.mark.anyio
 async def test_memory_limit_kills_the_worker_and_counts_the_reason(
         metrics: RecordingMetrics) -> None:
-    # The echo server allocates 150 MiB right after answering the readiness ping.
-    pool = Pool(echo_config("--alloc-mb", "150", min_idle=0, memory_limit=80 * 1024 * 1024),
+    # The echo server allocates 150 MiB right after answering the session's first request.
+    pool = Pool(echo_config("--alloc-mb", "150", min_idle=1, memory_limit=80 * 1024 * 1024),
                 metrics=metrics, memory_interval=0.1)
     await pool.start()
     try:
         worker = await pool.acquire()
+        assert '"text":"grow"' in await echo_answers(worker.stdin, worker.stdout, "grow")
         assert await asyncio.wait_for(worker.wait(), 15) == -signal.SIGKILL
         description = worker.exit_description() or ""
         assert "killed by signal 9 (SIGKILL)" in description
@@ -534,3 +535,21 @@ async def test_acquire_racing_an_idle_worker_death_counts_it_once(
     finally:
         await pool.stop()
     assert sum(metrics.exits().values()) == metrics.spawns()["ready"]
+
+
+@pytest.mark.anyio
+async def test_idle_workers_outgrowing_memory_limit_back_off(metrics: RecordingMetrics) -> None:
+    # Every echo worker allocates 150 MiB right after its ping: killed while idle, again and
+    # again. The kills are counted as memory_limit and slow down like failed spawns.
+    pool = Pool(echo_config("--alloc-mb", "150", "--alloc-after-ping", min_idle=1,
+                            memory_limit=80 * 1024 * 1024),
+                metrics=metrics, memory_interval=0.05,
+                backoff=Backoff(base=0.2, cap=0.4, reset_after=60.0))
+    await pool.start()
+    try:
+        await until(lambda: metrics.exits()[states.MEMORY_LIMIT] >= 3, timeout=20)
+        snap = pool.snapshot()["backoff"]
+        assert snap["failures"] >= 3 and "memory_limit: RSS" in snap["last_error"]
+        assert metrics.exits()[states.CRASH] == 0
+    finally:
+        await pool.stop()

@@ -18,7 +18,11 @@ Options (argv wins; each also reads an env variable, e.g. ECHO_EXIT_AT_ONCE=3):
                          "broken" until a test creates the file, to test backoff then recovery
   --stderr-flood BYTES   write BYTES to stderr before serving and again before each answer,
                          so a host that does not drain stderr blocks this server
-  --alloc-mb N           after answering the first request, allocate and touch N MiB
+  --alloc-mb N           allocate and touch N MiB after answering the session's first request
+                         (the first one that is not a `ping`: lunad's readiness ping is not
+                         part of a session), to trip memory_limit mid-session
+  --alloc-after-ping     with --alloc-mb: allocate right after the first `ping` instead, so
+                         the worker outgrows memory_limit while still idle in the pool
   --ready-delay S        sleep S seconds before reading stdin (a slow-starting server)
   --ignore-sigterm       ignore SIGTERM (only SIGKILL ends it)
   --linger               keep running after stdin EOF (until a signal ends it)
@@ -91,6 +95,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--require-file")
     p.add_argument("--stderr-flood", type=int)
     p.add_argument("--alloc-mb", type=int)
+    p.add_argument("--alloc-after-ping", action="store_true", default=None)
     p.add_argument("--ready-delay", type=float)
     p.add_argument("--ignore-sigterm", action="store_true", default=None)
     p.add_argument("--linger", action="store_true", default=None)
@@ -100,6 +105,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     ns.require_file = _option(ns.require_file, "ECHO_REQUIRE_FILE", str)
     ns.stderr_flood = _option(ns.stderr_flood, "ECHO_STDERR_FLOOD", int) or 0
     ns.alloc_mb = _option(ns.alloc_mb, "ECHO_ALLOC_MB", int) or 0
+    ns.alloc_after_ping = bool(_option(ns.alloc_after_ping, "ECHO_ALLOC_AFTER_PING", bool))
     ns.ready_delay = _option(ns.ready_delay, "ECHO_READY_DELAY", float) or 0.0
     ns.ignore_sigterm = bool(_option(ns.ignore_sigterm, "ECHO_IGNORE_SIGTERM", bool))
     ns.linger = bool(_option(ns.linger, "ECHO_LINGER", bool))
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         _flood_bytes = opts.stderr_flood
     if opts.ready_delay:
         time.sleep(opts.ready_delay)
-    first = True
+    alloc_pending = opts.alloc_mb > 0
     for raw in sys.stdin.buffer:
         line = raw.strip()
         if not line:
@@ -222,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             _error(None, -32700, "parse error: the line is not JSON")
             continue
         _handle(message)
-        if first and opts.alloc_mb:
+        is_ping = isinstance(message, dict) and message.get("method") == "ping"
+        if alloc_pending and is_ping == opts.alloc_after_ping:
             # A filled bytearray, not bytearray(n): zeroed pages from calloc are not resident.
             _allocated.append(bytearray(b"\x01") * (opts.alloc_mb * 1024 * 1024))
-        first = False
+            alloc_pending = False
     if opts.linger:
         while True:
             time.sleep(3600)
