@@ -104,6 +104,13 @@ class Child:
         except TimeoutError:
             return None
 
+    async def drained(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until the output is read to its end, so `tail` has the last words:
+        the exit can be reported before the drain task has consumed the final lines."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._drain)
+
     def last_lines(self, count: int = 2) -> str:
         """The last `count` output lines, joined: a failure is often cause, then "aborting"."""
         return " | ".join(list(self.tail)[-count:])

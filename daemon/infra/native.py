@@ -233,6 +233,7 @@ class NativeSupervisor:
             if code is not None:
                 # Its last line usually says why it quit (a bad config, a busy port); after a
                 # signal it is just whatever it logged last, so leave it out.
+                await child.drained()
                 last = child.last_lines() if code > 0 else ""
                 return describe_returncode(code) + (f": {last}" if last else "")
             # A check never takes longer than the interval it is repeated at.

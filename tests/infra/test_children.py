@@ -25,7 +25,7 @@ async def test_a_chatty_child_is_never_blocked_and_its_tail_is_kept() -> None:
             "print('the end', file=sys.stderr)\nsys.exit(3)")
     child = await Child.spawn("chatty", [sys.executable, "-c", code])
     assert await child.wait(20) == 3
-    await child.stop(1)
+    await child.drained()
     assert child.last_lines(1) == "the end"
     assert child.last_lines(2).startswith("line 39999")
     assert describe_returncode(3) == "exited with code 3"
