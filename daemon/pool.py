@@ -367,7 +367,7 @@ class Pool:
         parts = [f"server {self.name!r} is unavailable: "]
         if cause:
             parts.append(f"{cause}; ")
-        parts.append(f"its last start failed: {err.cause}")
+        parts.append(f"its last worker {err.cause}")
         b = self._backoff
         if b.active:
             parts.append(f" ({b.failures} failure(s) in a row, next attempt in "
@@ -482,8 +482,8 @@ class Pool:
         except Exception as exc:  # a bug, not the server's fault: still a failure, not a leak
             self._log.exception("unexpected error starting worker %s", worker.slot)
             await worker.stop()
-            self._spawn_failed(worker, SpawnError(self.name, f"internal error: {exc!r}",
-                                                  worker.stderr_tail()))
+            cause = f"failed to start (lunad error: {exc!r})"
+            self._spawn_failed(worker, SpawnError(self.name, cause, worker.stderr_tail()))
             return
         if self._metrics is not None:
             self._metrics.worker_spawned(self.name, "ready", worker.ready_seconds)
@@ -530,7 +530,7 @@ class Pool:
                           worker.exit_description(), " | ".join(worker.stderr_tail(3)))
         # Unused and dead (crashed, or over memory_limit on its own): the server is failing,
         # so its replacement waits for the backoff like after a failed spawn.
-        self._last_error = SpawnError(self.name, f"an idle worker {worker.exit_description()}",
+        self._last_error = SpawnError(self.name, f"died while idle: {worker.exit_description()}",
                                       worker.stderr_tail())
         self._backoff.record_failure(self._last_error.cause)
         await self._retire(worker, reason)

@@ -245,7 +245,9 @@ async def test_backoff_then_recovery_when_the_server_is_fixed(
         with pytest.raises(ServerUnavailable) as caught:
             await pool.acquire()
         message = str(caught.value)
-        assert "exited with code 2 before answering the readiness ping" in message
+        assert message.startswith("server 'echo' is unavailable: its last worker exited with "
+                                  "code 2 before answering the readiness ping (")
+        assert "failure(s) in a row, next attempt in" in message
         assert f"required file {flag} is missing" in message
         assert caught.value.stderr_tail == [f"echo_server: required file {flag} is missing"]
         # At most one probe per backoff step: no hot loop (0.1 s doubling to 0.4 s).
