@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import sys
@@ -62,7 +63,7 @@ async def spawn_times(config: ServerConfig, rounds: int) -> list[float]:
 
 
 async def refill_time(config: ServerConfig, count: int, parallel: int | None) -> float:
-    cfg = ServerConfig(**{**config.__dict__, "min_idle": count})
+    cfg = dataclasses.replace(config, min_idle=count)
     pool = Pool(cfg, max_parallel_spawns=parallel)
     started = time.perf_counter()
     await pool.start()
@@ -75,7 +76,7 @@ async def refill_time(config: ServerConfig, count: int, parallel: int | None) ->
 
 
 async def handout_and_stop(config: ServerConfig, rounds: int) -> tuple[list[float], list[float]]:
-    cfg = ServerConfig(**{**config.__dict__, "min_idle": 1})
+    cfg = dataclasses.replace(config, min_idle=1)
     pool = Pool(cfg)
     await pool.start()
     acquires, stops = [], []
