@@ -10,12 +10,16 @@ tests then ask Prometheus' HTTP API, not lunad, so what they prove is what an op
   and its latency in the histogram; a tool the server never listed is counted as `other`;
 - Luna's φ and memory counts come from its real state (a stored seed memory shows up);
 - every dashboard query returns series (except infra ones, with infra "none");
-- the shipped alert rules evaluate without errors and none fires on a healthy lunad.
+- the shipped alert rules evaluate without errors and none fires for the healthy `luna`
+  server, while LunaPoolExhausted does fire once a second server (`tiny`, the stdlib echo
+  test server with max_sessions = 1) really refuses a session.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +37,7 @@ from tests.metrics.test_queries_use_exported_metrics import dashboard_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "etc" / "prometheus" / "alerts.yml"
+ECHO_SERVER = ROOT / "tests" / "daemon" / "servers" / "echo_server.py"
 TOOL = "phi_consciousness_calculate"
 CALLS = 5
 WAIT = 30.0  # seconds any one condition may take to show up in Prometheus
@@ -82,7 +87,10 @@ async def run_client(lunad: LunadProcess) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def lunad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LunadProcess]:
-    daemon = LunadProcess(tmp_path_factory.mktemp("lunad"), min_idle=1)
+    # `tiny` exists to be exhausted: one session at most, refused beyond that.
+    tiny = (f'\n[servers.tiny]\ncommand = "{sys.executable}"\nargs = ["{ECHO_SERVER}"]\n'
+            "min_idle = 0\nmax_sessions = 1\nstop_timeout = 2\n")
+    daemon = LunadProcess(tmp_path_factory.mktemp("lunad"), min_idle=1, extra_toml=tiny)
     daemon.start()
     yield daemon
     daemon.stop()
@@ -182,15 +190,48 @@ def test_every_dashboard_query_returns_series_from_live_lunad(
     assert not still_empty, f"dashboard queries with no data from a live lunad: {still_empty}"
 
 
-def test_alert_rules_evaluate_cleanly_and_stay_silent_on_a_healthy_lunad(
-        prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
-    def evaluated() -> list[dict[str, Any]]:
-        groups = prometheus.api("rules", type="alert")["groups"]
-        rules = [rule for group in groups for rule in group["rules"]]
-        done = all(rule.get("lastEvaluation", "").startswith("20") for rule in rules)
-        return rules if rules and done else []
+def evaluated_alert_rules(prometheus: PrometheusServer) -> list[dict[str, Any]]:
+    """The alert rules, once each has been evaluated at least once (else [])."""
+    groups = prometheus.api("rules", type="alert")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    done = all(rule.get("lastEvaluation", "").startswith("20") for rule in rules)
+    return rules if rules and done else []
 
-    rules = wait_for("every alert rule evaluated", evaluated)
+
+def test_alert_rules_evaluate_cleanly_and_stay_silent_for_a_healthy_server(
+        prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
+    rules = wait_for("every alert rule evaluated", lambda: evaluated_alert_rules(prometheus))
     assert {rule["health"] for rule in rules} == {"ok"}, [
         (r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
-    assert [r["name"] for r in rules if r["state"] != "inactive"] == []
+    active = [(r["name"], a["labels"]) for r in rules for a in r.get("alerts", [])
+              if a["labels"].get("server") != "tiny"]  # tiny is exhausted on purpose below
+    assert active == []
+
+
+def ask(conn: socket.socket, message: dict[str, Any]) -> dict[str, Any]:
+    """Send one JSON-RPC line on a raw lunad session socket and read one line back."""
+    conn.sendall(json.dumps(message).encode() + b"\n")
+    line = conn.makefile("rb").readline()
+    assert line, f"lunad closed the session without answering {message['method']}"
+    return dict(json.loads(line))
+
+
+def test_pool_exhausted_alert_fires_when_lunad_refuses_a_session(
+        lunad: LunadProcess, prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "metrics-test", "version": "0"}}}
+    path = str(lunad.runtime_dir / "tiny.sock")
+    with socket.socket(socket.AF_UNIX) as first, socket.socket(socket.AF_UNIX) as second:
+        first.settimeout(30)
+        second.settimeout(30)
+        first.connect(path)
+        assert "result" in ask(first, initialize)  # holds tiny's only worker
+        second.connect(path)
+        refused = ask(second, initialize)
+        assert "error" in refused, refused
+        rejected = 'luna_sessions_total{server="tiny",outcome="rejected"}'
+        wait_for(f"{rejected} == 1", lambda: single_value(prometheus, rejected) == 1)
+        firing = 'ALERTS{alertname="LunaPoolExhausted",alertstate="firing",server="tiny"}'
+        [alert] = wait_for(firing, lambda: prometheus.query(firing))
+        assert alert["metric"]["severity"] == "warning"
