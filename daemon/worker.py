@@ -7,7 +7,8 @@ start() execs the server command with
   leaves no orphan. The kernel sends it when the *thread* that forked dies, so workers are
   spawned from the event loop thread, which lives exactly as long as lunad;
 - stderr drained continuously into the logger `luna.worker.<server>`, keeping the last
-  TAIL_LINES lines (an undrained stderr pipe blocks the child once it holds 64 KiB);
+  TAIL_LINES lines (an undrained stderr pipe blocks the child once it holds 64 KiB); a
+  flooding server is logged up to LOG_LINES_PER_SECOND, the rest counted, never blocked;
 - stdout as a StreamReader whose limit lets one JSON-RPC line of 64 MiB through.
 Then it sends an MCP `ping` (allowed before `initialize`) with the id `luna-ready-<n>` and
 waits for that answer, which it consumes: the session starts with a clean stdout. Exit or
@@ -45,6 +46,8 @@ STDOUT_LIMIT = 64 * 1024 * 1024 + 1024  # a 64 MiB frame plus its newline and so
 STDERR_BUFFER = 64 * 1024              # stderr bytes buffered in lunad before reading pauses
 TAIL_LINES = 100                        # stderr lines kept per worker
 MAX_STDERR_LINE = 4096                  # characters kept of one stderr line (log and tail)
+LOG_LINES_PER_SECOND = 100.0            # stderr lines logged per worker, on average...
+LOG_LINES_BURST = 500                   # ...and at once; the rest are counted, not logged
 _STDERR_EOF_WAIT = 1.0                  # after exit, time for the last stderr lines to arrive
 
 _PR_SET_PDEATHSIG = 1
@@ -74,6 +77,31 @@ def describe_returncode(returncode: int) -> str:
     except ValueError:
         name = "unknown signal"
     return f"killed by signal {number} ({name})"
+
+
+def _decode(line: bytes) -> str:
+    return line[:MAX_STDERR_LINE].decode("utf-8", "replace").rstrip("\r")
+
+
+class LineBudget:
+    """Token bucket for log lines: `rate` per second on average, bursts up to `burst`."""
+
+    def __init__(self, rate: float = LOG_LINES_PER_SECOND, burst: int = LOG_LINES_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self, wanted: int) -> int:
+        """How many of `wanted` lines may be logged now (the rest are to be dropped)."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        granted = min(wanted, int(self._tokens))
+        self._tokens -= granted
+        return granted
 
 
 class SpawnError(Exception):
@@ -138,6 +166,8 @@ class Worker:
         self.stdout: asyncio.StreamReader
         self._extra_env = dict(extra_env or {})
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._log_budget = LineBudget()
+        self._suppressed = 0
         self._log = logging.getLogger(f"luna.worker.{config.name}")
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _WorkerProtocol | None = None
@@ -304,15 +334,29 @@ class Worker:
             if len(pending) > MAX_STDERR_LINE:  # endless line: emit what we have so far
                 lines.append(pending)
                 pending = b""
-            for line in lines:
-                self._emit_stderr(line)
+            if lines:
+                self._emit_stderr(lines)
         if pending:
-            self._emit_stderr(pending)
+            self._emit_stderr([pending])
+        self._report_suppressed()
 
-    def _emit_stderr(self, line: bytes) -> None:
-        text = line[:MAX_STDERR_LINE].decode("utf-8", "replace").rstrip("\r")
-        self._tail.append(text)
-        self._log.info("[%s] %s", self.pid, text)
+    def _emit_stderr(self, lines: list[bytes]) -> None:
+        # The loop that drains stderr also carries every session: a flooding server gets
+        # its lines logged up to a budget, and only the last TAIL_LINES decoded for the tail.
+        allowed = self._log_budget.take(len(lines))
+        if allowed:
+            self._report_suppressed()
+            for line in lines[:allowed]:
+                self._log.info("[%s] %s", self.pid, _decode(line))
+        self._suppressed += len(lines) - allowed
+        self._tail.extend(_decode(line) for line in lines[-TAIL_LINES:])
+
+    def _report_suppressed(self) -> None:
+        if self._suppressed:
+            self._log.warning("[%s] %d stderr lines not logged (over %g lines/s); the last %d "
+                              "are kept for errors and status", self.pid, self._suppressed,
+                              self._log_budget.rate, TAIL_LINES)
+            self._suppressed = 0
 
     # ------------------------------------------------------------------ stop
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +20,13 @@ import pytest
 
 from daemon import states
 from daemon.config import ServerConfig
-from daemon.worker import STDOUT_LIMIT, SpawnError, Worker, describe_returncode
+from daemon.worker import (
+    STDOUT_LIMIT,
+    LineBudget,
+    SpawnError,
+    Worker,
+    describe_returncode,
+)
 from tests.daemon.servers import ECHO_SERVER, echo_command
 from tests.support.processes import assert_no_new_children, gone, live_children, reap, subreaper
 
@@ -68,6 +75,42 @@ async def test_ready_by_ping_and_the_answer_is_consumed() -> None:
     finally:
         await worker.stop()
     assert worker.state == states.EXITED and worker.returncode == 0
+
+
+def test_line_budget_allows_bursts_then_the_rate() -> None:
+    now = [0.0]
+    budget = LineBudget(rate=100.0, burst=500, clock=lambda: now[0])
+    assert budget.take(400) == 400
+    assert budget.take(400) == 100  # the burst is spent
+    assert budget.take(10) == 0
+    now[0] += 0.5
+    assert budget.take(1000) == 50  # 100 lines/s refill
+    now[0] += 3600
+    assert budget.take(10_000) == 500  # never more than a burst
+
+
+@pytest.mark.anyio
+async def test_stderr_is_logged_with_its_pid(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="luna.worker.echo")
+    worker = Worker(echo_config("--exit-at-once", "4"))
+    with pytest.raises(SpawnError):
+        await worker.start()
+    lines = [r.getMessage() for r in caplog.records if r.name == "luna.worker.echo"]
+    assert f"[{worker.pid}] echo_server: exiting at once with code 4 as asked by " \
+           "--exit-at-once" in lines
+
+
+@pytest.mark.anyio
+async def test_stderr_flood_is_logged_within_a_budget(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="luna.worker.echo")
+    worker = Worker(echo_config("--stderr-flood", str(4 * 1024 * 1024)))  # 4096 lines
+    await worker.start()
+    await worker.stop()
+    records = [r.getMessage() for r in caplog.records if r.name == "luna.worker.echo"]
+    logged = [m for m in records if m.endswith("x" * 1023)]
+    assert 500 <= len(logged) < 1500  # the burst, plus what the rate refilled meanwhile
+    assert any("stderr lines not logged (over 100 lines/s)" in m for m in records)
+    assert worker.stderr_tail(100) == ["x" * 1023] * 100  # the tail keeps the latest anyway
 
 
 @pytest.mark.anyio
