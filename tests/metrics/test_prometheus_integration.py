@@ -188,6 +188,11 @@ def test_every_dashboard_query_returns_series_from_live_lunad(
     while not all_have_data() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not still_empty, f"dashboard queries with no data from a live lunad: {still_empty}"
+    # The `server` variable: Grafana's label_values(metric, label) is this API call.
+    [variable] = [v for v in dashboard_queries() if v.startswith("variable server")]
+    metric = dashboard_queries()[variable].split("(", 1)[1].split(",", 1)[0].strip()
+    servers = prometheus.api("label/server/values", **{"match[]": metric})
+    assert {"luna", "tiny"} <= set(servers), servers
 
 
 def evaluated_alert_rules(prometheus: PrometheusServer) -> list[dict[str, Any]]:
