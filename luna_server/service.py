@@ -106,6 +106,8 @@ class Luna:
                                 depth: str = "3") -> str:
         text = required_text("query", query)
         kind = choice("memory_type", memory_type, ("all", *TYPES))
+        # Validated for the original's clients, which send it; the spec gives it no effect
+        # on the ranking, so it has none.
         int_in_range("depth", depth, 0, 10)
         types = TYPES if kind == "all" else (kind,)
         return relevance.results_text(text, self.memory.retrieve(text, types))

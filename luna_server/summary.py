@@ -31,17 +31,16 @@ def read_summary(memory_path: str | Path | None = None, redis_url: str | None = 
                  ) -> dict[str, Any]:
     root = resolve(memory_path)
     if redis_url and not (root / STALE_FLAG).exists():
+        index = RedisIndex(redis_url, root)
         try:
-            index = RedisIndex(redis_url, root)
             if index.is_ready():
                 text = index.get_state("consciousness")
                 phi = _phi(json.loads(text)) if text else 1.0
-                result = {"phi": phi, "memories": index.counts(TYPES)}
-                index.client.close()
-                return result
-            index.client.close()
+                return {"phi": phi, "memories": index.counts(TYPES)}
         except (RedisUnavailable, ValueError) as exc:
             log.debug("summary from files: %s", exc)
+        finally:
+            index.client.close()
     try:
         phi = _phi(read_json(root / CONSCIOUSNESS_FILE))
     except (OSError, ValueError):

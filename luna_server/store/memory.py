@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ def catalog_entry(record: dict[str, Any]) -> dict[str, Any]:
 
 class MemoryStore:
     def __init__(self, root: Path, redis_index: RedisIndex | None = None,
-                 load_states: Any = None) -> None:
+                 load_states: Callable[[], dict[str, str]] | None = None) -> None:
+        """`load_states` gives the state files' texts, for the Redis rebuild to mirror."""
         self.root = root
         self.redis = redis_index
         self.skipped: list[Path] = []

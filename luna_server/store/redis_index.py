@@ -16,6 +16,11 @@ memory directory carries the `.redis-stale` flag (an update could not reach Redi
 caller rebuilds the index from the files; meanwhile, and whenever Redis is unreachable, callers
 use the files. A failed connection is not retried for `RETRY_AFTER` seconds, so a dead Redis
 costs one refused connection per interval, not one per call.
+
+Retrieval reads the posting lists of rare words whole; a word in more than `SMALL_SET`
+memories is only probed (SMISMEMBER) and its other memories are met by walking `created`
+newest first until the tenth result cannot be beaten (see `_search_pruned`), so a common word
+costs a few round trips instead of tens of thousands of ids. Results are those of the files.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class RedisIndex:
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0,
                                            decode_responses=True)
         self._down_until = 0.0
+        self.small_set = SMALL_SET
 
     # -- availability -------------------------------------------------------------------
     def usable(self) -> bool:
@@ -208,8 +214,6 @@ class RedisIndex:
                 return pruned
         return self._search_full(query_tokens, q, plural_q, set(types))
 
-    small_set = SMALL_SET
-
     def _search_full(self, query_tokens: Sequence[str], q: list[str], plural_q: list[str],
                      wanted: set[str]) -> SearchResult:
         """Read every posting list of the query: exact, and cheap while the lists are short."""
@@ -291,12 +295,12 @@ class RedisIndex:
                       for m, s in zip(near_list, scores, strict=True)]
         ceiling = len(large) / len(q)  # the best a memory outside `near` can score
         walk_key = f"{p}created:{next(iter(wanted))}" if len(wanted) == 1 else f"{p}created"
-        if len(large) > 1 and sum(1 for h in candidates if h.relevance >= ceiling) < TOP:
-            # Memories holding every long-list word may be too rare for the walk to meet ten
-            # of them within its budget (estimated as if the words were independent). Then
-            # let Redis intersect the long lists: every memory it returns scores the ceiling
-            # (it is in no short list, or it would be near), and the walk only has to find
-            # memories with fewer of those words. Too large an intersection: read the lists.
+        if len(large) > 1 and sum(1 for h in candidates if h.relevance > ceiling) < TOP:
+            # The walk would have to meet memories holding every long-list word, which may
+            # be rare (a walk of 1/share memories). When their expected number (as if the
+            # words were independent) is small, Redis intersects the lists in C instead:
+            # every memory it returns scores the ceiling (it is in no short list, or it would
+            # be near), and the walk only looks for memories with fewer of those words.
             pipe = self.client.pipeline(transaction=False)
             pipe.zcard(walk_key)
             for key in large_keys:
@@ -305,9 +309,7 @@ class RedisIndex:
             share = 1.0
             for length in lengths:
                 share *= length / max(1, total)
-            if share * WALK_BUDGET < TOP:
-                if share * total > INTERSECTION_MAX:
-                    return None
+            if share * total <= INTERSECTION_MAX:
                 both = [m for m in self.client.sinter(large_keys)
                         if m not in near and memory_type_of(m) in wanted]
                 scores = self.client.zmscore(f"{p}created", both) if both else []
