@@ -74,3 +74,25 @@ def lunad_families() -> dict[str, Family]:
 def series_index(families: dict[str, Family]) -> dict[str, Family]:
     """Stored series name (what PromQL names) -> its family."""
     return {series: family for family in families.values() for series in family.series()}
+
+
+def enumerated_label_values() -> dict[tuple[str, str], frozenset[str]]:
+    """(family, label) -> every value lunad can give that label, from lunad's own constants.
+
+    Labels with open value sets (server, tool, slot, service) are not here: their values
+    come from the config or the server's tools/list.
+    """
+    from daemon import metrics, observer, states
+
+    return {
+        ("luna_sessions", "outcome"): frozenset(metrics.SESSION_OUTCOMES),
+        ("luna_worker_spawns", "result"): frozenset(metrics.SPAWN_RESULTS),
+        ("luna_worker_exits", "reason"): frozenset(states.EXIT_REASONS),
+        ("luna_pool_workers", "state"): frozenset(states.POOL_STATES),
+        ("luna_tool_calls", "outcome"): frozenset(observer.OUTCOMES),
+        ("luna_rpc_requests", "method"): frozenset(observer.KNOWN_METHODS | {observer.OTHER}),
+        ("luna_memories", "type"): frozenset(metrics.MEMORY_TYPES),
+        # metrics.py writes these two literally (DESIGN.md: in = client to server).
+        ("luna_messages", "direction"): frozenset({"in", "out"}),
+        ("luna_message_bytes", "direction"): frozenset({"in", "out"}),
+    }

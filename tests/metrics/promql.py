@@ -14,9 +14,14 @@ from dataclasses import dataclass
 # Metric prefixes lunad's exporter owns; other names (up, scrape_*) belong to Prometheus.
 OUR_PREFIXES = ("luna_", "process_")
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_SELECTOR = re.compile(r"\b((?:luna|process)_[A-Za-z0-9_:]*)\b\s*(\{[^}]*\})?")
-_MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+_STR = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`'
+_STRING = re.compile(_STR)
+# A string literal, or one of our metric names with its optional {matchers}: strings are
+# matched first so a name inside one is skipped, and braces may hold quoted `}`.
+_TOKEN = re.compile(
+    rf"(?P<string>{_STR})"
+    rf"|\b(?P<name>(?:luna|process)_[A-Za-z0-9_:]*)\b\s*(?P<matchers>\{{(?:{_STR}|[^}}\"'`])*\}})?")
+_MATCHER = re.compile(rf"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*({_STR})")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 # Grafana's variables are not PromQL; they are replaced by values of the right kind.
 _GRAFANA_VARS = {
@@ -28,10 +33,14 @@ _GRAFANA_VARS = {
 
 @dataclass(frozen=True)
 class Selector:
-    """One `name{matchers}` occurrence."""
+    """One `name{matchers}` occurrence; matchers are (label, operator, value) triples."""
 
     name: str
-    labels: frozenset[str]
+    matchers: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def labels(self) -> frozenset[str]:
+        return frozenset(label for label, _, _ in self.matchers)
 
 
 def without_strings(expr: str) -> str:
@@ -40,12 +49,15 @@ def without_strings(expr: str) -> str:
 
 
 def selectors(expr: str) -> list[Selector]:
-    """Every selector of one of our metrics in `expr`, with the label names it matches on."""
-    bare = without_strings(expr)
+    """Every selector of one of our metrics in `expr`, with its label matchers."""
     found = []
-    for match in _SELECTOR.finditer(bare):
-        matchers = match.group(2) or ""
-        found.append(Selector(match.group(1), frozenset(_MATCHER.findall(matchers))))
+    for token in _TOKEN.finditer(expr):
+        if token.group("name") is None:
+            continue  # a string literal
+        matchers = tuple(
+            (label, op, bytes(value[1:-1], "utf-8").decode("unicode_escape"))
+            for label, op, value in _MATCHER.findall(token.group("matchers") or ""))
+        found.append(Selector(token.group("name"), matchers))
     return found
 
 

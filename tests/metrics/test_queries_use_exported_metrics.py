@@ -4,8 +4,11 @@ The exported set comes from the real exporter (`daemon.metrics.Metrics`, see exp
 A dashboard panel naming a metric that does not exist shows "No data" forever and nobody
 notices; an alert on one never fires. So each `luna_*`/`process_*` selector must be a series
 Prometheus stores for an exported family (counter -> `_total`, histogram -> `_bucket`/`_sum`/
-`_count`), each label it matches on or groups by must be one that family has, every exported
-`luna_*` family must appear on the dashboard, and every query must be valid PromQL to promtool.
+`_count`), each label it matches on or groups by must be one that family has, each value it
+names for a label with a fixed set (outcome, reason, state, ...) must be one lunad's own
+constants allow, every exported `luna_*` family must appear on the dashboard, and every query
+must be valid PromQL to promtool. The promtool test inputs and docs/metrics.md's examples are
+held to the same rules.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ from typing import Any
 
 import pytest
 
-from tests.metrics.exported import TARGET_LABELS, Family, lunad_families, series_index
+from tests.metrics.exported import (
+    TARGET_LABELS,
+    Family,
+    enumerated_label_values,
+    lunad_families,
+    series_index,
+)
 from tests.metrics.promql import grouping_labels, selectors, substitute_grafana_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "etc" / "grafana" / "dashboards" / "luna.json"
 ALERTS = ROOT / "etc" / "prometheus" / "alerts.yml"
+ALERTS_TEST = ROOT / "etc" / "prometheus" / "alerts_test.yml"
 
 
 def dashboard_queries() -> dict[str, str]:
@@ -72,6 +82,9 @@ def alert_queries(rules_text: str) -> dict[str, str]:
     return exprs
 
 
+VALUES = enumerated_label_values()
+
+
 def problems(expr: str, index: dict[str, Family]) -> list[str]:
     """What is wrong with `expr` against the exported series; empty when it is right."""
     found: list[str] = []
@@ -88,6 +101,18 @@ def problems(expr: str, index: dict[str, Family]) -> list[str]:
         if unknown:
             found.append(f"{selector.name} has no label {sorted(unknown)} "
                          f"(it has {sorted(family.labels)})")
+        for label, op, value in selector.matchers:
+            allowed_values = VALUES.get((family.name, label))
+            if allowed_values is None or "$" in value:  # open set, or a Grafana variable
+                continue
+            # A plain alternation (`a|b`) names values; any other regex is left alone.
+            names = value.split("|") if op in ("=~", "!~") else [value]
+            if op in ("=~", "!~") and not all(re.fullmatch(r"[A-Za-z0-9_/]+", n) for n in names):
+                continue
+            wrong = [n for n in names if n not in allowed_values]
+            if wrong:
+                found.append(f"{selector.name}{{{label}}} never has the value(s) {wrong} "
+                             f"(lunad uses {sorted(allowed_values)})")
     allowed = set(TARGET_LABELS).union(*(f.labels for f in used))
     if histogram_bucket:
         allowed.add("le")
@@ -137,6 +162,9 @@ def test_every_exported_luna_family_is_on_the_dashboard(families: dict[str, Fami
     ('rate(luna_tool_calls_total{reason="crash"}[5m])', "has no label ['reason']"),
     ("sum by (tool) (luna_pool_workers)", "groups by ['tool']"),
     ("sum by (le) (luna_pool_workers)", "groups by ['le']"),
+    ('luna_worker_exits_total{reason="crashed"}', "never has the value(s) ['crashed']"),
+    ('luna_tool_calls_total{outcome=~"ok|eror"}', "never has the value(s) ['eror']"),
+    ('luna_sessions_total{outcome!="refused"}', "never has the value(s) ['refused']"),
 ])
 def test_the_check_catches_wrong_names_and_labels(
         index: dict[str, Family], expr: str, expected: str) -> None:
@@ -145,6 +173,16 @@ def test_the_check_catches_wrong_names_and_labels(
 
 def test_the_check_ignores_names_inside_strings(index: dict[str, Family]) -> None:
     assert problems('luna_infra_up{service="luna_not_a_metric"}', index) == []
+
+
+def test_alert_unit_test_inputs_are_series_lunad_exports(index: dict[str, Family]) -> None:
+    # A silent case built on a misspelt series or label value would pass without testing
+    # anything, so the promtool test inputs are held to the same check.
+    series = re.findall(r"^\s*- series:\s*'([^']*)'", ALERTS_TEST.read_text(), re.MULTILINE)
+    ours = [s for s in series if selectors(s)]
+    assert len(ours) >= 15
+    bad = {s: p for s in ours if (p := problems(s, index))}
+    assert not bad, json.dumps(bad, indent=1)
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
