@@ -9,9 +9,10 @@ plus one for each acquire() waiting, spawning at most `max_parallel_spawns` at a
 acquire():  an idle worker is handed out at once (and the top-up starts); with none idle the
             caller waits for the next one to become ready, first come first served.
             PoolExhausted when `max_sessions` sessions are bound (or waiting) already;
-            ServerUnavailable when spawning is failing (backoff active), when the pool drains
-            or stops, or when no worker is ready within `timeout`. Its message carries the
-            last failure and the worker's last stderr lines, for the client to read.
+            ServerUnavailable inside a backoff delay (spawning fails), when the probe spawn
+            it waited for fails, when the pool drains or stops, or when no worker is ready
+            within `timeout`. Its message carries the last failure and the worker's last
+            stderr lines, for the client to read.
 Spawn failures go to daemon/backoff.py: exponential delay with a cap, one probe spawn at a
 time while failing, back to normal on the first worker that becomes ready. Never a final
 state: the pool recovers by itself when the server is fixed. An idle worker that dies on its
@@ -102,15 +103,20 @@ def spawns_allowed(wanted: int, *, starting: int, max_parallel: int, failing: bo
 
 
 def admit(*, serving: bool, busy: int, waiting: int, idle: int, max_sessions: int,
-          failing: bool) -> str:
-    """What acquire() does: TAKE an idle worker, WAIT for one, or refuse (the rest)."""
+          backing_off: bool) -> str:
+    """What acquire() does: TAKE an idle worker, WAIT for one, or refuse (the rest).
+
+    Refused as UNAVAILABLE only inside a backoff delay. Once the delay is over the caller
+    waits, and its wait is what asks for the probe spawn: with min_idle = 0 nothing else
+    would, and a failing server would stay refused for good.
+    """
     if not serving:
         return CLOSED
     if busy + waiting >= max_sessions:
         return EXHAUSTED
     if idle > 0 and waiting == 0:  # waiters first: no overtaking the queue
         return TAKE
-    if failing:
+    if backing_off:
         return UNAVAILABLE
     return WAIT
 
@@ -285,7 +291,7 @@ class Pool:
             verdict = admit(serving=self.state == SERVING, busy=len(self._busy) +
                             len(self._handed), waiting=len(self._waiters),
                             idle=len(self._idle), max_sessions=self.config.max_sessions,
-                            failing=self._backoff.active)
+                            backing_off=not self._backoff.may_spawn())
             if verdict == CLOSED:
                 raise ServerUnavailable(f"server {self.name!r} is {self.state}: it accepts no "
                                         "new sessions")

@@ -61,15 +61,15 @@ def test_spawns_allowed_caps_parallel_and_probes_one_at_a_time_when_failing() ->
 
 def test_admit_verdicts() -> None:
     base = {"serving": True, "busy": 0, "waiting": 0, "idle": 1, "max_sessions": 2,
-            "failing": False}
+            "backing_off": False}
     assert admit(**base) == TAKE
     assert admit(**{**base, "serving": False}) == CLOSED
     assert admit(**{**base, "busy": 2}) == EXHAUSTED
     assert admit(**{**base, "busy": 1, "waiting": 1}) == EXHAUSTED
     assert admit(**{**base, "idle": 0}) == WAIT
     assert admit(**{**base, "idle": 1, "waiting": 1}) == WAIT  # no overtaking waiters
-    assert admit(**{**base, "idle": 0, "failing": True}) == UNAVAILABLE
-    assert admit(**{**base, "idle": 1, "failing": True}) == TAKE  # an idle one still works
+    assert admit(**{**base, "idle": 0, "backing_off": True}) == UNAVAILABLE
+    assert admit(**{**base, "idle": 1, "backing_off": True}) == TAKE  # an idle one still works
 
 
 def test_over_memory_limit() -> None:
@@ -553,5 +553,82 @@ async def test_idle_workers_outgrowing_memory_limit_back_off(metrics: RecordingM
         snap = pool.snapshot()["backoff"]
         assert snap["failures"] >= 3 and "memory_limit: RSS" in snap["last_error"]
         assert metrics.exits()[states.CRASH] == 0
+    finally:
+        await pool.stop()
+
+
+FLAKY_SERVER = """
+import fcntl, os, sys
+# Every other start fails: the count of starts so far is kept in a file, under a lock.
+with open(sys.argv[1], "a+") as counter:
+    fcntl.flock(counter, fcntl.LOCK_EX)
+    counter.seek(0)
+    starts = len(counter.read())
+    counter.write("x")
+if starts % 2:
+    sys.stderr.write(f"start {starts} fails on purpose\\n")
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, sys.argv[2]])
+"""
+
+
+@pytest.mark.anyio
+async def test_acquires_racing_flaky_spawns_get_a_live_worker_or_a_clear_error(
+        tmp_path: Path, metrics: RecordingMetrics) -> None:
+    from tests.daemon.servers import ECHO_SERVER
+
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY_SERVER)
+    config = echo_config(min_idle=0, max_sessions=8)
+    config = ServerConfig(**{**config.__dict__, "args": (str(script), str(tmp_path / "count"),
+                                                         str(ECHO_SERVER))})
+    pool = Pool(config, metrics=metrics, backoff=Backoff(base=0.05, cap=0.2, reset_after=60))
+    await pool.start()
+    errors: list[str] = []
+
+    async def client() -> object:
+        for _ in range(100):
+            try:
+                return await pool.acquire(timeout=20)
+            except ServerUnavailable as err:  # never a hang, never a dead worker
+                errors.append(str(err))
+                await asyncio.sleep(0.05)
+        raise AssertionError("no worker after 100 tries")
+
+    try:
+        workers = await asyncio.wait_for(asyncio.gather(*(client() for _ in range(8))), 60)
+        assert len({w.pid for w in workers}) == 8  # type: ignore[attr-defined]
+        for worker in workers:
+            assert worker.state == states.BUSY and worker.returncode is None  # type: ignore
+            await pool.release(worker, states.SESSION_END)  # type: ignore[arg-type]
+    finally:
+        await pool.stop()
+    assert metrics.spawns()["failed"] >= 1
+    assert all("fails on purpose" in e for e in errors)
+    assert sum(metrics.exits().values()) == metrics.spawns()["ready"]
+
+
+@pytest.mark.anyio
+async def test_min_idle_zero_recovers_on_demand(tmp_path: Path) -> None:
+    # With min_idle = 0 only a client's acquire asks for a spawn: after the backoff delay it
+    # must trigger the probe, or a server fixed later would stay refused for good.
+    flag = tmp_path / "fixed"
+    pool = Pool(echo_config("--require-file", str(flag), min_idle=0),
+                backoff=Backoff(base=0.1, cap=0.2, reset_after=60))
+    await pool.start()
+    try:
+        with pytest.raises(ServerUnavailable, match="is missing"):
+            await pool.acquire(timeout=10)
+        flag.write_text("")
+        for _ in range(100):
+            try:
+                worker = await pool.acquire(timeout=10)
+                break
+            except ServerUnavailable:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the fixed server stayed refused")
+        assert worker.state == states.BUSY
+        await pool.release(worker, states.SESSION_END)
     finally:
         await pool.stop()
