@@ -216,9 +216,9 @@ class Daemon:
 
         name = host.name
         if host.state != SERVING:
+            self.metrics.session_closed(name, "rejected", None)  # counted before the client hears
             await session.refuse(f"lunad: server {name!r} is {host.state} and accepts no new "
                                  "sessions", "draining")
-            self.metrics.session_closed(name, "rejected", None)
             return
         host.sessions[session.id] = session
         try:
@@ -228,15 +228,15 @@ class Daemon:
                 reason = "pool_exhausted" if isinstance(exc, PoolExhausted) else "unavailable"
                 log.warning("session %s refused: %s", session.id, exc)
                 host.sessions.pop(session.id, None)
-                await session.refuse(f"lunad: {exc}", reason)
                 self.metrics.session_closed(name, "rejected", None)
+                await session.refuse(f"lunad: {exc}", reason)
                 return
             except Exception as exc:  # a bug in the pool must still answer the client
                 log.exception("session %s: acquiring a worker failed", session.id)
                 host.sessions.pop(session.id, None)
+                self.metrics.session_closed(name, "rejected", None)
                 await session.refuse(f"lunad: internal error while getting a {name} worker: "
                                      f"{exc!r} (see lunad's log)", "internal_error")
-                self.metrics.session_closed(name, "rejected", None)
                 return
             self.metrics.session_attached(name, time.monotonic() - session.accepted)
 

@@ -54,8 +54,9 @@ every read of a small message paid an mmap/munmap pair: ~20 µs of a round trip'
 HIGH_WATER = 1024 * 1024
 """Bytes buffered towards one side before reading from the other side pauses."""
 
-FIRST_FRAME_WAIT = 1.0
-"""How long a refused client may take to send its first request (to answer its id)."""
+FIRST_FRAME_WAIT = 3.0
+"""How long a refused client may take to send its first request (to answer its id). Clients
+send `initialize` at once; only a silent one waits this long for its id-null error."""
 
 CLOSE_WAIT = 5.0
 STDERR_LINES = 10
@@ -188,6 +189,7 @@ class Session(asyncio.Protocol):
         self._pool: PoolLike | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._client_paused = False
+        self._lost: asyncio.Future[None] | None = None  # set while we close the client
 
     # -- status -------------------------------------------------------------------------
 
@@ -244,6 +246,8 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._client_lost = True
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         self._client_gone()
 
     def pause_writing(self) -> None:
@@ -338,9 +342,9 @@ class Session(asyncio.Protocol):
                 self._idle_handle.cancel()
         outcome, reason, errors = await self._conclude(kind, detail, worker)
         self.outcome = outcome
-        await self._write_and_close(b"".join(errors))
-        if closed is not None:
+        if closed is not None:  # counted before the client can see the end
             closed(outcome, time.monotonic() - self.accepted)
+        await self._write_and_close(b"".join(errors))
         if self._release is not None:
             await self._release
         else:
@@ -405,19 +409,11 @@ class Session(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._client_lost:
             return
-        lost = self._loop.create_future()
-        done = self.connection_lost
-
-        def connection_lost(exc: Exception | None) -> None:
-            done(exc)
-            if not lost.done():
-                lost.set_result(None)
-
-        self.connection_lost = connection_lost  # type: ignore[method-assign]
+        self._lost = self._loop.create_future()
         if data:
             transport.write(data)
         transport.close()  # flushes what is buffered, then closes
         try:
-            await asyncio.wait_for(lost, CLOSE_WAIT)
+            await asyncio.wait_for(self._lost, CLOSE_WAIT)
         except TimeoutError:
             transport.abort()  # a client that does not read cannot hold us

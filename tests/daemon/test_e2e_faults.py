@@ -179,10 +179,10 @@ def test_max_sessions_refusal_is_seen_by_the_client_and_printed_by_the_shim(
         out = subprocess.run(shim_command("tiny"), input=request + "\n", capture_output=True,
                              text=True, timeout=30, cwd=ROOT,
                              env={**lunad.env, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 1, (out.stdout, out.stderr)
     answer = json.loads(out.stdout)
-    assert answer["id"] == "first"
+    assert answer["id"] == "first", answer
     assert "max_sessions" in answer["error"]["message"]
-    assert out.returncode == 1
     assert "luna-shim: lunad:" in out.stderr and "max_sessions" in out.stderr
     text = lunad.metrics_text()
     assert metric(text, "luna_sessions_total", server="tiny", outcome="rejected") >= 1
