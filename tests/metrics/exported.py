@@ -48,9 +48,11 @@ def families_of(registry: CollectorRegistry) -> dict[str, Family]:
     families: dict[str, Family] = {}
     for collector in list(registry._collector_to_names):  # no public list of collectors
         wrapper_labels = getattr(collector, "_labelnames", None)
-        metrics = collector.describe() if hasattr(collector, "describe") else []
+        # describe() gives the names without running a scrape; collectors without it
+        # (ProcessCollector) are collected instead.
+        metrics = list(collector.describe()) if hasattr(collector, "describe") else []
         if not metrics:
-            metrics = collector.collect()
+            metrics = list(collector.collect())
         for metric in metrics:
             labels: set[str] = set()
             if wrapper_labels is not None:

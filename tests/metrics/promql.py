@@ -1,9 +1,10 @@
 """Just enough PromQL reading to check which metrics and labels a query uses.
 
 Not a PromQL parser: Prometheus itself validates syntax (tests run every expression through
-promtool). This module only finds metric names, the label matchers of each selector and the
-labels of `by (...)`/`without (...)`/`on (...)`/`ignoring (...)` clauses, after removing
-string literals so that a label value such as "luna_x" is never mistaken for a metric.
+promtool). This module only finds the selectors of lunad's metrics (`luna_*`, `process_*`)
+with their label matchers, and the labels of `by (...)`/`without (...)`/`on (...)`/
+`ignoring (...)` clauses. String literals are recognised first, so that a label value such
+as "luna_x" is never mistaken for a metric.
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Metric prefixes lunad's exporter owns; other names (up, scrape_*) belong to Prometheus.
-OUR_PREFIXES = ("luna_", "process_")
-
 _STR = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`'
 _STRING = re.compile(_STR)
-# A string literal, or one of our metric names with its optional {matchers}: strings are
-# matched first so a name inside one is skipped, and braces may hold quoted `}`.
+# A string literal, or one of lunad's metric names (other names, such as up or ALERTS, belong
+# to Prometheus) with its optional {matchers}: strings are matched first so a name inside
+# one is skipped, and braces may hold a quoted `}`.
 _TOKEN = re.compile(
     rf"(?P<string>{_STR})"
     rf"|\b(?P<name>(?:luna|process)_[A-Za-z0-9_:]*)\b\s*(?P<matchers>\{{(?:{_STR}|[^}}\"'`])*\}})?")
 _MATCHER = re.compile(rf"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*({_STR})")
+_ESCAPE = re.compile(r"\\(.)")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 # Grafana's variables are not PromQL; they are replaced by values of the right kind.
 _GRAFANA_VARS = {
@@ -55,7 +55,7 @@ def selectors(expr: str) -> list[Selector]:
         if token.group("name") is None:
             continue  # a string literal
         matchers = tuple(
-            (label, op, bytes(value[1:-1], "utf-8").decode("unicode_escape"))
+            (label, op, _ESCAPE.sub(r"\1", value[1:-1]))
             for label, op, value in _MATCHER.findall(token.group("matchers") or ""))
         found.append(Selector(token.group("name"), matchers))
     return found
