@@ -14,9 +14,9 @@ from typing import IO, Any
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-LEGACY_FIXTURE = Path("/work/shared/fixtures/legacy-memory")
-if not LEGACY_FIXTURE.is_dir():  # the fixture also ships next to the checkout
-    LEGACY_FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/legacy-memory"
+# A copy of ../shared/fixtures/legacy-memory (the original server's layout, truncated file
+# included), kept in the repo so the tests are self-contained.
+LEGACY_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy-memory"
 
 LEGACY_IDS = {"root_3f2a9c1d7e44", "root_a81b0c5f9d12", "branch_5c7e1a2b3d4f",
               "branch_9d8c7b6a5f4e", "leaf_6f5e4d3c2b1a", "leaf_0a1b2c3d4e5f",
