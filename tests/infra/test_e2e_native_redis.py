@@ -137,3 +137,33 @@ async def test_redis_sigkilled_under_luna_calls_loses_nothing(lunad: NativeInfra
     assert 'luna_infra_up{service="redis"} 1.0' in metrics
     assert 'luna_infra_restarts_total{service="redis"} 1.0' in metrics
     assert Path(lunad.state_dir / "infra" / "redis" / "redis.conf").is_file()
+
+
+def test_sigkilled_lunad_leaves_no_redis_or_prometheus() -> None:
+    daemon = NativeInfraLunad(
+        {"luna": {"min_idle": 1, "max_sessions": 2, "stop_timeout": 2}},
+        {"backend": "native", "redis_port": free_port(), "prometheus_port": free_port(),
+         "poll_interval": 0.2})
+    try:
+        daemon.start(timeout=60)
+        daemon.wait_for(lambda: daemon.status()["infra"]["services"]["prometheus"]["up"], 30,
+                        "prometheus up")
+        assert daemon.proc is not None
+        tree = psutil.Process(daemon.proc.pid).children(recursive=True)
+        names = sorted(p.name() for p in tree)
+        assert "redis-server" in names and "prometheus" in names, names
+        daemon.signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+
+        def all_gone() -> bool:
+            for p in tree:
+                try:
+                    if p.status() != psutil.STATUS_ZOMBIE:
+                        return False
+                except psutil.NoSuchProcess:
+                    pass
+            return True
+
+        daemon.wait_for(all_gone, 10, "lunad's children to die with it")
+    finally:
+        daemon.stop()
