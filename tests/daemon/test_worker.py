@@ -247,21 +247,24 @@ async def test_kill_records_reason_and_note() -> None:
 
 
 @pytest.mark.anyio
-async def test_server_env_wins_over_extra_env(tmp_path: Path) -> None:
+async def test_server_env_wins_over_extra_env_and_cwd_is_used(tmp_path: Path) -> None:
     script = tmp_path / "env_server.py"
     script.write_text(textwrap.dedent("""
         import json, os, sys
         for line in sys.stdin:
             req = json.loads(line)
-            result = {"A": os.environ.get("A"), "B": os.environ.get("B")}
+            result = {"A": os.environ.get("A"), "B": os.environ.get("B"), "cwd": os.getcwd()}
             print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}), flush=True)
     """))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
     config = ServerConfig(name="env", command=sys.executable, args=(str(script),),
-                          env={"A": "server"})
+                          env={"A": "server"}, cwd=str(workdir))
     worker = Worker(config, extra_env={"A": "extra", "B": "extra"})
     await worker.start()
     try:
-        assert (await call(worker, 1, "x"))["result"] == {"A": "server", "B": "extra"}
+        assert (await call(worker, 1, "x"))["result"] == {"A": "server", "B": "extra",
+                                                         "cwd": str(workdir)}
     finally:
         await worker.stop()
 
