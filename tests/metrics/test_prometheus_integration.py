@@ -8,7 +8,8 @@ tests then ask Prometheus' HTTP API, not lunad, so what they prove is what an op
 
 - each tool call appears in `luna_tool_calls_total` with server, tool and outcome labels,
   and its latency in the histogram; a tool the server never listed is counted as `other`;
-- Luna's φ and memory counts come from its real state (a stored seed memory shows up);
+- Luna's φ and memory counts come from its real state (φ equals what Luna's own
+  consciousness_state_query reports, a stored seed memory shows up);
 - every dashboard query returns series (except infra ones, with infra "none");
 - the shipped alert rules evaluate without errors and none fires for the healthy `luna`
   server, while LunaPoolExhausted does fire once a second server (`tiny`, the stdlib echo
@@ -18,6 +19,7 @@ tests then ask Prometheus' HTTP API, not lunad, so what they prove is what an op
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import time
@@ -58,8 +60,8 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
 
 
 async def run_client(lunad: LunadProcess) -> dict[str, Any]:
-    """One MCP session through luna-shim: list tools, call TOOL CALLS times, store a seed
-    memory, call a tool that does not exist. Returns what the client saw."""
+    """One MCP session through luna-shim: list tools, call TOOL CALLS times, ask Luna its φ,
+    store a seed memory, call a tool that does not exist. Returns what the client saw."""
     params = StdioServerParameters(command=venv_script("luna-shim"), args=["luna"],
                                    env=lunad.env())
     seen: dict[str, Any] = {}
@@ -74,6 +76,8 @@ async def run_client(lunad: LunadProcess) -> dict[str, Any]:
                 result = await session.call_tool(
                     TOOL, {"interaction_context": f"Why does call {i} matter? What changes?"})
                 seen["ok"] += 0 if result.is_error else 1
+            state = await session.call_tool("consciousness_state_query", {"aspect": "phi"})
+            seen["phi_text"] = " ".join(getattr(c, "text", "") for c in state.content)
             stored = await session.call_tool(
                 "fractal_memory_store", {"memory_type": "seed", "content": "metrics test seed"})
             seen["stored"] = not stored.is_error
@@ -158,13 +162,19 @@ def test_an_unlisted_tool_is_counted_as_other_never_by_its_name(
 def test_requests_sessions_and_luna_state_are_scraped(
         prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
     calls = 'luna_rpc_requests_total{server="luna",method="tools/call"}'
-    wait_for(f"{calls} == {CALLS + 2}", lambda: single_value(prometheus, calls) == CALLS + 2)
+    # CALLS + consciousness_state_query + fractal_memory_store + no_such_tool
+    wait_for(f"{calls} == {CALLS + 3}", lambda: single_value(prometheus, calls) == CALLS + 3)
     closed = 'luna_sessions_total{server="luna",outcome="closed"}'
     wait_for(f"{closed} == 1", lambda: single_value(prometheus, closed) == 1)
     seeds = 'luna_memories{type="seed"}'
     wait_for(f"{seeds} == 1 (the stored memory)", lambda: single_value(prometheus, seeds) == 1)
+    # The original exporter published hard-coded numbers: φ here must be the value Luna
+    # itself reports after this session's cycles (printed with 15 decimals).
+    reported = re.search(r"\d+\.\d{10,}", client_session["phi_text"])
+    assert reported, client_session["phi_text"]
     phi = single_value(prometheus, "luna_phi_value")
-    assert phi is not None and phi >= 1.0
+    assert phi is not None and phi > 1.0  # the initial state is exactly 1.0
+    assert phi == pytest.approx(float(reported.group()), abs=1e-9)
 
 
 def test_every_dashboard_query_returns_series_from_live_lunad(
