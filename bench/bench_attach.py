@@ -12,9 +12,9 @@ session meets a worker that was started and proven ready (ping) beforehand. Meas
   once as the installed console script, once as `python -S -I .../daemon/shim.py` (the shim
   is stdlib-only, so it can skip the interpreter's site processing).
 
-Between lunad runs the bench waits (untimed) for the pool to have an idle worker again, as a
-real client arriving seconds apart would find it. The real Luna server is the default;
-`--server echo` uses the stdlib echo test server instead.
+Between lunad runs the bench waits (untimed) for the pool to be full again with no spawn in
+flight, as a client arriving seconds after the previous one would find it. The real Luna
+server is the default; `--server echo` uses the stdlib echo test server instead.
 """
 
 from __future__ import annotations
@@ -104,10 +104,13 @@ def shim_once(server: str, env: dict[str, str], command: list[str] | None = None
         proc.wait(10)
 
 
-def wait_idle(lunad: Lunad, server: str, timeout: float = 30.0) -> None:
+def wait_idle(lunad: Lunad, server: str, timeout: float = 60.0) -> None:
+    """Until the pool is full again with no spawn running (a spawn would compete for the
+    CPU with the run being timed; a client arriving seconds after the last one sees this)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if lunad.status()["servers"][server]["pool"]["idle"] >= 1:
+        status = lunad.status()["servers"][server]
+        if status["pool"]["idle"] >= status["min_idle"] and status["pool"]["starting"] == 0:
             return
         time.sleep(0.02)
     raise RuntimeError("the pool did not refill")
