@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from daemon import states
@@ -82,6 +85,32 @@ def test_process_tree_rss_reads_real_processes() -> None:
     sizes = process_tree_rss([os.getpid(), 2**22 + 12345])
     assert sizes[os.getpid()] > 1024 * 1024
     assert sizes[2**22 + 12345] == 0  # no such process: counts nothing, raises nothing
+
+
+TREE_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c",
+    "import sys, time; m = bytearray([1]) * (64 << 20); print('ok', flush=True); "
+    "time.sleep(60)"], stdout=subprocess.PIPE)
+child.stdout.readline()
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_process_tree_rss_counts_the_descendants() -> None:
+    # The memory is held by a grandchild: a limit on the worker alone would miss it.
+    parent = subprocess.Popen([sys.executable, "-c", TREE_PARENT], stdout=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        assert parent.stdout is not None
+        int(parent.stdout.readline())
+        tree = process_tree_rss([parent.pid])[parent.pid]
+        own = psutil.Process(parent.pid).memory_info().rss
+        assert own < 48 * 1024 * 1024 < 64 * 1024 * 1024 < tree
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(10)
 
 
 # ------------------------------------------------------------------ with real processes
