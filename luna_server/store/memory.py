@@ -40,7 +40,7 @@ from luna_server.store.layout import (
     TYPES,
     lock_path,
 )
-from luna_server.store.redis_index import RedisIndex, RedisUnavailable
+from luna_server.store.redis_index import RedisIndex, RedisUnavailable, flag_redis_stale
 from luna_server.timeutil import iso_now, sort_key_us
 from luna_server.tokens import tokenize
 
@@ -140,6 +140,7 @@ class MemoryStore:
 
     def _index_in_redis(self, entries: list[dict[str, Any]]) -> None:
         if self.redis is None:
+            flag_redis_stale(self.root)
             return
         try:
             if len(entries) == 1:

@@ -12,7 +12,8 @@ directories can share one Redis:
 - `rebuild-lock`  one process rebuilds at a time
 
 Redis is never the truth. When `ready` is missing (Redis flushed or restarted empty) or the
-memory directory carries the `.redis-stale` flag (an update could not reach Redis), the next
+memory directory carries the `.redis-stale` flag (an update did not reach Redis: it was down,
+or the writer ran without Redis; see `flag_redis_stale`), the next
 caller rebuilds the index from the files; meanwhile, and whenever Redis is unreachable, callers
 use the files. A failed connection is not retried for `RETRY_AFTER` seconds, so a dead Redis
 costs one refused connection per interval, not one per call.
@@ -50,6 +51,20 @@ WALK_PAGE = 256
 WALK_PAGE_MAX = 4096
 WALK_BUDGET = 16384  # newest memories walked before reading every list instead
 INTERSECTION_MAX = 4000  # expected size up to which long lists are intersected in Redis
+
+
+def flag_redis_stale(root: Path) -> None:
+    """Record that Redis missed an update: the next reader rebuilds before trusting it.
+
+    Called when an update could not reach Redis, and by every write of a server running
+    without Redis (say one that Claude Desktop starts directly) on a memory directory that
+    Redis-backed servers share: their index must not silently miss its memories.
+    """
+    flag = root / STALE_FLAG
+    if not flag.exists():
+        with contextlib.suppress(OSError):
+            root.mkdir(parents=True, exist_ok=True)
+            flag.touch()
 
 
 class RedisUnavailable(Exception):
@@ -91,10 +106,7 @@ class RedisIndex:
         return self.root / STALE_FLAG
 
     def flag_stale(self) -> None:
-        """Record that Redis missed an update: the next reader rebuilds before trusting it."""
-        with contextlib.suppress(OSError):
-            self.root.mkdir(parents=True, exist_ok=True)
-            self.stale_flag.touch()
+        flag_redis_stale(self.root)
 
     # -- writing ------------------------------------------------------------------------
     def _queue_entries(self, pipe: Any, entries: Sequence[dict[str, Any]]) -> None:

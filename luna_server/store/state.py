@@ -23,7 +23,7 @@ from luna_server.coevolution import CoEvolutionHistory
 from luna_server.consciousness import ConsciousnessState
 from luna_server.store.files import atomic_write_json, file_lock, read_json
 from luna_server.store.layout import COEVOLUTION_FILE, CONSCIOUSNESS_FILE, lock_path
-from luna_server.store.redis_index import RedisIndex, RedisUnavailable
+from luna_server.store.redis_index import RedisIndex, RedisUnavailable, flag_redis_stale
 from luna_server.timeutil import iso_now
 
 log = logging.getLogger("luna_server.store")
@@ -74,7 +74,9 @@ class SharedState:
                 os.replace(path, path.with_name(f"{path.name}.unreadable-{iso_now()}"))
             new, result = apply(current)
             atomic_write_json(path, new)
-            if self.redis is not None:
+            if self.redis is None:
+                flag_redis_stale(self.root)
+            else:
                 try:
                     self.redis.set_state(name, json.dumps(new))
                 except RedisUnavailable:

@@ -201,3 +201,19 @@ def test_state_mirrored_and_summary_from_redis(tmp_path: Path, redis_url: str) -
     # with the index not ready the summary falls back to the files, same answer
     client.delete(f"{luna.redis.prefix}ready")
     assert read_summary(tmp_path, redis_url) == read_summary(tmp_path)
+
+
+def test_writes_of_a_server_without_redis_reach_the_redis_index(tmp_path: Path,
+                                                               redis_url: str) -> None:
+    shared = Luna(tmp_path, redis_url)
+    shared.fractal_memory_store("seed", "first idea")
+    assert shared.memory.redis_ready()
+    direct = Luna(tmp_path, "")  # e.g. started by Claude Desktop without LUNA_REDIS_URL
+    direct.fractal_memory_store("seed", "second idea")
+    direct.phi_consciousness_calculate("why? how? what?")
+    assert (tmp_path / ".redis-stale").exists()
+    answer = shared.fractal_memory_retrieve("idea")
+    assert answer.count("ID: ") == 2 and not (tmp_path / ".redis-stale").exists()
+    assert len(shared.redis.search(["idea"], TYPES).top) == 2  # type: ignore[union-attr]
+    assert shared.consciousness_state_query("phi") == direct.consciousness_state_query("phi")
+    assert shared.state.consciousness().phi > 1.0
