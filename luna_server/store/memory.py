@@ -51,6 +51,13 @@ def new_id(memory_type: str) -> str:
     return f"{memory_type}_{uuid.uuid4().hex[:12]}"
 
 
+def new_record(memory_type: str, content: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A memory file's content, in the original server's record format."""
+    return {"id": new_id(memory_type), "type": memory_type, "content": content,
+            "metadata": metadata, "created": iso_now(), "accessed_count": 0,
+            "last_accessed": None, "connected_to": []}
+
+
 def catalog_entry(record: dict[str, Any]) -> dict[str, Any]:
     return {"id": record["id"], "type": record["type"], "created": record["created"],
             "content": record["content"]}
@@ -73,9 +80,7 @@ class MemoryStore:
         """Write one memory durably (arguments already validated); returns its record."""
         folder = self.folder(memory_type)
         folder.mkdir(parents=True, exist_ok=True)
-        record = {"id": new_id(memory_type), "type": memory_type, "content": content,
-                  "metadata": metadata, "created": iso_now(), "accessed_count": 0,
-                  "last_accessed": None, "connected_to": []}
+        record = new_record(memory_type, content, metadata)
         atomic_write_json(folder / f"{record['id']}.json", record)
         self._append_to_folder(memory_type, [catalog_entry(record)])
         self._index_in_redis([catalog_entry(record)])
@@ -88,9 +93,7 @@ class MemoryStore:
         folder.mkdir(parents=True, exist_ok=True)
         entries = []
         for content in contents:
-            record = {"id": new_id(memory_type), "type": memory_type, "content": content,
-                      "metadata": metadata or {}, "created": iso_now(), "accessed_count": 0,
-                      "last_accessed": None, "connected_to": []}
+            record = new_record(memory_type, content, metadata or {})
             atomic_write_json(folder / f"{record['id']}.json", record, sync=False)
             entries.append(catalog_entry(record))
         os.sync()
