@@ -134,8 +134,7 @@ class MemoryStore:
             truncate_torn_tail(catalog)
             return _unique_ids(e["id"] for e in read_lines(catalog))
         entries = legacy.scan_folder(folder, memory_type, self.skipped)
-        order = {mid: i for i, mid in enumerate(index.get("memories", []))} if isinstance(
-            index, dict) else {}
+        order = {mid: i for i, mid in enumerate(index_ids(index))}
         entries.sort(key=lambda e: (order.get(e["id"], len(order)), sort_key_us(e["created"])))
         data = b"".join(_compact(e) + b"\n" for e in entries)
         atomic_write_bytes(catalog, data)
@@ -206,7 +205,7 @@ class MemoryStore:
         for memory_type in TYPES:
             try:
                 index = read_json(self.folder(memory_type) / INDEX_FILE)
-                count = int(index.get("count", 0)) if isinstance(index, dict) else 0
+                count = len(index_ids(index))
             except (OSError, ValueError):
                 count = 0
             legacy_name = LEGACY_FOLDERS.get(memory_type)
@@ -214,6 +213,13 @@ class MemoryStore:
                 count += sum(1 for _ in (self.root / legacy_name).glob(f"{memory_type}_*.json"))
             result[memory_type] = count
         return result
+
+
+def index_ids(index: Any) -> list[str]:
+    """The ids an index.json lists: ours and the original's object ({"memories": [...]}), or
+    a bare list as some of the original's versions wrote."""
+    ids = index.get("memories", []) if isinstance(index, dict) else index
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _compact(data: Any) -> bytes:

@@ -215,6 +215,22 @@ def test_legacy_directory_is_read_without_being_touched(tmp_path: Path,
     assert all_json_readable(memory) == [str(memory / "leafs" / "leaf_1e73e41ef76a.json")]
 
 
+def test_bare_list_index_of_an_old_root_folder(tmp_path: Path) -> None:
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    record = {"id": "root_00000000abcd", "type": "root", "content": "old golden root",
+              "metadata": {}, "created": "2024-05-01T10:00:00", "accessed_count": 0,
+              "last_accessed": None, "connected_to": []}
+    (roots / "root_00000000abcd.json").write_text(json.dumps(record))
+    (roots / "index.json").write_text(json.dumps(["root_00000000abcd"]))
+    assert read_summary(tmp_path)["memories"]["root"] == 1
+    luna = Luna(tmp_path)
+    assert "root_00000000abcd" in luna.fractal_memory_retrieve("golden")
+    new = stored_id(luna.fractal_memory_store("root", "new golden root"))
+    index = json.loads((roots / "index.json").read_text())
+    assert index["memories"] == ["root_00000000abcd", new] and index["count"] == 2
+
+
 def test_state_is_shared_and_persisted(tmp_path: Path) -> None:
     one, two = Luna(tmp_path), Luna(tmp_path)
     one.phi_consciousness_calculate("What is consciousness? How does phi relate to fractal "
