@@ -173,6 +173,8 @@ class Worker:
         self._protocol: _WorkerProtocol | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self._stop_requested = False
+        self._start_done: asyncio.Event | None = None  # set once start() has returned/raised
 
     def __repr__(self) -> str:
         return f"<Worker {self.server}#{self.slot} pid={self.pid} {self.state}>"
@@ -211,7 +213,17 @@ class Worker:
     # ------------------------------------------------------------------ start
 
     async def start(self) -> None:
-        """Exec the server and wait for its readiness ping answer; SpawnError otherwise."""
+        """Exec the server and wait for its readiness ping answer; SpawnError otherwise.
+
+        A stop() meanwhile makes it fail with SpawnError ("stopped before it was ready").
+        """
+        self._start_done = asyncio.Event()
+        try:
+            await self._start()
+        finally:
+            self._start_done.set()
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         env = dict(os.environ)
         env.update(self._extra_env)
@@ -240,6 +252,8 @@ class Worker:
             self.process = psutil.Process(self.pid)
         self._stderr_task = loop.create_task(self._drain_stderr(),
                                              name=f"stderr {self.server}#{self.slot}")
+        if self._stop_requested:  # stop() came while exec was in flight
+            self._signal_group(signal.SIGKILL)
         try:
             cause = await self._await_ready()
         except asyncio.CancelledError:
@@ -390,7 +404,8 @@ class Worker:
         return code
 
     async def stop(self) -> None:
-        """Stop the worker for sure (idempotent; see the module docstring for the sequence)."""
+        """Stop the worker for sure, in any state (idempotent; see the module docstring)."""
+        self._stop_requested = True
         if self._stop_task is None:
             self._stop_task = asyncio.get_running_loop().create_task(
                 self._stop_sequence(), name=f"stop {self.server}#{self.slot}")
@@ -398,6 +413,12 @@ class Worker:
         await asyncio.shield(self._stop_task)
 
     async def _stop_sequence(self) -> None:
+        if self._start_done is not None and not self._start_done.is_set():
+            # Still starting: it has served nothing, so no grace. start() sees the exit and
+            # raises SpawnError to its caller; we wait for that, then finish below.
+            self.exit_note = "stopped before it was ready"
+            self._signal_group(signal.SIGKILL)  # no pid yet: start() kills after exec
+            await self._start_done.wait()
         if self._protocol is None:
             if self.state != states.EXITED:
                 self.set_state(states.EXITED)

@@ -360,3 +360,18 @@ async def test_exit_right_after_the_ping_answer_is_a_spawn_error(tmp_path: Path)
         assert worker.state == states.EXITED
     await worker.stop()
     assert worker.returncode == 5 and worker.exit_description() == "exited with code 5"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pause", [0.0, 0.3])
+async def test_stop_while_starting_fails_the_start_and_leaves_nothing(pause: float) -> None:
+    # pause 0: stop() before exec has even returned; 0.3: during the readiness wait.
+    worker = Worker(echo_config("--ready-delay", "30", ready_timeout=60.0, stop_timeout=5.0))
+    starting = asyncio.ensure_future(worker.start())
+    await asyncio.sleep(pause)
+    began = time.monotonic()
+    await worker.stop()
+    assert time.monotonic() - began < 4.0  # no grace periods for a worker never ready
+    with pytest.raises(SpawnError, match="stopped before it was ready"):
+        await starting
+    assert worker.state == states.EXITED and worker.returncode == -signal.SIGKILL
