@@ -80,10 +80,12 @@ def test_1600_concurrent_stores_from_8_processes(tmp_path: Path, backend: str) -
         if backend:
             # Redis flushed mid-run, repeatedly: nothing may be lost, the index comes back
             client = redis.Redis.from_url(backend)
-            while not all(f.done() for f in futures):
-                time.sleep(0.4)
+            while True:
+                time.sleep(0.3)
                 client.flushall()
                 flushes += 1
+                if all(f.done() for f in futures):
+                    break
         acknowledged = [mid for f in futures for mid in f.result()]
     assert flushes >= (1 if backend else 0)
     assert len(set(acknowledged)) == PROCESSES * STORES
