@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from luna_server.store.files import read_json
 from luna_server.store.layout import CONSCIOUSNESS_FILE, STALE_FLAG, TYPES, resolve
 from luna_server.store.memory import MemoryStore
@@ -27,20 +29,29 @@ def _phi(data: Any) -> float:
         return 1.0
 
 
+def _from_redis(redis_url: str, root: Path) -> dict[str, Any] | None:
+    index = RedisIndex(redis_url, root)  # ValueError for a malformed URL
+    try:
+        if not index.is_ready():
+            return None
+        text = index.get_state("consciousness")
+        phi = _phi(json.loads(text)) if text else 1.0
+        return {"phi": phi, "memories": index.counts(TYPES)}
+    finally:
+        index.client.close()
+
+
 def read_summary(memory_path: str | Path | None = None, redis_url: str | None = None,
                  ) -> dict[str, Any]:
     root = resolve(memory_path)
     if redis_url and not (root / STALE_FLAG).exists():
-        index = RedisIndex(redis_url, root)
         try:
-            if index.is_ready():
-                text = index.get_state("consciousness")
-                phi = _phi(json.loads(text)) if text else 1.0
-                return {"phi": phi, "memories": index.counts(TYPES)}
-        except (RedisUnavailable, ValueError) as exc:
+            from_redis = _from_redis(redis_url, root)
+        except (RedisUnavailable, redis.RedisError, ValueError, OSError) as exc:
             log.debug("summary from files: %s", exc)
-        finally:
-            index.client.close()
+            from_redis = None
+        if from_redis is not None:
+            return from_redis
     try:
         phi = _phi(read_json(root / CONSCIOUSNESS_FILE))
     except (OSError, ValueError):

@@ -23,6 +23,7 @@ from tests.server.helpers import (
     copy_legacy,
     tree_digest,
 )
+from tests.support.ports import free_port
 
 
 def stored_id(answer: str) -> str:
@@ -267,3 +268,6 @@ def test_read_summary_from_files(tmp_path: Path) -> None:
     assert summary["phi"] == luna.state.consciousness().phi > 1.0
     legacy = read_summary(copy_legacy(tmp_path))
     assert legacy["memories"] == {"root": 2, "branch": 2, "leaf": 3, "seed": 1}
+    # a Redis that does not answer, or a malformed URL: the files answer, nothing raises
+    assert read_summary(tmp_path, f"redis://127.0.0.1:{free_port()}/0") == summary
+    assert read_summary(tmp_path, "not a url") == summary
