@@ -7,6 +7,7 @@ raise `validation.InputError`, whose message is the client-facing "Error: ..." t
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from luna_server.store.redis_index import RedisIndex
 from luna_server.store.state import SharedState
 from luna_server.timeutil import iso_now, utc_now
 from luna_server.validation import check_string, choice, int_in_range, json_object, required_text
+
+log = logging.getLogger("luna_server")
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,25 @@ TOOLS: tuple[ToolSpec, ...] = (
 )
 
 
+def redis_index_or_none(url: str | None, root: Path) -> RedisIndex | None:
+    """The Redis index for `url`; a malformed URL is logged and Luna runs on files alone,
+    as it does while Redis is down (the tools keep working, the operator reads why)."""
+    if not url:
+        return None
+    try:
+        return RedisIndex(url, root)
+    except ValueError as exc:
+        log.error("LUNA_REDIS_URL is not a Redis URL (%s); allowed: redis://host:port/db, "
+                  "rediss://host:port/db or unix:///path/to/socket. Using files only.", exc)
+        return None
+
+
 class Luna:
     def __init__(self, memory_path: str | Path | None = None,
                  redis_url: str | None = None) -> None:
         self.root = resolve(memory_path)
         url = redis_url if redis_url is not None else os.environ.get("LUNA_REDIS_URL") or None
-        self.redis = RedisIndex(url, self.root) if url else None
+        self.redis = redis_index_or_none(url, self.root)
         self.state = SharedState(self.root, self.redis, lambda: self.memory.redis_ready())
         self.memory = MemoryStore(self.root, self.redis, self.state.file_texts)
 

@@ -271,3 +271,13 @@ def test_read_summary_from_files(tmp_path: Path) -> None:
     # a Redis that does not answer, or a malformed URL: the files answer, nothing raises
     assert read_summary(tmp_path, f"redis://127.0.0.1:{free_port()}/0") == summary
     assert read_summary(tmp_path, "not a url") == summary
+
+
+def test_malformed_redis_url_means_files_only(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="luna_server"):
+        luna = Luna(tmp_path, "localhost:6379")
+    assert luna.redis is None
+    assert "LUNA_REDIS_URL is not a Redis URL" in caplog.text and "redis://" in caplog.text
+    luna.fractal_memory_store("leaf", "still works")
+    assert "still works" in luna.fractal_memory_retrieve("works")
