@@ -84,6 +84,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchdog_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -128,7 +129,8 @@ class Daemon:
             notify.notify("READY=1")
             interval = notify.watchdog_interval()
             if interval:
-                self._spawn(self._watchdog(interval))
+                # Not in self._tasks: shutdown waits for those (sessions), never for this.
+                self._watchdog_task = loop.create_task(self._watchdog(interval))
             await self._stop.wait()
         finally:
             await self._shutdown()
@@ -177,6 +179,8 @@ class Daemon:
         self.metrics.close()
         for task in list(self._tasks):
             task.cancel()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
         log.info("lunad stopped")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

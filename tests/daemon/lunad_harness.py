@@ -64,7 +64,8 @@ def echo_server(*args: str, **keys: Any) -> dict[str, Any]:
 
 class Lunad:
     def __init__(self, servers: dict[str, dict[str, Any]], *, drain_timeout: float = 3.0,
-                 metrics: bool = True, infra: dict[str, Any] | None = None) -> None:
+                 metrics: bool = True, infra: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
         self.state_dir = self.dir / "state"
@@ -83,6 +84,7 @@ class Lunad:
             lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.daemon_env = env or {}  # extra environment for lunad only
 
     @property
     def env(self) -> dict[str, str]:
@@ -97,7 +99,7 @@ class Lunad:
         log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.lunad", "--config", str(self.config_path)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env={**self.env, **self.daemon_env}, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

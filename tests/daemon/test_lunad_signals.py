@@ -92,3 +92,26 @@ def test_sigkill_of_lunad_leaves_no_worker_behind() -> None:
             assert c.recv_line() == b""  # and the client sees the end, not a hang
     finally:
         lunad.stop()
+
+
+def test_sd_notify_ready_watchdog_and_prompt_stop(tmp_path) -> None:
+    import socket
+
+    path = tmp_path / "notify.sock"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(path))
+    sink.settimeout(10)
+    lunad = Lunad({"echo": echo_server(min_idle=1)}, drain_timeout=30,
+                  env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"}).start()
+    try:
+        messages = [sink.recv(4096) for _ in range(3)]
+        assert messages[0] == b"READY=1"
+        assert messages[1:] == [b"WATCHDOG=1", b"WATCHDOG=1"]  # every 0.1 s: half of 0.2 s
+        started = time.monotonic()
+        lunad.signal(signal.SIGTERM)
+        assert lunad.proc.wait(20) == 0
+        # No session: the 30 s drain timeout is not waited for (nor is the watchdog loop).
+        assert time.monotonic() - started < 10
+    finally:
+        sink.close()
+        lunad.stop()
