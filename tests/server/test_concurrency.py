@@ -19,7 +19,7 @@ from luna_server.service import Luna
 from luna_server.store.files import read_lines
 from luna_server.store.layout import FOLDERS, TYPES
 from tests.server.helpers import all_json_readable, luna_session, text_of
-from tests.server.workers import phi_text, store_many
+from tests.server.workers import phi_text, store_many, track_many
 
 PROCESSES = 8
 CALLS = 50
@@ -113,3 +113,19 @@ def test_1600_concurrent_stores_from_8_processes(tmp_path: Path, backend: str) -
         prefix = luna.redis.prefix  # type: ignore[union-attr]
         assert client.scard(f"{prefix}tok:shared") == PROCESSES * STORES
         assert sum(client.scard(f"{prefix}type:{t}") for t in TYPES) == PROCESSES * STORES
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_co_evolution_records_and_baselines(tmp_path: Path, backend: str) -> None:
+    memory = tmp_path / "memory"
+    with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
+        done = sum(pool.map(track_many, [str(memory)] * 4, [backend] * 4, range(4), [20] * 4))
+    saved = json.loads((memory / "co_evolution_history.json").read_text())
+    history = saved["history"]
+    assert done == len(history) == 80
+    # replay: each record moved the baselines 10% toward its values, in history order
+    baselines: dict[str, float] = {}
+    for record in history:
+        for metric, value in {**record["user_metrics"], **record["luna_metrics"]}.items():
+            baselines[metric] = 0.9 * baselines.get(metric, 0.5) + 0.1 * value
+    assert saved["baselines"] == baselines

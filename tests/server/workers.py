@@ -19,6 +19,14 @@ def store_many(memory: str, redis_url: str, worker: int, count: int) -> list[str
     return ids
 
 
+def track_many(memory: str, redis_url: str, worker: int, count: int) -> int:
+    """Record `count` co-evolution interactions from one OS process."""
+    luna = Luna(memory, redis_url)
+    for i in range(count):
+        luna.co_evolution_track(f"why {'how ' * (worker % 3)}phi? worker {worker} call {i}")
+    return count
+
+
 def phi_text(worker: int, call: int) -> str:
     """A distinct text per call, with a distinct raw φ for most of them."""
     words = " ".join(f"w{worker}_{call}_{k}" for k in range(5 + (call % 40)))
