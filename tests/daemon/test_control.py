@@ -138,3 +138,30 @@ def test_luna_status_without_lunad_says_how_to_start_it(runtime: Path) -> None:
     assert out.returncode == 1
     assert "lunad is not running" in out.stderr and str(runtime / "control.sock") in out.stderr
     assert "systemctl start luna" in out.stderr
+
+
+def test_listener_socket_group_and_refusing_a_live_socket(runtime: Path) -> None:
+    import grp
+
+    from daemon.listener import Listener, SocketInUse, stream_factory
+
+    async def nothing(reader: Any, writer: Any, peer: Any) -> None:
+        writer.close()
+
+    group = grp.getgrgid(os.getgid()).gr_name
+
+    async def go() -> None:
+        first = Listener(runtime / "s.sock", stream_factory(nothing), allowed_uids=[],
+                         socket_group=group)
+        await first.start()
+        try:
+            st = (runtime / "s.sock").stat()
+            assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == os.getgid()
+            second = Listener(runtime / "s.sock", stream_factory(nothing), allowed_uids=[])
+            with pytest.raises(SocketInUse, match="another lunad is already listening"):
+                await second.start()
+            assert (runtime / "s.sock").exists()  # the live one was left alone
+        finally:
+            await first.close()
+
+    asyncio.run(go())
