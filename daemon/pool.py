@@ -241,7 +241,7 @@ class Pool:
             return
         self.state = DRAINING
         self._log.info("draining: %d busy worker(s) go on, no new sessions", len(self._busy))
-        self._fail_waiters(ServerUnavailable(
+        self._fail_waiters(lambda: ServerUnavailable(
             f"server {self.name!r} is draining: it accepts no new sessions"))
         await self._cancel_spawns()
         idle = list(self._idle)
@@ -265,7 +265,7 @@ class Pool:
         for task in (self._manager, self._memory_task):
             if task is not None:
                 task.cancel()
-        self._fail_waiters(ServerUnavailable(f"server {self.name!r} is shutting down"))
+        self._fail_waiters(lambda: ServerUnavailable(f"server {self.name!r} is shutting down"))
         await self._cancel_spawns()
         remaining = [w for w in self._workers if w in self._busy or w in self._idle
                      or w in self._handed]
@@ -382,14 +382,18 @@ class Pool:
             parts.append("; its last stderr lines:\n" + "\n".join(err.stderr_tail[-10:]))
         return ServerUnavailable("".join(parts), err.stderr_tail)
 
-    def _fail_waiters(self, error: Exception) -> None:
+    def _fail_waiters(self, error: Callable[[], Exception]) -> None:
+        # One exception object per waiter: each gets its own traceback when it is raised.
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(error())
 
     def _offer(self, worker: Worker) -> None:
         """A ready worker: to the first live waiter, else to the idle queue."""
+        if self.state != SERVING:  # handed back after a drain or stop began: not kept
+            self._track(self._retire(worker, states.SHUTDOWN), f"retire {worker!r}")
+            return
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
@@ -511,7 +515,7 @@ class Pool:
         self._log.warning("%s (retrying in %.1f s)", err, delay)
         if not any(w.state == states.STARTING for w in self._workers):
             # Nothing else is on its way: waiting callers get the error now, not a timeout.
-            self._fail_waiters(self._unavailable())
+            self._fail_waiters(self._unavailable)
         self._wake()
 
     async def _cancel_spawns(self) -> None:
