@@ -19,12 +19,13 @@ from luna_server.store.layout import FOLDERS, TYPES
 from tests.server.helpers import all_json_readable
 
 ROUNDS = 20
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_and_kill(memory: Path, delay: float) -> list[str]:
     """Start a storing child, SIGKILL it `delay` seconds after it is ready; its output."""
     child = subprocess.Popen([sys.executable, "-m", "tests.server.workers", str(memory)],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
     time.sleep(delay)
@@ -46,7 +47,6 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> 
         acknowledged += [line.split()[1] for line in lines if line.startswith("stored ")]
         cycles += sum(1 for line in lines if line == "cycle")
         assert all_json_readable(memory) == []
-    print(f"{len(acknowledged)} stores and {cycles} cycles acknowledged")
     assert len(acknowledged) > ROUNDS  # the kills did land mid-run, not only at start-up
     luna = Luna(memory)
     found = {e["id"] for e in luna.memory.entries()}
