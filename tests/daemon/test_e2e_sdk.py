@@ -72,13 +72,28 @@ async def test_real_luna_server_through_lunad(lunad: Lunad) -> None:
         pytest.skip("luna_server.server has not landed yet: only the echo server is proxied")
     async with stdio_client(params(lunad, "luna")) as (read, write), \
             ClientSession(read, write) as session:
-        await session.initialize()
+        init = await session.initialize()
+        assert init.server_info.name == "luna-consciousness"
         tools = await session.list_tools()
-        names = {t.name for t in tools.tools}
-        assert len(names) == 12, names
-        status = next(n for n in sorted(names) if "status" in n or "state" in n)
-        result = await session.call_tool(status, {})
-        assert result.is_error is False, result
+        assert len(tools.tools) == 12
+        stored = await session.call_tool("fractal_memory_store", {
+            "memory_type": "leaf", "content": "lunad keeps a warm worker per session"})
+        assert stored.is_error is False, stored
+        bad = await session.call_tool("fractal_memory_store", {"memory_type": "twig",
+                                                               "content": "x"})
+        assert bad.is_error is True and bad.content[0].text.startswith("Error:")
+    # A second session gets a fresh worker process, yet sees the same Luna (shared state).
+    async with stdio_client(params(lunad, "luna")) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        found = await session.call_tool("fractal_memory_retrieve", {"query": "warm worker"})
+        assert "warm worker per session" in found.content[0].text
+    text = lunad.metrics_text()
+    assert 'luna_tool_calls_total{outcome="ok",server="luna",tool="fractal_memory_store"}' in text
+    assert 'luna_tool_calls_total{outcome="tool_error",server="luna",' \
+        'tool="fractal_memory_store"}' in text
+    leaf = [line for line in text.splitlines() if line.startswith('luna_memories{type="leaf"}')]
+    assert leaf and float(leaf[0].split()[-1]) >= 1  # read from Luna's state at scrape time
 
 
 def test_shim_is_light(lunad: Lunad) -> None:
