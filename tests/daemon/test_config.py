@@ -219,3 +219,20 @@ def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[daemon\n")
     with pytest.raises(ConfigError, match=r"luna\.toml: \(syntax\): expected valid TOML"):
         load_config(path)
+
+
+def test_shipped_example_documents_valid_infra_keys() -> None:
+    # The [infra] keys are shown commented out (the infra helper owns their defaults); each
+    # one shown must still be a key the parser knows, with a value it accepts.
+    import re
+    import tomllib
+
+    from daemon.infra import parse_infra_config
+
+    text = (REPO / "etc" / "luna.toml").read_text()
+    block = text.split("\n[infra]\n")[1].split("\n[servers.")[0]
+    shown = [re.sub(r"\s+#.*$", "", line[2:]) for line in block.splitlines()
+             if re.match(r"# [a-z_]+ = ", line)]
+    table = tomllib.loads("\n".join(shown))
+    assert "backend" in table and len(table) >= 10
+    parse_infra_config(table, "etc/luna.toml")
