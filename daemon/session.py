@@ -58,6 +58,9 @@ FIRST_FRAME_WAIT = 3.0
 """How long a refused client may take to send its first request (to answer its id). Clients
 send `initialize` at once; only a silent one waits this long for its id-null error."""
 
+EARLY_LIMIT = 64 * 1024
+"""Bytes of a refused client's first message kept to find its id (it is near the start)."""
+
 CLOSE_WAIT = 5.0
 STDERR_LINES = 10
 
@@ -182,6 +185,7 @@ class Session(asyncio.Protocol):
         self._stdin: asyncio.WriteTransport | None = None
         self._tap: StdoutTap | None = None
         self._early: list[bytes] = []  # client bytes before a worker is bound (refusal)
+        self._early_size = 0
         self._early_event = asyncio.Event()
         self._client_eof = False
         self._client_lost = False
@@ -220,8 +224,10 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stdin = self._stdin
         if stdin is None:  # refusal in progress: keep what is needed to answer its id
-            self._early.append(data)
-            if b"\n" in data:
+            if self._early_size < EARLY_LIMIT:
+                self._early.append(data)
+                self._early_size += len(data)
+            if b"\n" in data or self._early_size >= EARLY_LIMIT:
                 self._early_event.set()
             return
         self.last_activity = time.monotonic()
@@ -313,7 +319,10 @@ class Session(asyncio.Protocol):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._early_event.wait(), FIRST_FRAME_WAIT)
         data = b"".join(self._early)
-        req_id = first_request_id(data.split(b"\n", 1)[0]) if b"\n" in data else None
+        if b"\n" in data:
+            req_id = first_request_id(data.split(b"\n", 1)[0])
+        else:  # a first message longer than we keep: its id is still in its head
+            req_id = id_in_head(data[:4096]) if data else None
         await self._write_and_close(error_frame(req_id, message, reason))
 
     # -- the session proper ---------------------------------------------------------------
