@@ -661,3 +661,20 @@ async def test_min_idle_zero_recovers_on_demand(tmp_path: Path) -> None:
         await pool.release(worker, states.SESSION_END)
     finally:
         await pool.stop()
+
+
+@pytest.mark.anyio
+async def test_a_failing_extra_env_callback_does_not_stop_spawning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken_env() -> dict[str, str]:
+        raise KeyError("lunad bug")
+
+    pool = Pool(echo_config(min_idle=1), extra_env=broken_env)
+    await pool.start()
+    try:
+        assert await pool.wait_idle(1)
+        assert "extra_env() failed; spawning without it" in caplog.text
+        with pytest.raises(RuntimeError, match="start\\(\\) works once"):
+            await pool.start()
+    finally:
+        await pool.stop()
