@@ -95,7 +95,7 @@ class Lunad:
 
     def start(self, wait_idle: bool = True, timeout: float = 20.0) -> Lunad:
         """Start lunad; wait for control and for min_idle workers of each server that has
-        no `--require-file` (a server meant to fail at first)."""
+        no `--require-file` or `--exit-at-once` (a server meant to fail)."""
         log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.lunad", "--config", str(self.config_path)],
@@ -113,7 +113,8 @@ class Lunad:
             if not wait_idle or all(
                     s["pool"]["idle"] >= self.servers[n].get("min_idle", 2)
                     for n, s in status["servers"].items()
-                    if "--require-file" not in self.servers[n].get("args", [])):
+                    if not {"--require-file", "--exit-at-once"} & set(
+                        self.servers[n].get("args", []))):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"lunad not ready within {timeout} s:\n{self.log()}")
