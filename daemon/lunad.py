@@ -50,6 +50,10 @@ SERVING = "serving"
 DRAINING = "draining"
 
 
+class StartError(Exception):
+    """lunad cannot start as configured; the message says what to change."""
+
+
 class ServerHost:
     """One configured server: its pool, its socket, its live sessions."""
 
@@ -118,7 +122,13 @@ class Daemon:
             await self.control.start()
             self.metrics.set_view(self.snapshot, loop)
             if cfg.metrics_listen:
-                host_, port = self.metrics.serve(cfg.metrics_listen)
+                try:
+                    host_, port = self.metrics.serve(cfg.metrics_listen)
+                except OSError as exc:
+                    raise StartError(
+                        f"{cfg.source}: metrics.listen = {cfg.metrics_listen!r}: cannot serve "
+                        f"/metrics there ({exc.strerror or exc}); choose a free HOST:PORT, "
+                        'or "" to turn the exporter off') from None
                 self.metrics_address = f"{host_}:{port}"
             log.info("lunad %s ready: runtime %s, servers %s, metrics %s", __version__,
                      cfg.runtime_dir, ", ".join(self.hosts), self.metrics_address or "off")
@@ -330,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(Daemon(config).run())
-    except (paths.UnsafeDirectory, SocketInUse, ValueError) as exc:
+    except (StartError, paths.UnsafeDirectory, SocketInUse, ValueError) as exc:
         print(f"lunad: cannot start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,6 +26,18 @@ def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
     return alive
 
 
+def processes_of(lunad: Lunad) -> set[int]:
+    """Every live process started under this lunad (they inherit its LUNA_RUNTIME_DIR)."""
+    mine = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("LUNA_RUNTIME_DIR") == str(lunad.runtime_dir):
+                mine.add(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return mine
+
+
 def test_config_error_exits_2_naming_the_key(tmp_path) -> None:
     bad = tmp_path / "luna.toml"
     bad.write_text("[servers.echo]\ncommand = \"/bin/true\"\nmin_idle = -3\n")
@@ -86,6 +98,7 @@ def test_sigkill_of_lunad_leaves_no_worker_behind() -> None:
             c.initialize()  # one busy worker as well as idle ones
             workers = lunad.worker_pids()
             assert len(workers) >= 3
+            assert workers <= processes_of(lunad)  # what the other tests look for, too
             lunad.signal(signal.SIGKILL)
             lunad.proc.wait(10)
             assert wait_gone(workers) == set()
@@ -114,4 +127,27 @@ def test_sd_notify_ready_watchdog_and_prompt_stop(tmp_path) -> None:
         assert time.monotonic() - started < 10
     finally:
         sink.close()
+        lunad.stop()
+
+
+def test_failed_start_says_why_and_leaves_no_worker() -> None:
+    import socket
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    lunad = Lunad({"echo": echo_server(min_idle=2)})
+    lunad.metrics_port = busy.getsockname()[1]  # taken: lunad cannot serve /metrics there
+    lunad.config_path.write_text(lunad.config_path.read_text().replace(
+        'listen = "127.0.0.1:', f'listen = "127.0.0.1:{lunad.metrics_port}" #'))
+    try:
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            lunad.start(timeout=30)
+        log = lunad.log()
+        assert f"metrics.listen = '127.0.0.1:{lunad.metrics_port}'" in log
+        assert "choose a free HOST:PORT" in log
+        # Workers were already started for the pool: none may outlive the failed start.
+        assert wait_gone(processes_of(lunad)) == set()
+    finally:
+        busy.close()
         lunad.stop()
