@@ -39,8 +39,10 @@ from daemon import __version__, notify, paths
 from daemon.config import DaemonConfig, ServerConfig, load_config
 from daemon.control import ControlError, ControlServer
 from daemon.errors import ConfigError
+from daemon.infra import create_supervisor
 from daemon.listener import Listener, Peer, SocketInUse
 from daemon.metrics import Metrics, Snapshot, WorkerSample
+from daemon.pool import Pool, PoolExhausted, ServerUnavailable
 from daemon.session import Session
 
 log = logging.getLogger("lunad")
@@ -93,9 +95,6 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> int:
-        from daemon.infra import create_supervisor  # after config: it may probe the host
-        from daemon.pool import Pool
-
         cfg = self.config
         paths.ensure_private_dir(cfg.runtime_dir)
         cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -226,8 +225,6 @@ class Daemon:
         return factory
 
     async def _serve(self, host: ServerHost, session: Session) -> None:
-        from daemon.pool import PoolExhausted, ServerUnavailable
-
         name = host.name
         if host.state != SERVING:
             self.metrics.session_closed(name, "rejected", None)  # counted before the client hears
