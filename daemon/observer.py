@@ -16,11 +16,13 @@ server's answer to `tools/list`, the tool names. With them it
 Tool names are bounded: only names the server itself listed in `tools/list` are used as a
 label, anything else is `other`, so a client cannot grow the label set.
 
-Cost: frames up to LARGE_FRAME bytes go through `json.loads` (a few µs for MCP-sized
-messages). Bigger frames (typically a large tool result) are not decoded whole: a regex over
-the head finds `id`/`method`/`error`, and the tail is searched for `"isError":true`; only when
-the head does not yield an id is the frame decoded after all. The observer is pure: no I/O, a
-clock that tests can replace, and callbacks for what it reports.
+Cost: frames up to LARGE_FRAME bytes are decoded by the C JSON scanner (`_parse`, about 1 µs
+for an MCP-sized message, half of `json.loads(bytes)`). Bigger frames (typically a large tool
+result) are not decoded whole: a regex over the head finds `id`/`method`/`error`, and the tail
+is searched for `"isError":true`; only when the head does not yield an id is the frame decoded
+after all. Server frames while no request is in flight (notifications, logs) are not decoded
+at all. The observer is pure: no I/O, a clock that tests can replace, and callbacks for what
+it reports.
 """
 
 from __future__ import annotations
