@@ -51,6 +51,7 @@ WALK_PAGE = 256
 WALK_PAGE_MAX = 4096
 WALK_BUDGET = 16384  # newest memories walked before reading every list instead
 INTERSECTION_MAX = 4000  # expected size up to which long lists are intersected in Redis
+REBUILD_LOCK_TTL = 15  # seconds; renewed after every chunk of a rebuild
 
 
 def flag_redis_stale(root: Path) -> None:
@@ -138,7 +139,8 @@ class RedisIndex:
             pipe.execute()
         self.run(action)
 
-    def add_many(self, entries: Iterable[dict[str, Any]]) -> int:
+    def add_many(self, entries: Iterable[dict[str, Any]],
+                 after_chunk: Callable[[], None] | None = None) -> int:
         count = 0
         chunk: list[dict[str, Any]] = []
         for entry in entries:
@@ -147,6 +149,8 @@ class RedisIndex:
             if len(chunk) == CHUNK:
                 self._flush(chunk)
                 chunk = []
+                if after_chunk:
+                    after_chunk()
         if chunk:
             self._flush(chunk)
         return count
@@ -179,15 +183,22 @@ class RedisIndex:
                 load_states: Callable[[], dict[str, str]]) -> bool:
         token = uuid.uuid4().hex
         lock_key = f"{self.prefix}rebuild-lock"
-        if not self.run(lambda: self.client.set(lock_key, token, nx=True, ex=300)):
+        if not self.run(lambda: self.client.set(lock_key, token, nx=True,
+                                                ex=REBUILD_LOCK_TTL)):
             return False
+
+        def still_rebuilding() -> None:
+            # A short lock, kept alive while the rebuild makes progress: a rebuilder that dies
+            # (its session ended, SIGKILL) holds the others on the files for seconds, not
+            # minutes.
+            self.client.expire(lock_key, REBUILD_LOCK_TTL)
         try:
             # The flag goes before the files are read: an update that fails after this point
             # sets it again, so nothing it wrote can be missed by this rebuild for good.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.stale_flag)
             started = time.monotonic()
-            count = self.run(lambda: self.add_many(load_entries()))
+            count = self.run(lambda: self.add_many(load_entries(), still_rebuilding))
             for name, text in load_states().items():
                 self.set_state(name, text)
             self.run(lambda: self.client.set(f"{self.prefix}ready", str(time.time())))

@@ -217,3 +217,41 @@ def test_writes_of_a_server_without_redis_reach_the_redis_index(tmp_path: Path,
     assert len(shared.redis.search(["idea"], TYPES).top) == 2  # type: ignore[union-attr]
     assert shared.consciousness_state_query("phi") == direct.consciousness_state_query("phi")
     assert shared.state.consciousness().phi > 1.0
+
+
+def test_rebuild_held_by_a_dead_process_falls_back_then_expires(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    luna = Luna(tmp_path, redis_url)
+    luna.fractal_memory_store("leaf", "patient memory")
+    index = luna.redis
+    assert index is not None
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    # another process took the rebuild lock and died (its TTL is all that is left)
+    client.set(f"{index.prefix}rebuild-lock", "dead-process", ex=1)
+    assert not luna.memory.redis_ready()
+    assert "patient memory" in luna.fractal_memory_retrieve("patient")  # from the files
+    assert not client.exists(f"{index.prefix}ready")
+    time.sleep(1.2)
+    assert luna.memory.redis_ready()  # the lock expired: this process rebuilt
+    assert client.scard(f"{index.prefix}tok:patient") == 1
+
+
+def test_rebuild_keeps_its_lock_alive_while_it_works(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Luna(tmp_path, "").memory.bulk_store("seed", [f"seed {i}" for i in range(25)])
+    shared = Luna(tmp_path, redis_url)  # Redis is empty: its first use rebuilds
+    index = shared.redis
+    assert index is not None
+    monkeypatch.setattr(redis_index, "CHUNK", 10)
+    ttls: list[int] = []
+    real_expire = index.client.expire
+
+    def recording_expire(key: str, seconds: int) -> object:
+        ttls.append(seconds)
+        return real_expire(key, seconds)
+    monkeypatch.setattr(index.client, "expire", recording_expire)
+    assert shared.memory.redis_ready()
+    assert ttls == [redis_index.REBUILD_LOCK_TTL] * 2  # after each full chunk of 10
+    assert not redis.Redis.from_url(redis_url).exists(f"{index.prefix}rebuild-lock")
+    assert len(index.search(["seed"], TYPES).top) == 10
