@@ -219,8 +219,8 @@ def test_writes_of_a_server_without_redis_reach_the_redis_index(tmp_path: Path,
     assert shared.state.consciousness().phi > 1.0
 
 
-def test_rebuild_held_by_a_dead_process_falls_back_then_expires(
-        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebuild_held_by_a_dead_process_falls_back_then_expires(tmp_path: Path,
+                                                                redis_url: str) -> None:
     luna = Luna(tmp_path, redis_url)
     luna.fractal_memory_store("leaf", "patient memory")
     index = luna.redis
