@@ -3,9 +3,11 @@
 start() execs the server command with
 - its own process group (start_new_session=True), so stop() and the memory watch signal the
   server and everything it started, never lunad;
-- PR_SET_PDEATHSIG=SIGKILL (prctl via ctypes, in the child before exec), so a SIGKILLed lunad
-  leaves no orphan. The kernel sends it when the *thread* that forked dies, so workers are
-  spawned from the event loop thread, which lives exactly as long as lunad;
+- PR_SET_PDEATHSIG=SIGKILL, so a SIGKILLed lunad leaves no orphan, set by
+  `setpriv --pdeathsig` so that the fork in the event loop is a cheap vfork (see
+  daemon/childproc.py, which also keeps systemd's NOTIFY_SOCKET out of the worker's env).
+  The kernel sends it when the *thread* that forked dies, so workers are spawned from the
+  event loop thread, which lives exactly as long as lunad;
 - stderr drained continuously into the logger `luna.worker.<server>`, keeping the last
   TAIL_LINES lines (an undrained stderr pipe blocks the child once it holds 64 KiB); a
   flooding server is logged up to LOG_LINES_PER_SECOND, the rest counted, never blocked;
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import json
 import logging
@@ -39,7 +40,7 @@ from collections.abc import Callable, Mapping
 
 import psutil
 
-from daemon import states
+from daemon import childproc, states
 from daemon.config import ServerConfig
 
 STDOUT_LIMIT = 64 * 1024 * 1024 + 1024  # a 64 MiB frame plus its newline and some slack
@@ -50,21 +51,7 @@ LOG_LINES_PER_SECOND = 100.0            # stderr lines logged per worker, on ave
 LOG_LINES_BURST = 500                   # ...and at once; the rest are counted, not logged
 _STDERR_EOF_WAIT = 1.0                  # after exit, time for the last stderr lines to arrive
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded in the parent: the child only calls it
 _ready_ids = itertools.count(1)
-
-
-def _child_setup(parent_pid: int) -> Callable[[], None]:
-    """preexec_fn: runs in the child between fork and exec."""
-
-    def setup() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # lunad may have died between fork and prctl: then no signal would ever come.
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
 
 
 def describe_returncode(returncode: int) -> str:
@@ -225,17 +212,18 @@ class Worker:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        env = dict(os.environ)
+        env = childproc.child_env()
         env.update(self._extra_env)
         env.update(self.config.env)  # the server's own env wins over lunad's extras
         self.started_at = time.monotonic()
         try:
+            how = childproc.launch([self.config.command, *self.config.args], env,
+                                   self.config.cwd)
             transport, protocol = await loop.subprocess_exec(
-                lambda: _WorkerProtocol(STDOUT_LIMIT, loop),
-                self.config.command, *self.config.args,
+                lambda: _WorkerProtocol(STDOUT_LIMIT, loop), *how.argv,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self.config.cwd, env=env, start_new_session=True,
-                preexec_fn=_child_setup(os.getpid()))
+                cwd=self.config.cwd, env=how.env, start_new_session=True,
+                preexec_fn=how.preexec_fn)
         except (OSError, subprocess.SubprocessError) as e:
             self.set_state(states.EXITED)
             raise SpawnError(self.server, f"could not execute {self.config.command}: {e}",

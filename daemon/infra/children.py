@@ -3,10 +3,10 @@
 Used for native services (redis-server, prometheus) and for `docker compose` invocations.
 - Own process group (`start_new_session`), so stopping it also stops whatever it forked
   (redis-server forks for BGSAVE and AOF rewrites).
-- PR_SET_PDEATHSIG=SIGKILL (Linux prctl via ctypes), so even a SIGKILLed lunad leaves no
-  orphan; the child checks its parent right after the prctl, because a parent that died
-  between fork and prctl would otherwise never send the signal. The signal follows the
-  *thread* that forked, so spawn only from the event loop's thread (lunad's main thread).
+- PR_SET_PDEATHSIG=SIGKILL, so even a SIGKILLed lunad leaves no orphan, and no systemd
+  notify variables in its environment: daemon/childproc.py's `launch` (setpriv, so the fork
+  in the event loop is a cheap vfork; the child checks its parent after arming the signal).
+  The signal follows the *thread* that forked, so spawn only from the event loop's thread.
 - Timeouts use `asyncio.timeout`, not `wait_for`, which on 3.11 can swallow a cancellation
   that arrives as the awaited call finishes (lunad's stop() would then never end).
 - stdout and stderr merged into one pipe read continuously: an undrained pipe blocks the child
@@ -17,33 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import sys
 from collections import deque
-from collections.abc import Callable
+
+from daemon.childproc import launch
 
 TAIL_LINES = 20
-PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("luna.infra")
-
-
-def _die_with_parent_preexec() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    # Loaded before fork: dlopen in the forked child is not async-signal-safe.
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(70)
-
-    return preexec
 
 
 def describe_returncode(code: int) -> str:
@@ -67,10 +50,11 @@ class Child:
     @classmethod
     async def spawn(cls, name: str, argv: list[str], *, env: dict[str, str] | None = None,
                     cwd: str | None = None) -> Child:
+        how = launch(argv, env, cwd)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
-            preexec_fn=_die_with_parent_preexec(),
+            *how.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=how.env, cwd=cwd, start_new_session=True,
+            preexec_fn=how.preexec_fn,
         )
         log.info("infra %s: started pid %d: %s", name, proc.pid, " ".join(argv))
         return cls(name, proc)
@@ -155,10 +139,11 @@ async def run_command(argv: list[str], *, timeout: float, env: dict[str, str] | 
     Same guarantees as `Child`: own group, dies with lunad, killed on timeout or cancellation.
     Exit code 124 (as timeout(1)) when it gave no answer within `timeout` seconds.
     """
+    how = launch(argv, env, cwd)
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
-        preexec_fn=_die_with_parent_preexec(),
+        *how.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=how.env, cwd=cwd, start_new_session=True,
+        preexec_fn=how.preexec_fn,
     )
 
     def kill_group() -> None:

@@ -270,6 +270,26 @@ async def test_server_env_wins_over_extra_env_and_cwd_is_used(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
+async def test_worker_does_not_inherit_systemd_notify_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # lunad runs under systemd with NotifyAccess=all: a worker must not be able to notify.
+    notify = {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000",
+              "WATCHDOG_PID": "1"}
+    for key, value in notify.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LUNA_MARKER", "inherited")
+    worker = Worker(echo_config())
+    await worker.start()
+    try:
+        assert worker.process is not None
+        env = worker.process.environ()  # /proc/<pid>/environ of the running server
+        assert env.get("LUNA_MARKER") == "inherited"
+        assert not set(notify) & set(env)
+    finally:
+        await worker.stop()
+
+
+@pytest.mark.anyio
 async def test_a_64_mib_line_passes_stdout() -> None:
     assert STDOUT_LIMIT > 64 * 1024 * 1024
     worker = Worker(echo_config())
@@ -294,8 +314,12 @@ def test_describe_returncode() -> None:
 HELPER = """
 import asyncio, sys
 sys.path.insert(0, {repo!r})
+from daemon import childproc
 from daemon.config import ServerConfig
 from daemon.worker import Worker
+
+if {fallback!r}:
+    childproc.setpriv = lambda: None  # as on a machine without util-linux setpriv
 
 async def main():
     # --linger: the worker does not exit on stdin EOF, so only the death signal can end it.
@@ -310,9 +334,10 @@ asyncio.run(main())
 
 
 @pytest.mark.timeout(30)
-def test_sigkilled_parent_leaves_no_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fallback", [False, True], ids=["setpriv", "preexec_fn"])
+def test_sigkilled_parent_leaves_no_worker(tmp_path: Path, fallback: bool) -> None:
     script = tmp_path / "helper.py"
-    script.write_text(HELPER.format(repo=str(REPO), echo=str(ECHO_SERVER)))
+    script.write_text(HELPER.format(repo=str(REPO), echo=str(ECHO_SERVER), fallback=fallback))
     with subreaper():
         helper = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
         try:

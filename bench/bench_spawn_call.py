@@ -1,0 +1,93 @@
+"""How long starting one child holds lunad's event loop: preexec_fn fork vs setpriv + vfork.
+
+    python bench/bench_spawn_call.py [--rounds 200] [--ballast-mib 30]
+
+`loop.subprocess_exec` forks inside the event loop; until it returns, no session moves. With
+a `preexec_fn` (the parent-death signal set in the child) CPython must fork() and copy
+lunad's page tables; without one (daemon/childproc.py: `setpriv --pdeathsig KILL`) it takes
+the vfork path. Each round spawns `/bin/true` with pipes and `start_new_session=True`, as a
+worker is started, in this process grown by `--ballast-mib` of touched memory (lunad's RSS
+is ~30 MiB idle), and times (1) the subprocess_exec call and (2) the longest stall a 1 ms
+ticker task saw meanwhile. Rounds of the two modes are interleaved. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from daemon import childproc
+
+
+def ms(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"{statistics.median(ordered) * 1000:.2f} | {p95 * 1000:.2f}"
+
+
+async def spawn_once(use_setpriv: bool) -> float:
+    loop = asyncio.get_running_loop()
+    how = childproc.launch(["/bin/true"], use_setpriv=use_setpriv)
+    started = time.perf_counter()
+    transport, _ = await loop.subprocess_exec(
+        asyncio.SubprocessProtocol, *how.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=how.env, start_new_session=True,
+        preexec_fn=how.preexec_fn)
+    took = time.perf_counter() - started
+    while transport.get_returncode() is None:
+        await asyncio.sleep(0.001)
+    transport.close()
+    return took
+
+
+async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        stalls.append(now - last - 0.001)
+        last = now
+
+
+async def main(rounds: int) -> dict[bool, tuple[list[float], list[float]]]:
+    results: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
+    for i in range(rounds * 2):
+        mode = i % 2 == 0
+        stalls: list[float] = []
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stalls, stop))
+        await asyncio.sleep(0.005)
+        stalls.clear()
+        took = await spawn_once(mode)
+        stop.set()
+        await tick
+        results[mode][0].append(took)
+        results[mode][1].append(max(stalls, default=0.0))
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--ballast-mib", type=int, default=30)
+    args = parser.parse_args()
+    ballast = bytearray(args.ballast_mib * 1024 * 1024)
+    for offset in range(0, len(ballast), 4096):  # touch every page: resident, as lunad's heap
+        ballast[offset] = 1
+    print(f"setpriv: {childproc.setpriv()}; python {sys.version.split()[0]}; "
+          f"nproc {os.cpu_count()}; load {os.getloadavg()[0]:.1f}; "
+          f"RSS ballast {args.ballast_mib} MiB")
+    res = asyncio.run(main(args.rounds))
+    print("\n| spawn path | subprocess_exec call median ms | p95 ms | longest loop stall "
+          "median ms | p95 ms |\n|---|---|---|---|---|")
+    for mode, label in ((False, "preexec_fn (fork)"), (True, "setpriv + sh guard (vfork)")):
+        calls, stalls = res[mode]
+        print(f"| {label} | {ms(calls)} | {ms(stalls)} |")
