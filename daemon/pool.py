@@ -6,8 +6,10 @@ after which it is stopped: a worker serves exactly one session, so nothing leaks
 sessions. A manager task keeps `min_idle` workers ready (started and proven by the ping)
 plus one for each acquire() waiting, spawning at most `max_parallel_spawns` at a time.
 
-acquire():  an idle worker is handed out at once (and the top-up starts); with none idle the
-            caller waits for the next one to become ready, first come first served.
+acquire():  an idle worker is handed out at once, and the top-up follows TOPUP_DELAY later
+            (its fork would otherwise run in the event loop while the new session's first
+            frames wait); with none idle the caller waits for the next one to become ready,
+            first come first served, and nothing is held back.
             PoolExhausted when `max_sessions` sessions are bound (or waiting) already;
             ServerUnavailable inside a backoff delay (spawning fails), when the probe spawn
             it waited for fails, when the pool drains or stops, or when no worker is ready
@@ -47,6 +49,7 @@ from daemon.config import ServerConfig
 from daemon.worker import SpawnError, Worker
 
 MEMORY_INTERVAL = 1.0
+TOPUP_DELAY = 0.05  # seconds a top-up spawn waits after a worker is bound (see acquire())
 SERVING = "serving"
 DRAINING = "draining"
 STOPPED = "stopped"
@@ -100,6 +103,18 @@ def spawns_allowed(wanted: int, *, starting: int, max_parallel: int, failing: bo
     if failing:
         return 1 if starting == 0 else 0
     return max(0, min(wanted, max_parallel - starting))
+
+
+def spawn_hold(*, now: float, hold_until: float, waiting: int) -> float:
+    """Seconds to hold spawns back so a just-bound session gets its first frames through.
+
+    Nothing is held while an acquire() waits: that caller needs the spawn itself. The hold
+    window opens at a bind and is not extended by binds inside it, so a steady stream of
+    sessions delays the top-up by at most one window, never starves it.
+    """
+    if waiting > 0:
+        return 0.0
+    return max(0.0, hold_until - now)
 
 
 def admit(*, serving: bool, busy: int, waiting: int, idle: int, max_sessions: int,
@@ -161,7 +176,8 @@ class Pool:
     def __init__(self, config: ServerConfig, *, metrics: Metrics | None = None,
                  extra_env: Callable[[], Mapping[str, str]] = dict,
                  backoff: Backoff | None = None, max_parallel_spawns: int | None = None,
-                 memory_interval: float = MEMORY_INTERVAL) -> None:
+                 memory_interval: float = MEMORY_INTERVAL,
+                 topup_delay: float = TOPUP_DELAY) -> None:
         self.config = config
         self.name = config.name
         self.state = NEW
@@ -170,6 +186,8 @@ class Pool:
         self._backoff = backoff or Backoff()
         self._max_parallel = max_parallel_spawns or max(2, 2 * (os.cpu_count() or 1))
         self._memory_interval = memory_interval
+        self._topup_delay = topup_delay
+        self._hold_until = 0.0  # loop time before which top-up spawns wait (spawn_hold())
         self._log = logging.getLogger(f"luna.pool.{config.name}")
         self._workers: dict[Worker, None] = {}  # every worker not yet gone, in spawn order
         self._idle: deque[Worker] = deque()     # ready and free, oldest first
@@ -347,7 +365,10 @@ class Pool:
     def _bind(self, worker: Worker) -> None:
         worker.set_state(states.BUSY)
         self._busy.add(worker)
-        self._wake()  # top up behind it
+        now = asyncio.get_running_loop().time()
+        if now >= self._hold_until:
+            self._hold_until = now + self._topup_delay
+        self._wake()  # top up behind it, once the hold is over
         self._changed.set()
 
     async def release(self, worker: Worker, reason: str) -> None:
@@ -457,6 +478,11 @@ class Pool:
         wanted = spawns_wanted(idle=len(self._idle), starting=starting,
                                waiting=len(self._waiters), min_idle=self.config.min_idle,
                                serving=self.state == SERVING)
+        if wanted > 0:
+            hold = spawn_hold(now=asyncio.get_running_loop().time(),
+                              hold_until=self._hold_until, waiting=len(self._waiters))
+            if hold > 0:
+                return hold
         count = spawns_allowed(wanted, starting=starting, max_parallel=self._max_parallel,
                                failing=self._backoff.active, may_spawn=self._backoff.may_spawn())
         for _ in range(count):

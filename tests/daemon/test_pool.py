@@ -33,6 +33,7 @@ from daemon.pool import (
     admit,
     over_memory_limit,
     process_tree_rss,
+    spawn_hold,
     spawns_allowed,
     spawns_wanted,
 )
@@ -60,6 +61,13 @@ def test_spawns_allowed_caps_parallel_and_probes_one_at_a_time_when_failing() ->
     assert spawns_allowed(5, starting=0, max_parallel=4, failing=True, may_spawn=True) == 1
     assert spawns_allowed(5, starting=1, max_parallel=4, failing=True, may_spawn=True) == 0
     assert spawns_allowed(5, starting=0, max_parallel=4, failing=True, may_spawn=False) == 0
+
+
+def test_spawn_hold_defers_the_top_up_but_never_a_waiter() -> None:
+    assert spawn_hold(now=10.0, hold_until=10.05, waiting=0) == pytest.approx(0.05)
+    assert spawn_hold(now=10.05, hold_until=10.05, waiting=0) == 0.0
+    assert spawn_hold(now=11.0, hold_until=10.05, waiting=0) == 0.0
+    assert spawn_hold(now=10.0, hold_until=10.05, waiting=1) == 0.0  # it needs the spawn now
 
 
 def test_admit_verdicts() -> None:
@@ -177,6 +185,26 @@ async def echo_answers(worker_stdin: asyncio.StreamWriter, stdout: asyncio.Strea
 
 
 @pytest.mark.anyio
+async def test_top_up_waits_until_the_new_session_had_its_first_frames() -> None:
+    # The spawn forks inside the event loop: right after a bind it would delay the session's
+    # `initialize`. It waits topup_delay (a minute here, to see it), unless a caller waits.
+    pool = Pool(echo_config(min_idle=1, max_sessions=4), topup_delay=60.0)
+    await pool.start()
+    try:
+        assert await pool.wait_idle(1)
+        first = await pool.acquire()
+        await asyncio.sleep(0.3)
+        assert pool.snapshot()["pool"] == {"starting": 0, "idle": 0, "busy": 1, "stopping": 0}
+        # A caller waiting for a worker needs the spawn itself: not held back.
+        second = await pool.acquire(timeout=20)
+        assert second.state == states.BUSY and second is not first
+        for worker in (first, second):
+            await pool.release(worker, states.SESSION_END)
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.anyio
 async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetrics) -> None:
     pool = Pool(echo_config(min_idle=2), metrics=metrics)
     await pool.start()
@@ -202,6 +230,7 @@ async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetri
         second = await pool.acquire()
         assert second.pid != first.pid  # never reused
         await pool.release(second, states.SESSION_END)
+        assert await pool.wait_idle(2)
         slots = {w.slot for w in pool.workers()}
         assert slots <= set(range(len(pool.workers()) + 1))  # small ints, reused
     finally:
