@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -120,6 +121,11 @@ def test_sd_notify_ready_watchdog_and_prompt_stop(tmp_path) -> None:
         messages = [sink.recv(4096) for _ in range(3)]
         assert messages[0] == b"READY=1"
         assert messages[1:] == [b"WATCHDOG=1", b"WATCHDOG=1"]  # every 0.1 s: half of 0.2 s
+        # Only lunad may talk to systemd: its workers do not inherit the notify socket.
+        workers = lunad.worker_pids()
+        assert workers
+        for pid in workers:
+            assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC"} & set(psutil.Process(pid).environ())
         started = time.monotonic()
         lunad.signal(signal.SIGTERM)
         assert lunad.proc.wait(20) == 0
@@ -127,6 +133,29 @@ def test_sd_notify_ready_watchdog_and_prompt_stop(tmp_path) -> None:
         assert time.monotonic() - started < 10
     finally:
         sink.close()
+        lunad.stop()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+                    reason="lunad installs the pidfd watcher on Python 3.11 with pidfd_open")
+def test_workers_cost_lunad_no_thread_each() -> None:
+    # asyncio's default child watcher on 3.11 runs one waitpid thread per child; lunad reaps
+    # through pidfds on its loop instead, so 8 workers must not mean 8 more threads.
+    lunad = Lunad({"echo": echo_server(min_idle=8, max_sessions=16)}, metrics=False).start()
+    try:
+        assert len(lunad.worker_pids()) >= 8
+        threads = psutil.Process(lunad.proc.pid).num_threads()
+        assert threads < 8, f"lunad has {threads} threads for 8 workers"
+        # And the workers are still reaped: a session's worker exits and is gone.
+        with RawClient(lunad.socket_path("echo")) as c:
+            c.initialize()
+            busy = {s["pid"] for s in lunad.status()["servers"]["echo"]["sessions"]}
+        assert len(busy) == 1
+        lunad.wait_for(lambda: not lunad.status()["servers"]["echo"]["sessions"],
+                       what="the session to end")
+        assert wait_gone(busy) == set()
+        assert not busy & lunad.worker_pids()  # reaped, not a zombie child of lunad
+    finally:
         lunad.stop()
 
 
