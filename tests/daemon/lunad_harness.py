@@ -196,11 +196,15 @@ class RawClient:
         self.call(req_id, "tools/call", {"name": name, "arguments": arguments})
 
     def recv_line(self) -> bytes:
-        """The next line; b"" at EOF."""
+        """The next line; b"" at EOF (a connection reset is an end of stream too: a peer
+        killed with unread data in its socket resets rather than closes)."""
         if b"\n" not in self.buf:
             parts = [self.buf]  # a list, not +=: a 64 MiB line must not cost quadratic copies
             while True:
-                chunk = self.sock.recv(1 << 20)
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except ConnectionResetError:
+                    chunk = b""
                 if not chunk:
                     self.buf = b""
                     return b"".join(parts)

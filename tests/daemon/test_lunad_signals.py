@@ -16,13 +16,20 @@ from tests.daemon.lunad_harness import ROOT, Lunad, RawClient, echo_server
 pytestmark = pytest.mark.timeout(90)
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie; a process may vanish between any two psutil calls."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
     """The pids still alive (zombies count as gone) after up to `timeout` seconds."""
     deadline = time.monotonic() + timeout
     alive = set(pids)
     while alive and time.monotonic() < deadline:
-        alive = {p for p in alive if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        alive = {p for p in alive if running(p)}
         time.sleep(0.05)
     return alive
 
