@@ -1,10 +1,10 @@
 """A real lunad subprocess for end-to-end tests, and a raw JSON-RPC client for its sockets.
 
 `Lunad(servers)` writes a temp config (runtime dir under /tmp: unix socket paths are limited
-to 107 bytes; metrics on a free port; infra backend "none"), starts `python -m daemon.lunad`,
-and waits until the control socket answers and each server has its min_idle workers. Every
-wait is bounded. `stop()` ends it and kills anything it left (the tests assert there was
-nothing to kill).
+to 107 bytes; metrics on a free port; infra backend "none" unless an `infra` table is given),
+starts `python -m daemon.lunad`, and waits until the control socket answers and each server
+has its min_idle workers. Every wait is bounded. `stop()` ends it and kills anything it left
+(the tests assert there was nothing to kill).
 """
 
 from __future__ import annotations
@@ -64,14 +64,17 @@ def echo_server(*args: str, **keys: Any) -> dict[str, Any]:
 
 class Lunad:
     def __init__(self, servers: dict[str, dict[str, Any]], *, drain_timeout: float = 3.0,
-                 metrics: bool = True, infra: dict[str, Any] | None = None,
+                 metrics: bool = True, metrics_port: int | None = None,
+                 infra: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None) -> None:
+        """`infra` is the `[infra]` table (default: backend "none"); `metrics_port` pins the
+        exporter's port (default: a free one); `env` is extra environment for lunad only."""
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
         self.state_dir = self.dir / "state"
         self.config_path = self.dir / "luna.toml"
         self.log_path = self.dir / "lunad.log"
-        self.metrics_port = free_port() if metrics else None
+        self.metrics_port = (metrics_port or free_port()) if metrics else None
         self.servers = servers
         lines = ["[daemon]", f"runtime_dir = {toml_value(str(self.runtime_dir))}",
                  f"state_dir = {toml_value(str(self.state_dir))}",

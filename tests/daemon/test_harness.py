@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.daemon.lunad_harness import RawClient
+from daemon.config import load_config
+from tests.daemon.lunad_harness import Lunad, RawClient, echo_server
 from tests.daemon.test_lunad_signals import running, wait_gone
 
 
@@ -32,3 +33,19 @@ def test_a_process_that_vanishes_counts_as_gone() -> None:
     proc.wait()  # reaped: no such process any more
     assert not running(proc.pid)
     assert wait_gone({proc.pid}, timeout=1) == set()
+
+
+def test_config_has_the_infra_table_and_metrics_port_given() -> None:
+    lunad = Lunad({"echo": echo_server()}, metrics_port=40123,
+                  infra={"backend": "native", "prometheus": False, "redis_port": 7001,
+                         "poll_interval": 0.2, "redis_binary": "redis-server"})
+    default = Lunad({"echo": echo_server()})
+    try:  # never started: stop() only removes their temp dirs
+        config = load_config(lunad.config_path, environ={})
+        assert (config.infra.backend, config.infra.prometheus, config.infra.redis_port,
+                config.infra.poll_interval) == ("native", False, 7001, 0.2)
+        assert config.metrics_listen == "127.0.0.1:40123"
+        assert load_config(default.config_path, environ={}).infra.backend == "none"
+    finally:
+        lunad.stop()
+        default.stop()

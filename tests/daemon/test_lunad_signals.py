@@ -172,10 +172,8 @@ def test_failed_start_says_why_and_leaves_no_worker() -> None:
     busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
-    lunad = Lunad({"echo": echo_server(min_idle=2)})
-    lunad.metrics_port = busy.getsockname()[1]  # taken: lunad cannot serve /metrics there
-    lunad.config_path.write_text(lunad.config_path.read_text().replace(
-        'listen = "127.0.0.1:', f'listen = "127.0.0.1:{lunad.metrics_port}" #'))
+    # The port is taken: lunad cannot serve /metrics there.
+    lunad = Lunad({"echo": echo_server(min_idle=2)}, metrics_port=busy.getsockname()[1])
     try:
         with pytest.raises(RuntimeError, match="exited with 1"):
             lunad.start(timeout=30)

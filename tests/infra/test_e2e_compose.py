@@ -29,14 +29,10 @@ class ComposeLunad(Lunad):
 
     def __init__(self, docker: StandInDocker) -> None:
         super().__init__({"echo": {"command": sys.executable, "min_idle": 0,
-                                   "args": [str(ROOT / "tests/daemon/servers/echo_server.py")]}})
+                                   "args": [str(ROOT / "tests/daemon/servers/echo_server.py")]}},
+                         infra={"backend": "compose", "poll_interval": 0.2,
+                                "restart_backoff_base": 0.2, "start_wait": 10})
         self.docker = docker
-        text = self.config_path.read_text()
-        assert '[infra]\nbackend = "none"' in text, "the harness's config layout changed"
-        self.config_path.write_text(text.replace(
-            '[infra]\nbackend = "none"',
-            '[infra]\nbackend = "compose"\npoll_interval = 0.2\nrestart_backoff_base = 0.2\n'
-            'start_wait = 10'))
 
     @property
     def env(self) -> dict[str, str]:

@@ -36,16 +36,10 @@ TOKEN = "zephyrquill"  # a word nothing else stores, so retrieval finds exactly 
 
 
 class NativeInfraLunad(Lunad):
-    """The shared lunad harness, with `[infra]` switched from none to the native backend."""
+    """The shared lunad harness, with an `[infra]` table for the native backend."""
 
     def __init__(self, servers: dict[str, dict[str, Any]], infra: dict[str, Any]) -> None:
-        super().__init__(servers)
-        text = self.config_path.read_text()
-        assert '[infra]\nbackend = "none"' in text, "the harness's config layout changed"
-        table = "\n".join(f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool)
-                          else f"{k} = {str(v).lower()}" for k, v in infra.items())
-        self.config_path.write_text(text.replace('[infra]\nbackend = "none"',
-                                                 f"[infra]\n{table}"))
+        super().__init__(servers, infra=infra)
 
     def redis_status(self) -> dict[str, Any]:
         return self.status()["infra"]["services"]["redis"]
