@@ -535,7 +535,7 @@ class Pool:
     def _spawn_failed(self, worker: Worker, err: SpawnError) -> None:
         self._forget(worker)
         self._last_error = err
-        delay = self._backoff.record_failure(err.cause)
+        delay = self._backoff.record_failure(err.summary())
         if self._metrics is not None:
             self._metrics.worker_spawned(self.name, "failed", None)
         self._log.warning("%s (retrying in %.1f s)", err, delay)
@@ -568,7 +568,7 @@ class Pool:
         # so its replacement waits for the backoff like after a failed spawn.
         self._last_error = SpawnError(self.name, f"died while idle: {worker.exit_description()}",
                                       worker.stderr_tail())
-        self._backoff.record_failure(self._last_error.cause)
+        self._backoff.record_failure(self._last_error.summary())
         await self._retire(worker, reason)
 
     async def _watch_memory(self) -> None:

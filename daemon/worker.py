@@ -50,6 +50,8 @@ MAX_STDERR_LINE = 4096                  # characters kept of one stderr line (lo
 LOG_LINES_PER_SECOND = 100.0            # stderr lines logged per worker, on average...
 LOG_LINES_BURST = 500                   # ...and at once; the rest are counted, not logged
 _STDERR_EOF_WAIT = 1.0                  # after exit, time for the last stderr lines to arrive
+SUMMARY_LINES = 5                       # stderr lines in SpawnError.summary() (status)...
+SUMMARY_LINE_CHARS = 300                # ...and characters kept of each
 
 _ready_ids = itertools.count(1)
 
@@ -104,6 +106,11 @@ class SpawnError(Exception):
         else:
             message += " (nothing on stderr)"
         super().__init__(message)
+
+    def summary(self, lines: int = SUMMARY_LINES) -> str:
+        """One bounded line for `luna status`: the cause, then the last stderr lines."""
+        tail = [line[:SUMMARY_LINE_CHARS] for line in self.stderr_tail if line.strip()][-lines:]
+        return f"{self.cause}; last stderr: {' | '.join(tail)}" if tail else self.cause
 
 
 class _WorkerProtocol(asyncio.subprocess.SubprocessStreamProtocol):

@@ -1,9 +1,10 @@
 """`luna status [--json]`: what lunad is doing, from its control socket.
 
-Shows each server (state, socket, pool workers by state, backoff), its live sessions (id,
-age, worker pid, tool calls, idle time), and the infra services. `--json` prints the control
-protocol's status result as is (BRIEF.md), for scripts. When lunad is not running it says so,
-with the socket it tried and how to start lunad, and exits 1.
+Shows each server (state, socket, pool workers by state, backoff with the last failure and
+the failing worker's last stderr lines), its live sessions (id, age, worker pid, tool calls,
+idle time), and the infra backend (with why it was chosen, when known) and its services.
+`--json` prints the control protocol's status result as is (BRIEF.md), for scripts. When
+lunad is not running it says so, with the socket it tried and how to start lunad, and exits 1.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def render(status: dict[str, Any]) -> str:
             lines.append("  no sessions")
     infra = status.get("infra") or {}
     lines.append("")
-    lines.append(f"infra: {infra.get('backend', 'none')}")
+    detail = f"  ({infra['detail']})" if infra.get("detail") else ""
+    lines.append(f"infra: {infra.get('backend', 'none')}{detail}")
     for svc, st in (infra.get("services") or {}).items():
         up = "up" if st.get("up") else "DOWN"
         detail = f"  {st['detail']}" if st.get("detail") else ""

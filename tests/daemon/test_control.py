@@ -126,6 +126,12 @@ def test_render_shows_sessions_backoff_and_infra() -> None:
     assert "BACKOFF: 3 failed spawn(s)" in text and "boom" in text
     assert "idle 2" in text and "busy 1" in text
     assert "redis" in text and "restarts 1" in text
+    assert "infra: native\n" in text + "\n"  # no detail given: nothing added
+    why = "auto: no docker engine and no redis-server on PATH"
+    text = render({"daemon": {"pid": 1, "version": "0.1.0", "uptime": 1.0, "runtime_dir": "/r",
+                              "state_dir": "/s", "metrics": None}, "servers": {},
+                   "infra": {"backend": "none", "detail": why, "services": {}}})
+    assert f"infra: none  ({why})" in text
 
 
 def test_luna_status_without_lunad_says_how_to_start_it(runtime: Path) -> None:

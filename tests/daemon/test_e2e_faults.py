@@ -154,6 +154,13 @@ def test_server_that_exits_at_once_backs_off_then_recovers(lunad: Lunad, flag_fi
     backoff = lunad.status()["servers"]["broken"]["backoff"]
     assert backoff["active"] and backoff["failures"] >= 1
     assert "exited with code 2" in backoff["last_error"]
+    assert "is missing" in backoff["last_error"]  # the worker's stderr, in status too
+    shown = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--runtime-dir",
+                            str(lunad.runtime_dir)], capture_output=True, text=True, timeout=30,
+                           cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
+    assert "BACKOFF" in shown.stdout and "is missing" in shown.stdout
+    assert "infra: none  (" in shown.stdout  # and why there is no infra
     flag_file.write_text("fixed")
     lunad.wait_for(lambda: lunad.status()["servers"]["broken"]["pool"]["idle"] >= 1,
                    timeout=45, what="recovery after the fix")

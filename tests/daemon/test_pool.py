@@ -300,6 +300,9 @@ async def test_backoff_then_recovery_when_the_server_is_fixed(
         await until(lambda: pool.snapshot()["backoff"]["failures"] >= 3)
         snap = pool.snapshot()["backoff"]
         assert snap["active"] and "exited with code 2" in snap["last_error"]
+        # Status shows why, in the worker's own words (bounded, one line).
+        assert "last stderr: " in snap["last_error"] and "fixed" in snap["last_error"]
+        assert "\n" not in snap["last_error"]
         with pytest.raises(ServerUnavailable) as caught:
             await pool.acquire()
         message = str(caught.value)

@@ -22,6 +22,7 @@ from daemon import states
 from daemon.config import ServerConfig
 from daemon.worker import (
     STDOUT_LIMIT,
+    SUMMARY_LINE_CHARS,
     LineBudget,
     SpawnError,
     Worker,
@@ -301,6 +302,16 @@ async def test_a_64_mib_line_passes_stdout() -> None:
         assert answer["result"]["content"][0]["text"] == text
     finally:
         await worker.stop()
+
+
+def test_spawn_error_summary_is_one_bounded_line_with_the_stderr_tail() -> None:
+    err = SpawnError("echo", "exited with code 2", [f"line {i}" for i in range(50)] + ["",
+                     "x" * 10_000])
+    summary = err.summary()
+    assert summary.startswith("exited with code 2; last stderr: line 46 | line 47 | ")
+    assert summary.endswith(" | " + "x" * SUMMARY_LINE_CHARS)
+    assert "line 45" not in summary and "\n" not in summary
+    assert SpawnError("echo", "timed out", []).summary() == "timed out"
 
 
 def test_describe_returncode() -> None:
