@@ -14,7 +14,11 @@ server's answer to `tools/list`, the tool names. With them it
   outcome, seconds)` with outcome ok | tool_error | rpc_error | worker_exited | cancelled.
 
 Tool names are bounded: only names the server itself listed in `tools/list` are used as a
-label, anything else is `other`, so a client cannot grow the label set.
+label, anything else is `other`, so a client cannot grow the label set. The names are learned
+per server, not per session (`ToolNames`, shared through `Traffic`): clients cache tool lists,
+so a session that calls tools without listing them first still gets the real names once any
+session of that server has listed them. The set only grows (a later listing may add names) and
+holds at most MAX_TOOL_NAMES; beyond that, new names count as `other` and it is logged once.
 
 Cost: frames up to LARGE_FRAME bytes are decoded by the C JSON scanner (`_parse`, about 1 µs
 for an MCP-sized message, half of `json.loads(bytes)`). Bigger frames (typically a large tool
@@ -28,9 +32,10 @@ it reports.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +47,11 @@ CANCELLED = "cancelled"
 OUTCOMES: tuple[str, ...] = (OK, TOOL_ERROR, RPC_ERROR, WORKER_EXITED, CANCELLED)
 
 OTHER = "other"
+
+MAX_TOOL_NAMES = 256
+"""Tool names a server may put in the `tool` label; names it lists beyond these are `other`."""
+
+log = logging.getLogger("lunad.observer")
 
 KNOWN_METHODS: frozenset[str] = frozenset({
     "initialize", "ping", "tools/list", "tools/call",
@@ -87,9 +97,41 @@ def _parse(frame: bytes) -> Any:
 _IS_ERROR_RE = re.compile(rb'"isError"\s*:\s*true')
 
 
+class ToolNames:
+    """The tool names one server listed in `tools/list`: the allowed values of the `tool` label.
+
+    Shared by every session of the server and grown from any of their listings, bounded by
+    `limit`. Written and read on the event loop only.
+    """
+
+    __slots__ = ("full_logged", "limit", "names", "server")
+
+    def __init__(self, server: str = "", limit: int = MAX_TOOL_NAMES) -> None:
+        self.server = server  # for the log line only
+        self.limit = limit
+        # Mutated in place, never replaced: observers hold this very set for their lookups.
+        self.names: set[str] = set()
+        self.full_logged = False
+
+    def learn(self, names: Iterable[Any]) -> None:
+        known = self.names
+        for name in names:
+            if type(name) is not str or name in known:
+                continue
+            if len(known) >= self.limit:
+                if not self.full_logged:
+                    self.full_logged = True
+                    log.warning("server %r listed more than %d tool names; calls to %r and "
+                                "any other name not yet known are counted as tool=%r",
+                                self.server, self.limit, name, OTHER)
+                continue
+            known.add(name)
+
+
 @dataclass(slots=True)
 class Traffic:
-    """Server-wide counters shared by its sessions' observers (read by the metrics collector)."""
+    """What the sessions of one server share: counters (read by the metrics collector at
+    scrape time) and the tool names the server listed."""
 
     messages_in: int = 0
     messages_out: int = 0
@@ -97,6 +139,7 @@ class Traffic:
     bytes_out: int = 0
     unparsed: int = 0
     requests: dict[str, int] = field(default_factory=dict)  # method label -> count
+    tools: ToolNames = field(default_factory=ToolNames)
 
 
 @dataclass(slots=True)
@@ -119,7 +162,7 @@ def _no_sink(tool: str, outcome: str, seconds: float) -> None:
 class Observer:
     """Watches one session's frames; see the module docstring."""
 
-    __slots__ = ("_clock", "_tools", "calls", "in_flight", "on_tool_call", "traffic")
+    __slots__ = ("_clock", "_known", "calls", "in_flight", "on_tool_call", "traffic")
 
     def __init__(
         self,
@@ -131,14 +174,14 @@ class Observer:
         self.traffic = traffic if traffic is not None else Traffic()
         self.on_tool_call = on_tool_call
         self._clock = clock
-        self._tools: frozenset[str] = frozenset()
+        self._known = self.traffic.tools.names  # the server's shared set, read per call
         self.in_flight: dict[Any, InFlight] = {}
         self.calls = 0  # tools/call requests this session made (for `luna status`)
 
     @property
     def tools(self) -> frozenset[str]:
         """Tool names the server listed (the allowed values of the `tool` label)."""
-        return self._tools
+        return frozenset(self._known)
 
     # -- client -> server -------------------------------------------------------------
 
@@ -171,7 +214,7 @@ class Observer:
                 self.calls += 1
                 params = message.get("params")
                 name = params.get("name") if type(params) is dict else None
-                tool = name if name in self._tools else OTHER
+                tool = name if type(name) is str and name in self._known else OTHER
             if _hashable(req_id):
                 self.in_flight[req_id] = InFlight(req_id, method, tool, self._clock())
         elif method == "notifications/cancelled":
@@ -229,11 +272,9 @@ class Observer:
         self.on_tool_call(request.tool, outcome, self._clock() - request.started)
 
     def _learn_tools(self, result: Any) -> None:
-        if type(result) is not dict or type(result.get("tools")) is not list:
-            return
-        names = {t.get("name") for t in result["tools"] if type(t) is dict}
-        # Keep earlier pages' names too: tools/list is paginated (cursor).
-        self._tools = self._tools | {n for n in names if type(n) is str}
+        # Names add up across pages (tools/list is paginated) and sessions; see ToolNames.
+        if type(result) is dict and type(result.get("tools")) is list:
+            self.traffic.tools.learn(t.get("name") for t in result["tools"] if type(t) is dict)
 
     # -- ends ---------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemon.observer import LARGE_FRAME, OTHER, Observer, Traffic
+from daemon.observer import LARGE_FRAME, MAX_TOOL_NAMES, OTHER, Observer, ToolNames, Traffic
 
 
 class Clock:
@@ -62,6 +62,78 @@ def test_unlisted_tool_is_other() -> None:
     obs.server_frame(frame({"jsonrpc": "2.0", "id": 7, "result": {}}))
     assert calls == [(OTHER, "ok", 0.0)]
     assert obs.tools == frozenset({"echo"})
+
+
+def session_of(traffic: Traffic) -> tuple[Observer, list[tuple[str, str, float]]]:
+    calls: list[tuple[str, str, float]] = []
+    return Observer(traffic, lambda t, o, s: calls.append((t, o, s)), clock=Clock()), calls
+
+
+def test_tool_names_are_learned_per_server_not_per_session() -> None:
+    server = Traffic()  # what every session of one server shares
+    a, a_calls = session_of(server)
+    b, b_calls = session_of(server)  # a client with a cached tool list: never lists
+    call(b, 1, "echo")  # before anyone listed: the name is not known yet
+    list_tools(a, ["echo", "sleep"])
+    call(b, 2, "echo")
+    call(b, 3, "sleep")
+    call(b, 4, "never-listed")
+    for req_id in (1, 2, 3, 4):
+        b.server_frame(frame({"jsonrpc": "2.0", "id": req_id, "result": {}}))
+    assert b_calls == [(OTHER, "ok", 0.0), ("echo", "ok", 0.0), ("sleep", "ok", 0.0),
+                       (OTHER, "ok", 0.0)]
+    assert a_calls == []
+    other_server, _ = session_of(Traffic())  # another server's names are its own
+    assert other_server.tools == frozenset()
+    assert b.tools == frozenset({"echo", "sleep"})
+
+
+def test_a_later_listing_adds_names_and_keeps_the_old_ones() -> None:
+    server = Traffic()
+    a, _ = session_of(server)
+    b, b_calls = session_of(server)
+    list_tools(a, ["echo"])
+    list_tools(b, ["sleep"])  # a later answer (or next page) of the same server
+    call(b, 1, "echo")
+    b.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {}}))
+    assert b_calls == [("echo", "ok", 0.0)]
+    assert a.tools == b.tools == frozenset({"echo", "sleep"})
+
+
+def test_tool_names_are_bounded_and_the_overflow_logged_once(caplog) -> None:
+    server = Traffic(tools=ToolNames("big", limit=3))
+    a, _ = session_of(server)
+    b, b_calls = session_of(server)
+    with caplog.at_level("WARNING", logger="lunad.observer"):
+        list_tools(a, ["t0", "t1", "t2", "t3", "t4"])
+        list_tools(a, ["t5", "t0"])
+    assert a.tools == frozenset({"t0", "t1", "t2"})
+    overflow = [r for r in caplog.records if "more than 3 tool names" in r.getMessage()]
+    assert len(overflow) == 1 and "'big'" in overflow[0].getMessage()
+    call(b, 1, "t2")
+    call(b, 2, "t4")
+    for req_id in (1, 2):
+        b.server_frame(frame({"jsonrpc": "2.0", "id": req_id, "result": {}}))
+    assert b_calls == [("t2", "ok", 0.0), (OTHER, "ok", 0.0)]
+    assert ToolNames().limit == MAX_TOOL_NAMES == 256
+
+
+def test_a_tool_name_that_is_not_a_string_is_other_not_a_crash() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["echo"])
+    for req_id, name in ((1, ["echo"]), (2, {"n": 1}), (3, None), (4, 7)):
+        obs.client_frame(frame({"jsonrpc": "2.0", "id": req_id, "method": "tools/call",
+                                "params": {"name": name}}))
+        obs.server_frame(frame({"jsonrpc": "2.0", "id": req_id, "result": {}}))
+    assert calls == [(OTHER, "ok", 0.0)] * 4
+
+
+def test_a_listing_with_odd_entries_learns_only_string_names() -> None:
+    obs, _, _ = make()
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": "L", "method": "tools/list"}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": "L", "result": {"tools": [
+        {"name": "ok"}, {"name": ["x"]}, {"name": 3}, "bare", {"title": "no name"}]}}))
+    assert obs.tools == frozenset({"ok"})
 
 
 def test_cancelled_notification_ends_the_call() -> None:
