@@ -44,8 +44,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector
 
-from daemon.observer import OUTCOMES, Traffic
-from daemon.states import POOL_STATES
+from daemon.observer import OUTCOMES, ToolNames, Traffic
+from daemon.states import EXIT_REASONS, POOL_STATES
 
 log = logging.getLogger("lunad.metrics")
 
@@ -149,6 +149,8 @@ class Metrics:
             self.sessions_total.labels(server, outcome)
         for result in SPAWN_RESULTS:
             self.worker_spawns.labels(server, result)
+        for reason in EXIT_REASONS:
+            self.worker_exits.labels(server, reason)
         self.traffic(server)
 
     def set_view(self, view: SnapshotView, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -157,10 +159,10 @@ class Metrics:
         self._collector.loop = loop
 
     def traffic(self, server: str) -> Traffic:
-        """The server-wide counters its sessions' observers bump."""
+        """What a server's sessions' observers share: counters and the tool names it listed."""
         traffic = self._traffic.get(server)
         if traffic is None:
-            traffic = self._traffic[server] = Traffic()
+            traffic = self._traffic[server] = Traffic(tools=ToolNames(server))
         return traffic
 
     def tool_call_sink(self, server: str) -> ToolCallSink:

@@ -11,8 +11,10 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.metrics import Metrics, Snapshot, WorkerSample, parse_listen
-from daemon.observer import Observer
+from daemon import states
+from daemon.metrics import SESSION_OUTCOMES, Metrics, Snapshot, WorkerSample, parse_listen
+from daemon.observer import OTHER, Observer
+from tests.daemon.lunad_harness import Lunad, RawClient, echo_server
 from tests.support.ports import free_port
 
 # name -> (type, label names) exactly as in DESIGN.md's table
@@ -136,6 +138,32 @@ def test_values_come_from_events_and_snapshots(child: psutil.Process) -> None:
     assert ("luna_worker_open_fds", (("server", "echo"), ("slot", "1"))) not in s
 
 
+# DESIGN.md's reasons for luna_worker_exits_total (states.EXIT_REASONS may add to them).
+DESIGN_EXIT_REASONS = ("session_end", "crash", "memory_limit", "idle_timeout", "shutdown")
+
+
+def test_a_fresh_exporter_starts_every_counted_event_at_zero() -> None:
+    # increase() needs a sample before the first event: a fresh lunad's first crash or
+    # memory-limit kill must be a step from 0, not the birth of a series.
+    m = Metrics(process_metrics=False)
+    for server in ("echo", "luna"):
+        m.add_server(server)
+    s = samples(m.render().decode())
+    for server in ("echo", "luna"):
+        for reason in (*DESIGN_EXIT_REASONS, *states.EXIT_REASONS):
+            assert s[("luna_worker_exits_total", (("reason", reason), ("server", server)))] \
+                == 0, (server, reason)
+        for outcome in SESSION_OUTCOMES:
+            assert s[("luna_sessions_total", (("outcome", outcome), ("server", server)))] == 0
+        for result in ("ready", "failed"):
+            assert s[("luna_worker_spawns_total", (("result", result), ("server", server)))] \
+                == 0
+    m.worker_exited("echo", "crash")
+    s = samples(m.render().decode())
+    assert s[("luna_worker_exits_total", (("reason", "crash"), ("server", "echo")))] == 1
+    assert s[("luna_worker_exits_total", (("reason", "crash"), ("server", "luna")))] == 0
+
+
 def test_dead_worker_is_skipped_not_an_error() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     p = psutil.Process(proc.pid)
@@ -197,3 +225,34 @@ def test_tool_latency_buckets_are_cumulative() -> None:
     assert bucket("300.0") == 4 and bucket("+Inf") == 5
     assert s[("luna_tool_call_duration_seconds_sum", (("server", "echo"), ("tool", "echo")))] \
         == pytest.approx(1000.2045)
+
+
+@pytest.mark.timeout(60)
+def test_lunad_labels_a_call_of_a_session_that_never_listed_tools() -> None:
+    # Clients cache tool lists: session B calls `echo` without a tools/list of its own. The
+    # name is known to lunad because session A of the same server listed it.
+    lunad = Lunad({"echo": echo_server(min_idle=2)}).start()
+    try:
+        fresh = samples(lunad.metrics_text())
+        for reason in DESIGN_EXIT_REASONS:
+            assert fresh[("luna_worker_exits_total",
+                          (("reason", reason), ("server", "echo")))] == 0, reason
+        with RawClient(lunad.socket_path("echo")) as a, \
+                RawClient(lunad.socket_path("echo")) as b:
+            a.initialize()
+            a.call(1, "tools/list")
+            assert "echo" in {t["name"] for t in a.recv()["result"]["tools"]}
+            b.initialize()
+            b.tool(7, "echo", text="cached")
+            assert b.recv()["id"] == 7
+            b.tool(8, "not-a-listed-tool")
+            assert "error" in b.recv()
+
+        def calls() -> dict[tuple[str, str], float]:
+            return {(dict(k)["tool"], dict(k)["outcome"]): v
+                    for (name, k), v in samples(lunad.metrics_text()).items()
+                    if name == "luna_tool_calls_total" and dict(k)["server"] == "echo"}
+
+        assert calls() == {("echo", "ok"): 1, (OTHER, "rpc_error"): 1}
+    finally:
+        lunad.stop()
