@@ -1,14 +1,17 @@
-"""How long starting one child holds lunad's event loop: preexec_fn fork vs setpriv + vfork.
+"""How long starting one child holds lunad's event loop: fork vs vfork, thread vs pidfd.
 
     python bench/bench_spawn_call.py [--rounds 200] [--ballast-mib 30]
 
-`loop.subprocess_exec` forks inside the event loop; until it returns, no session moves. With
-a `preexec_fn` (the parent-death signal set in the child) CPython must fork() and copy
-lunad's page tables; without one (daemon/childproc.py: `setpriv --pdeathsig KILL`) it takes
-the vfork path. Each round spawns `/bin/true` with pipes and `start_new_session=True`, as a
-worker is started, in this process grown by `--ballast-mib` of touched memory (lunad's RSS
-is ~30 MiB idle), and times (1) the subprocess_exec call and (2) the longest stall a 1 ms
-ticker task saw meanwhile. Rounds of the two modes are interleaved. Prints a Markdown table.
+`loop.subprocess_exec` forks inside the event loop; until it returns, no session moves. Two
+things made it slow in lunad: a `preexec_fn` (the parent-death signal set in the child)
+forces CPython to fork() and copy lunad's page tables instead of vfork (daemon/childproc.py
+now uses `setpriv --pdeathsig KILL`, no preexec_fn); and on Python 3.11 asyncio's default
+ThreadedChildWatcher starts a waitpid thread per child inside the call (lunad now installs
+PidfdChildWatcher). Each round spawns `/bin/true` with pipes and `start_new_session=True`,
+as a worker is started, in this process grown by `--ballast-mib` of touched memory (lunad's
+RSS is ~30 MiB idle), and times (1) the subprocess_exec call and (2) the longest stall a
+1 ms ticker task saw meanwhile. Rounds of the two spawn paths are interleaved, per watcher.
+Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon import childproc
+from daemon.lunad import use_pidfd_watcher
 
 
 def ms(values: list[float]) -> str:
@@ -57,7 +61,14 @@ async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
         last = now
 
 
-async def main(rounds: int) -> dict[bool, tuple[list[float], list[float]]]:
+async def main(rounds: int, watcher: str) -> dict[bool, tuple[list[float], list[float]]]:
+    loop = asyncio.get_running_loop()
+    if watcher == "pidfd":
+        assert use_pidfd_watcher(loop) == "pidfd", "no pidfd support here"
+    else:
+        threaded = asyncio.ThreadedChildWatcher()
+        threaded.attach_loop(loop)
+        asyncio.get_event_loop_policy().set_child_watcher(threaded)
     results: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
     for i in range(rounds * 2):
         mode = i % 2 == 0
@@ -85,9 +96,10 @@ if __name__ == "__main__":
     print(f"setpriv: {childproc.setpriv()}; python {sys.version.split()[0]}; "
           f"nproc {os.cpu_count()}; load {os.getloadavg()[0]:.1f}; "
           f"RSS ballast {args.ballast_mib} MiB")
-    res = asyncio.run(main(args.rounds))
-    print("\n| spawn path | subprocess_exec call median ms | p95 ms | longest loop stall "
-          "median ms | p95 ms |\n|---|---|---|---|---|")
-    for mode, label in ((False, "preexec_fn (fork)"), (True, "setpriv + sh guard (vfork)")):
-        calls, stalls = res[mode]
-        print(f"| {label} | {ms(calls)} | {ms(stalls)} |")
+    print("\n| child watcher | spawn path | subprocess_exec call median ms | p95 ms | longest "
+          "loop stall median ms | p95 ms |\n|---|---|---|---|---|---|")
+    for watcher in ("threaded", "pidfd"):
+        res = asyncio.run(main(args.rounds, watcher))
+        for mode, label in ((False, "preexec_fn (fork)"), (True, "setpriv + sh guard (vfork)")):
+            calls, stalls = res[mode]
+            print(f"| {watcher} | {label} | {ms(calls)} | {ms(stalls)} |")

@@ -66,9 +66,11 @@ class Lunad:
     def __init__(self, servers: dict[str, dict[str, Any]], *, drain_timeout: float = 3.0,
                  metrics: bool = True, metrics_port: int | None = None,
                  infra: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
         """`infra` is the `[infra]` table (default: backend "none"); `metrics_port` pins the
-        exporter's port (default: a free one); `env` is extra environment for lunad only."""
+        exporter's port (default: a free one); `env` is extra environment for lunad only;
+        `command` runs lunad (default `python -m daemon.lunad`; `--config PATH` is added)."""
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
         self.state_dir = self.dir / "state"
@@ -88,6 +90,7 @@ class Lunad:
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.daemon_env = env or {}  # extra environment for lunad only
+        self.command = command or [sys.executable, "-m", "daemon.lunad"]
 
     @property
     def env(self) -> dict[str, str]:
@@ -101,7 +104,7 @@ class Lunad:
         no `--require-file` or `--exit-at-once` (a server meant to fail)."""
         log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.lunad", "--config", str(self.config_path)],
+            [*self.command, "--config", str(self.config_path)],
             cwd=ROOT, env={**self.env, **self.daemon_env}, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
