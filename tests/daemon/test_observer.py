@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemon.observer import LARGE_FRAME, MAX_TOOL_NAMES, OTHER, Observer, ToolNames, Traffic
+from daemon.observer import (
+    LARGE_FRAME,
+    MAX_TOOL_NAMES,
+    OTHER,
+    OUTCOMES,
+    Observer,
+    ToolNames,
+    Traffic,
+)
 
 
 class Clock:
@@ -243,3 +251,53 @@ def test_parse_agrees_with_json_loads() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} parsed")
+
+
+def test_every_design_outcome_has_its_path() -> None:
+    # DESIGN.md: luna_tool_calls_total{outcome}: ok, tool_error, rpc_error, worker_exited,
+    # cancelled. Each comes from its own event; together they are OUTCOMES, no more.
+    seen: set[str] = set()
+    ends = {
+        "ok": lambda o: o.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {}})),
+        "tool_error": lambda o: o.server_frame(frame({"jsonrpc": "2.0", "id": 1,
+                                                      "result": {"isError": True}})),
+        "rpc_error": lambda o: o.server_frame(frame({"jsonrpc": "2.0", "id": 1, "error": {
+            "code": -32602, "message": "unknown tool"}})),
+        "worker_exited": lambda o: o.worker_exited(),
+        "cancelled": lambda o: o.client_frame(frame({
+            "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}})),
+    }
+    for expected, end in ends.items():
+        obs, calls, clock = make()
+        list_tools(obs, ["echo"])
+        call(obs, 1, "echo")
+        clock.now += 0.5
+        end(obs)
+        assert calls == [("echo", expected, 0.5)], expected
+        assert obs.in_flight == {}
+        seen.add(calls[0][1])
+    assert seen == set(OUTCOMES)
+
+
+def test_client_gone_cancels_open_tool_calls_and_returns_every_open_request() -> None:
+    obs, calls, clock = make()
+    list_tools(obs, ["sleep"])
+    call(obs, 1, "sleep")
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
+    clock.now += 2.0
+    pending = obs.client_gone()
+    assert sorted(p.id for p in pending) == [1, 2]
+    assert calls == [("sleep", "cancelled", 2.0)]
+    assert obs.in_flight == {}
+
+
+def test_an_answer_after_cancellation_is_not_counted_again() -> None:
+    obs, calls, _ = make()
+    list_tools(obs, ["sleep"])
+    call(obs, 1, "sleep")
+    obs.client_frame(frame({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 1}}))
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {}}))  # the server was late
+    obs.client_frame(frame({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 99}}))  # unknown id: nothing to end
+    assert calls == [("sleep", "cancelled", 0.0)]
