@@ -44,7 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector
 
-from daemon.observer import OUTCOMES, ToolNames, Traffic
+from daemon.observer import OUTCOMES, ToolCallSink, ToolNames, Traffic
 from daemon.states import EXIT_REASONS, POOL_STATES
 
 log = logging.getLogger("lunad.metrics")
@@ -105,33 +105,30 @@ class ToolStats:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         self.buckets[bisect_left(_TOOL_BUCKETS, seconds)] += 1
         self.total += seconds
-ToolCallSink = Callable[[str, str, float], None]
 
 
 class Metrics:
     """The registry and the event methods the daemon calls; see the module docstring."""
 
     def __init__(self, *, process_metrics: bool = True) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.sessions_total = Counter(
-            "luna_sessions_total", "Sessions ended, by outcome.", ["server", "outcome"],
-            registry=r)
-        self.session_duration = Histogram(
-            "luna_session_duration_seconds", "Session length, accept to close.", ["server"],
-            buckets=_SESSION_BUCKETS, registry=r)
-        self.session_attach = Histogram(
-            "luna_session_attach_seconds", "Accept to worker bound.", ["server"],
-            buckets=_ATTACH_BUCKETS, registry=r)
-        self.worker_spawns = Counter(
-            "luna_worker_spawns_total", "Worker spawns, by result.", ["server", "result"],
-            registry=r)
-        self.worker_spawn_seconds = Histogram(
-            "luna_worker_spawn_seconds", "Worker exec to readiness ping answered.", ["server"],
-            buckets=_SPAWN_BUCKETS, registry=r)
-        self.worker_exits = Counter(
-            "luna_worker_exits_total", "Worker exits, by reason.", ["server", "reason"],
-            registry=r)
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        # Each event counter with the values its second label takes; add_server starts every
+        # (server, value) series at 0, since increase() cannot see the step that creates one.
+        self._per_server: list[tuple[Counter, tuple[str, ...]]] = []
+        self.sessions_total = self._counter(
+            "luna_sessions_total", "Sessions ended, by outcome.", "outcome", SESSION_OUTCOMES)
+        self.worker_spawns = self._counter(
+            "luna_worker_spawns_total", "Worker spawns, by result.", "result", SPAWN_RESULTS)
+        self.worker_exits = self._counter(
+            "luna_worker_exits_total", "Worker exits, by reason.", "reason", EXIT_REASONS)
+        self.session_duration = self._histogram(
+            "luna_session_duration_seconds", "Session length, accept to close.",
+            _SESSION_BUCKETS)
+        self.session_attach = self._histogram(
+            "luna_session_attach_seconds", "Accept to worker bound.", _ATTACH_BUCKETS)
+        self.worker_spawn_seconds = self._histogram(
+            "luna_worker_spawn_seconds", "Worker exec to readiness ping answered.",
+            _SPAWN_BUCKETS)
         self._traffic: dict[str, Traffic] = {}
         # (server, tool) -> ToolStats: plain ints on the hot path, exposed by the collector.
         self._tools: dict[tuple[str, str], ToolStats] = {}
@@ -141,16 +138,25 @@ class Metrics:
             ProcessCollector(registry=r)
         self._http: Any = None
 
+    def _counter(self, name: str, documentation: str, label: str,
+                 values: tuple[str, ...]) -> Counter:
+        counter = Counter(name, documentation, ["server", label], registry=self.registry)
+        self._per_server.append((counter, values))
+        return counter
+
+    def _histogram(self, name: str, documentation: str,
+                   buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, documentation, ["server"], buckets=buckets,
+                         registry=self.registry)
+
     # -- wiring -------------------------------------------------------------------------
 
     def add_server(self, server: str) -> None:
-        """Start a server's series at zero, so rate() works from the first scrape."""
-        for outcome in SESSION_OUTCOMES:
-            self.sessions_total.labels(server, outcome)
-        for result in SPAWN_RESULTS:
-            self.worker_spawns.labels(server, result)
-        for reason in EXIT_REASONS:
-            self.worker_exits.labels(server, reason)
+        """Start a server's series at zero, so rate() and increase() work from the first
+        scrape and see the first event."""
+        for counter, values in self._per_server:
+            for value in values:
+                counter.labels(server, value)
         self.traffic(server)
 
     def set_view(self, view: SnapshotView, loop: asyncio.AbstractEventLoop | None = None) -> None:
