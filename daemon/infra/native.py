@@ -83,8 +83,7 @@ def prometheus_conf(port: int, metrics_address: str | None, rules: Path | None) 
     scrape = []
     if metrics_address:
         scrape.append({"job_name": "lunad", "scrape_interval": "5s", "metrics_path": "/metrics",
-                       "static_configs": [{"targets": [metrics_address],
-                                           "labels": {"via": "host"}}]})
+                       "static_configs": [{"targets": [metrics_address]}]})
     scrape.append({"job_name": "prometheus",
                    "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]})
     conf: dict[str, Any] = {

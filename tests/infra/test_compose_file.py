@@ -1,23 +1,34 @@
 """The structure of docker-compose.infra.yml, read with the subset loader (simple_yaml.py).
 
 No engine or compose plugin here, so this checks what can be checked without one: services,
-healthchecks, loopback-only ports, persistence, retention flags, mounts of files that exist in
-the repo and agree with the configs they carry, and no secret in the file.
+healthchecks, nothing listening beyond 127.0.0.1, persistence, retention flags, mounts of files
+that exist in the repo and agree with the configs they carry, and no secret in the file.
+
+Exposure has two forms. A service on the project's bridge network (Redis) is reachable from
+the host only through `ports:`, so each published port must name 127.0.0.1. A service on the
+host's network (Prometheus, Grafana: so that Prometheus reaches lunad's exporter on the host's
+127.0.0.1:9464) publishes nothing and is confined only by its own listen address, so that
+address, set by a flag or an environment variable, must be 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon.config import DEFAULT_METRICS_LISTEN
 from daemon.infra.compose import REDIS_PORT_IN_CONTAINER
 from tests.infra.simple_yaml import SubsetError, load
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.infra.yml"
+PROMETHEUS_YML = REPO / "etc" / "prometheus.yml"
+DATASOURCE = REPO / "etc" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +45,112 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
     return result
 
 
-def test_services_each_with_a_healthcheck_and_loopback_ports(compose: dict[str, Any]) -> None:
+def flags(service: dict[str, Any]) -> dict[str, str]:
+    """`--name=value` entries of the service's command, as name -> value."""
+    return dict(f.lstrip("-").split("=", 1) for f in service["command"] if "=" in f)
+
+
+def prometheus_listen(service: dict[str, Any]) -> str:
+    return flags(service).get("web.listen-address", "0.0.0.0:9090")  # Prometheus' default
+
+
+def grafana_listen(service: dict[str, Any]) -> str:
+    env = service.get("environment") or {}
+    # Grafana binds every interface unless GF_SERVER_HTTP_ADDR says otherwise.
+    return f"{env.get('GF_SERVER_HTTP_ADDR', '')}:{env.get('GF_SERVER_HTTP_PORT', '3000')}"
+
+
+# How each service that may run on the host's network is told where to listen.
+LISTEN_ADDRESS = {"prometheus": prometheus_listen, "grafana": grafana_listen}
+
+
+def exposure_problems(services: dict[str, Any]) -> list[str]:
+    """Every way a service of the file could be reached from beyond 127.0.0.1."""
+    problems = []
+    for name, svc in services.items():
+        network = svc.get("network_mode")
+        if network == "host":
+            if "ports" in svc:
+                problems.append(f"{name}: `ports:` with host networking (Docker discards them)")
+            if name not in LISTEN_ADDRESS:
+                problems.append(f"{name}: host networking, but no known listen setting")
+                continue
+            listen = LISTEN_ADDRESS[name](svc)
+            if listen.rsplit(":", 1)[0] != "127.0.0.1":
+                problems.append(f"{name}: host networking and listens on {listen!r}")
+        elif network is None:
+            for port in svc.get("ports", []):
+                if not re.fullmatch(r"127\.0\.0\.1:\d+:\d+(/tcp|/udp)?", port):
+                    problems.append(f"{name}: publishes {port!r} beyond 127.0.0.1")
+        else:
+            problems.append(f"{name}: network_mode {network!r} (bridge default or host only)")
+    return problems
+
+
+def scrape_targets(text: str) -> dict[str, list[str]]:
+    """job_name -> static targets of a Prometheus config (promtool checks the YAML itself)."""
+    jobs: dict[str, list[str]] = {}
+    job = None
+    for line in text.splitlines():
+        named = re.match(r"^\s*- job_name:\s*(\S+)", line)
+        if named:
+            job = named.group(1)
+            jobs[job] = []
+        listed = re.match(r"^\s*- targets:\s*(\[.*\])\s*$", line)
+        if listed and job is not None:
+            jobs[job].extend(json.loads(listed.group(1)))
+    return jobs
+
+
+def test_services_each_with_a_healthcheck_and_nothing_beyond_loopback(
+        compose: dict[str, Any]) -> None:
     services = compose["services"]
     # The names the compose backend and the ps fixtures use.
     assert list(services) == ["redis", "prometheus", "grafana"]
+    assert exposure_problems(services) == []
     for name, svc in services.items():
         assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
-        assert svc["ports"], name
-        for port in svc["ports"]:
-            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
         assert svc["restart"] == "unless-stopped"
         assert re.match(r"^[a-z0-9./-]+:[A-Za-z0-9.-]+$", svc["image"]), "pin image tags"
 
+
+def test_host_networked_services_are_checked_where_they_listen(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    # Prometheus must share the host's network to reach lunad's loopback exporter, and
+    # Grafana to reach that Prometheus; Redis stays bridged behind its published port.
+    assert {n for n, s in services.items() if s.get("network_mode") == "host"} == \
+        {"prometheus", "grafana"}
+    assert prometheus_listen(services["prometheus"]) == "127.0.0.1:9090"
+    assert grafana_listen(services["grafana"]) == "127.0.0.1:3000"
+    for name in ("prometheus", "grafana"):
+        # The healthcheck runs in the container, on the same (host) network: it must ask
+        # the address the service really listens on.
+        url = next(a for a in services[name]["healthcheck"]["test"] if a.startswith("http"))
+        assert url.startswith(f"http://{LISTEN_ADDRESS[name](services[name])}/"), (name, url)
+
+
+def with_change(services: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(services)
+    changed[name].update(changes)
+    return changed
+
+
+def test_exposure_check_catches_each_way_out(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prom_cmd = [f for f in services["prometheus"]["command"] if "web.listen" not in f]
+    grafana_env = dict(services["grafana"]["environment"], GF_SERVER_HTTP_ADDR="0.0.0.0")
+    cases = {
+        "all interfaces": with_change(services, "redis", ports=["0.0.0.0:6379:6379"]),
+        "no address": with_change(services, "redis", ports=["6379:6379"]),
+        "ipv6 any": with_change(services, "redis", ports=["[::]:6379:6379"]),
+        "prometheus default": with_change(services, "prometheus", command=prom_cmd),
+        "grafana any": with_change(services, "grafana", environment=grafana_env),
+        "ports on host": with_change(services, "grafana", ports=["127.0.0.1:3000:3000"]),
+        "unknown host service": with_change(services, "redis", network_mode="host"),
+        "other network": with_change(services, "redis", network_mode="container:x"),
+    }
+    for case, changed in cases.items():
+        assert exposure_problems(changed), case
 
 def test_redis_is_persistent_and_where_lunad_looks(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
@@ -60,13 +165,13 @@ def test_redis_is_persistent_and_where_lunad_looks(compose: dict[str, Any]) -> N
 
 def test_prometheus_config_rules_retention_and_host_access(compose: dict[str, Any]) -> None:
     prom = compose["services"]["prometheus"]
-    flags = dict(f.lstrip("-").split("=", 1) for f in prom["command"])
-    assert flags["storage.tsdb.retention.time"] == "15d"
+    prom_flags = flags(prom)
+    assert prom_flags["storage.tsdb.retention.time"] == "15d"
     m = mounts(prom)
-    config_in_container = flags["config.file"]
+    config_in_container = prom_flags["config.file"]
     assert m[config_in_container] == "./etc/prometheus.yml"
-    assert (REPO / "etc" / "prometheus.yml").is_file()
-    assert m[flags["storage.tsdb.path"]] == "prometheus-data"
+    assert PROMETHEUS_YML.is_file()
+    assert m[prom_flags["storage.tsdb.path"]] == "prometheus-data"
     # Every rule file etc/prometheus.yml names must exist once mounted.
     config_dir = Path(config_in_container).parent
     rule_files = re.findall(r"^\s+- (\S+\.yml)\s*$",
@@ -81,9 +186,18 @@ def test_prometheus_config_rules_retention_and_host_access(compose: dict[str, An
                 break
         else:
             pytest.fail(f"rule file {target} is not mounted")
-    assert "host.docker.internal:host-gateway" in prom["extra_hosts"]
-    assert "host.docker.internal:9464" in (REPO / "etc" / "prometheus.yml").read_text()
     assert "/-/ready" in " ".join(prom["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_lunad_where_it_listens_by_default(compose: dict[str, Any]) -> None:
+    # On the host's network, the container's 127.0.0.1 is the host's: the mounted config's
+    # one lunad target is lunad's default exporter address, loopback as DESIGN.md wants it.
+    assert compose["services"]["prometheus"]["network_mode"] == "host"
+    jobs = scrape_targets(PROMETHEUS_YML.read_text())
+    assert jobs["lunad"] == [DEFAULT_METRICS_LISTEN]
+    assert jobs["prometheus"] == [prometheus_listen(compose["services"]["prometheus"])]
+    assert "host.docker.internal" not in PROMETHEUS_YML.read_text()
+    assert "extra_hosts" not in compose["services"]["prometheus"]
 
 
 def test_grafana_provisioning_and_password_from_environment(compose: dict[str, Any]) -> None:
@@ -96,6 +210,11 @@ def test_grafana_provisioning_and_password_from_environment(compose: dict[str, A
     path = re.search(r"path:\s*(\S+)", provider)
     assert path and m[path.group(1)] == "./etc/grafana/dashboards"
     assert list((REPO / "etc/grafana/dashboards").glob("*.json"))
+    # Grafana shares the host's network with Prometheus: its datasource is Prometheus'
+    # own listen address, not a compose service name (no compose DNS on the host network).
+    url = re.search(r"^\s*url:\s*(\S+)\s*$", DATASOURCE.read_text(), re.M)
+    assert url and url.group(1) == \
+        f"http://{prometheus_listen(compose['services']['prometheus'])}"
     password = grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password)
     # No secret in the file: every secret-looking variable comes from the environment.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 # Labels Prometheus adds to every lunad series from etc/prometheus.yml's targets.
-TARGET_LABELS = frozenset({"job", "instance", "via"})
+TARGET_LABELS = frozenset({"job", "instance"})
 
 _SERIES_SUFFIXES = {
     "counter": ("_total",),

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from daemon.infra.config import InfraConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "etc" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "luna.json"
@@ -38,12 +40,15 @@ def all_panels() -> list[dict[str, Any]]:
     return panels
 
 
-def test_datasource_is_the_compose_prometheus_with_a_fixed_uid() -> None:
+def test_datasource_is_prometheus_on_loopback_with_a_fixed_uid() -> None:
     values = yaml_scalars(DATASOURCE.read_text())
     assert values["apiVersion"] == "1"
     assert values["type"] == "prometheus"
     assert values["uid"] == "prometheus"
-    assert values["url"] == "http://prometheus:9090"
+    # Where Prometheus listens both in compose (host network, --web.listen-address) and in
+    # the native backend (127.0.0.1:prometheus_port); tests/infra/test_compose_file.py checks
+    # it against the compose file's flag.
+    assert values["url"] == f"http://127.0.0.1:{InfraConfig().prometheus_port}"
     assert values["access"] == "proxy"
 
 

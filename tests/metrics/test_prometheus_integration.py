@@ -111,7 +111,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory,
         "rule_files": [str(ALERTS)],
         "scrape_configs": [{
             "job_name": "lunad",
-            "static_configs": [{"targets": [lunad.metrics_address], "labels": {"via": "host"}}],
+            "static_configs": [{"targets": [lunad.metrics_address]}],
         }],
     }))
     server = PrometheusServer(config, workdir)
@@ -142,7 +142,7 @@ def test_tool_calls_appear_in_prometheus_with_their_labels(
     [series] = prometheus.query(selector)
     assert series["metric"] == {
         "__name__": "luna_tool_calls_total", "job": "lunad", "instance": lunad.metrics_address,
-        "via": "host", "server": "luna", "tool": TOOL, "outcome": "ok"}
+        "server": "luna", "tool": TOOL, "outcome": "ok"}
     count = f'luna_tool_call_duration_seconds_count{{server="luna",tool="{TOOL}"}}'
     assert single_value(prometheus, count) == CALLS
     # Every call took some time, and less than the whole test.
