@@ -9,9 +9,10 @@ now uses `setpriv --pdeathsig KILL`, no preexec_fn); and on Python 3.11 asyncio'
 ThreadedChildWatcher starts a waitpid thread per child inside the call (lunad now installs
 PidfdChildWatcher). Each round spawns `/bin/true` with pipes and `start_new_session=True`,
 as a worker is started, in this process grown by `--ballast-mib` of touched memory (lunad's
-RSS is ~30 MiB idle), and times (1) the subprocess_exec call and (2) the longest stall a
-1 ms ticker task saw meanwhile. Rounds of the two spawn paths are interleaved, per watcher.
-Prints a Markdown table.
+RSS is ~30 MiB idle), and times (1) the subprocess_exec call, (2) the longest stall a 1 ms
+ticker task saw meanwhile, (3) spawn until the child has exited (what the setpriv and
+shell execs add to a worker's start, outside the loop). Rounds of the two spawn paths are
+interleaved, per watcher. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -37,19 +38,28 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(ordered) * 1000:.2f} | {p95 * 1000:.2f}"
 
 
-async def spawn_once(use_setpriv: bool) -> float:
+class _Exited(asyncio.SubprocessProtocol):
+    def __init__(self, done: asyncio.Future[float]) -> None:
+        self.done = done
+
+    def process_exited(self) -> None:
+        self.done.set_result(time.perf_counter())
+
+
+async def spawn_once(use_setpriv: bool) -> tuple[float, float]:
+    """(seconds in the subprocess_exec call, seconds until /bin/true has run and exited)."""
     loop = asyncio.get_running_loop()
     how = childproc.launch(["/bin/true"], use_setpriv=use_setpriv)
+    done: asyncio.Future[float] = loop.create_future()
     started = time.perf_counter()
     transport, _ = await loop.subprocess_exec(
-        asyncio.SubprocessProtocol, *how.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        lambda: _Exited(done), *how.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env=how.env, start_new_session=True,
         preexec_fn=how.preexec_fn)
     took = time.perf_counter() - started
-    while transport.get_returncode() is None:
-        await asyncio.sleep(0.001)
+    exited = await done - started
     transport.close()
-    return took
+    return took, exited
 
 
 async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
@@ -61,7 +71,10 @@ async def ticker(stalls: list[float], stop: asyncio.Event) -> None:
         last = now
 
 
-async def main(rounds: int, watcher: str) -> dict[bool, tuple[list[float], list[float]]]:
+Samples = tuple[list[float], list[float], list[float]]  # call, loop stall, spawn -> exited
+
+
+async def main(rounds: int, watcher: str) -> dict[bool, Samples]:
     loop = asyncio.get_running_loop()
     if watcher == "pidfd":
         assert use_pidfd_watcher(loop) == "pidfd", "no pidfd support here"
@@ -69,7 +82,7 @@ async def main(rounds: int, watcher: str) -> dict[bool, tuple[list[float], list[
         threaded = asyncio.ThreadedChildWatcher()
         threaded.attach_loop(loop)
         asyncio.get_event_loop_policy().set_child_watcher(threaded)
-    results: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
+    results: dict[bool, Samples] = {True: ([], [], []), False: ([], [], [])}
     for i in range(rounds * 2):
         mode = i % 2 == 0
         stalls: list[float] = []
@@ -77,11 +90,12 @@ async def main(rounds: int, watcher: str) -> dict[bool, tuple[list[float], list[
         tick = asyncio.create_task(ticker(stalls, stop))
         await asyncio.sleep(0.005)
         stalls.clear()
-        took = await spawn_once(mode)
+        took, exited = await spawn_once(mode)
         stop.set()
         await tick
         results[mode][0].append(took)
         results[mode][1].append(max(stalls, default=0.0))
+        results[mode][2].append(exited)
     return results
 
 
@@ -97,9 +111,10 @@ if __name__ == "__main__":
           f"nproc {os.cpu_count()}; load {os.getloadavg()[0]:.1f}; "
           f"RSS ballast {args.ballast_mib} MiB")
     print("\n| child watcher | spawn path | subprocess_exec call median ms | p95 ms | longest "
-          "loop stall median ms | p95 ms |\n|---|---|---|---|---|---|")
+          "loop stall median ms | p95 ms | spawn → child exited median ms | p95 ms |\n"
+          "|---|---|---|---|---|---|---|---|")
     for watcher in ("threaded", "pidfd"):
         res = asyncio.run(main(args.rounds, watcher))
         for mode, label in ((False, "preexec_fn (fork)"), (True, "setpriv + sh guard (vfork)")):
-            calls, stalls = res[mode]
-            print(f"| {watcher} | {label} | {ms(calls)} | {ms(stalls)} |")
+            calls, stalls, exits = res[mode]
+            print(f"| {watcher} | {label} | {ms(calls)} | {ms(stalls)} | {ms(exits)} |")
