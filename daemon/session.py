@@ -230,21 +230,27 @@ class Session(asyncio.Protocol):
             if b"\n" in data or self._early_size >= EARLY_LIMIT:
                 self._early_event.set()
             return
-        self.last_activity = time.monotonic()
-        try:
-            out, frames = self._c_buf.feed(data)
-        except FrameTooLarge as exc:
-            self._end("client_too_large", exc)
-            return
-        observe = self.observer.client_frame
-        for frame in frames:
-            observe(frame)
+        out = self._frames(self._c_buf, data, self.observer.client_frame, "client_too_large")
         if out:
             stdin.write(out)
             if not self._client_paused and stdin.get_write_buffer_size() > HIGH_WATER:
                 self._client_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
                 self._loop.create_task(self._resume_client_when_drained())
+
+    def _frames(self, buf: FrameBuffer, data: bytes, observe: Callable[[bytes], None],
+                too_large: str) -> bytes | None:
+        """One direction's bytes in: the complete frames to forward (each observed first),
+        or None when a frame outgrew the limit and the session ended (`too_large`)."""
+        self.last_activity = time.monotonic()
+        try:
+            out, frames = buf.feed(data)
+        except FrameTooLarge as exc:
+            self._end(too_large, exc)
+            return None
+        for frame in frames:
+            observe(frame)
+        return out
 
     def eof_received(self) -> bool:
         self._client_gone()
@@ -285,15 +291,7 @@ class Session(asyncio.Protocol):
     # -- the worker side ------------------------------------------------------------------
 
     def _worker_data(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
-        try:
-            out, frames = self._s_buf.feed(data)
-        except FrameTooLarge as exc:
-            self._end("server_too_large", exc)
-            return
-        observe = self.observer.server_frame
-        for frame in frames:
-            observe(frame)
+        out = self._frames(self._s_buf, data, self.observer.server_frame, "server_too_large")
         if out and not self._client_lost:
             self.transport.write(out)  # type: ignore[union-attr]
 
