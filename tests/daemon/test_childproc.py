@@ -13,7 +13,7 @@ import pytest
 from daemon import childproc
 from daemon.infra.children import Child, run_command
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_orphans")]
 
 NOTIFY_VARS = {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000",
                "WATCHDOG_PID": "1"}

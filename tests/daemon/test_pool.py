@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psutil
@@ -38,9 +38,8 @@ from daemon.pool import (
     spawns_wanted,
 )
 from tests.daemon.servers import echo_command
-from tests.support.processes import assert_no_new_children, live_children
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_orphans")]
 
 
 # ------------------------------------------------------------------ policy, no processes
@@ -141,13 +140,6 @@ class RecordingMetrics:
 
     def spawns(self) -> Counter[str]:
         return Counter(result for _, result, _ in self.spawned)
-
-
-@pytest.fixture(autouse=True)
-def no_orphans() -> Iterator[None]:
-    before = live_children()
-    yield
-    assert_no_new_children(before)
 
 
 def echo_config(*options: str, **overrides: object) -> ServerConfig:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -29,17 +28,10 @@ from daemon.worker import (
     describe_returncode,
 )
 from tests.daemon.servers import ECHO_SERVER, echo_command
-from tests.support.processes import assert_no_new_children, gone, live_children, reap, subreaper
+from tests.support.processes import gone, reap, subreaper
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def no_orphans() -> Iterator[None]:
-    before = live_children()
-    yield
-    assert_no_new_children(before)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_orphans")]
 
 
 def echo_config(*options: str, **overrides: object) -> ServerConfig:
