@@ -7,6 +7,7 @@ Metrics are recorded by a fake of the pool's own Metrics interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -163,6 +164,16 @@ async def metrics() -> AsyncIterator[RecordingMetrics]:
     yield RecordingMetrics()
 
 
+@contextlib.asynccontextmanager
+async def running(pool: Pool) -> AsyncIterator[Pool]:
+    """The pool started for the block and stopped after it, whatever the block did."""
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.stop()
+
+
 def fast_backoff() -> Backoff:
     return Backoff(base=0.1, cap=0.4, reset_after=60.0)
 
@@ -181,8 +192,7 @@ async def test_top_up_waits_until_the_new_session_had_its_first_frames() -> None
     # The spawn forks inside the event loop: right after a bind it would delay the session's
     # `initialize`. It waits topup_delay (a minute here, to see it), unless a caller waits.
     pool = Pool(echo_config(min_idle=1, max_sessions=4), topup_delay=60.0)
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(1)
         first = await pool.acquire()
         await asyncio.sleep(0.3)
@@ -192,15 +202,12 @@ async def test_top_up_waits_until_the_new_session_had_its_first_frames() -> None
         assert second.state == states.BUSY and second is not first
         for worker in (first, second):
             await pool.release(worker, states.SESSION_END)
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
 async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetrics) -> None:
     pool = Pool(echo_config(min_idle=2), metrics=metrics)
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(2)
         snap = pool.snapshot()
         assert snap["pool"] == {"starting": 0, "idle": 2, "busy": 0, "stopping": 0}
@@ -225,8 +232,6 @@ async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetri
         assert await pool.wait_idle(2)
         slots = {w.slot for w in pool.workers()}
         assert slots <= set(range(len(pool.workers()) + 1))  # small ints, reused
-    finally:
-        await pool.stop()
     assert pool.workers() == []
     assert metrics.exits()[states.SESSION_END] == 2
     assert metrics.exits()[states.SHUTDOWN] >= 1  # the idle ones (a starting one is not counted)
@@ -238,8 +243,7 @@ async def test_keeps_min_idle_and_one_worker_per_session(metrics: RecordingMetri
 @pytest.mark.anyio
 async def test_spawns_on_demand_with_min_idle_zero() -> None:
     pool = Pool(echo_config(min_idle=0))
-    await pool.start()
-    try:
+    async with running(pool):
         await asyncio.sleep(0.2)
         assert pool.workers() == []
         worker = await pool.acquire(timeout=10)
@@ -247,28 +251,22 @@ async def test_spawns_on_demand_with_min_idle_zero() -> None:
         await pool.release(worker, states.SESSION_END)
         await asyncio.sleep(0.2)
         assert pool.workers() == []  # nothing kept warm
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
 async def test_concurrent_acquires_get_distinct_workers() -> None:
     pool = Pool(echo_config(min_idle=1, max_sessions=10))
-    await pool.start()
-    try:
+    async with running(pool):
         workers = await asyncio.gather(*(pool.acquire(timeout=20) for _ in range(10)))
         assert len({w.pid for w in workers}) == 10
         assert pool.snapshot()["pool"]["busy"] == 10
         await asyncio.gather(*(pool.release(w, states.SESSION_END) for w in workers))
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
 async def test_max_sessions_refuses_with_a_clear_message() -> None:
     pool = Pool(echo_config(min_idle=1, max_sessions=2))
-    await pool.start()
-    try:
+    async with running(pool):
         a = await pool.acquire()
         b = await pool.acquire()
         with pytest.raises(PoolExhausted, match=r"has 2 sessions already, its max_sessions"):
@@ -277,8 +275,6 @@ async def test_max_sessions_refuses_with_a_clear_message() -> None:
         c = await pool.acquire()
         await pool.release(b, states.SESSION_END)
         await pool.release(c, states.SESSION_END)
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -287,8 +283,7 @@ async def test_backoff_then_recovery_when_the_server_is_fixed(
     flag = tmp_path / "fixed"
     pool = Pool(echo_config("--require-file", str(flag), min_idle=1), metrics=metrics,
                 backoff=fast_backoff())
-    await pool.start()
-    try:
+    async with running(pool):
         await until(lambda: pool.snapshot()["backoff"]["failures"] >= 3)
         snap = pool.snapshot()["backoff"]
         assert snap["active"] and "exited with code 2" in snap["last_error"]
@@ -313,33 +308,25 @@ async def test_backoff_then_recovery_when_the_server_is_fixed(
         assert not pool.snapshot()["backoff"]["active"]
         worker = await pool.acquire()
         await pool.release(worker, states.SESSION_END)
-    finally:
-        await pool.stop()
     assert metrics.spawns()["ready"] >= 1
 
 
 @pytest.mark.anyio
 async def test_waiting_acquire_gets_the_error_not_a_timeout() -> None:
     pool = Pool(echo_config("--exit-at-once", "3", min_idle=0), backoff=fast_backoff())
-    await pool.start()
-    try:
+    async with running(pool):
         started = asyncio.get_running_loop().time()
         with pytest.raises(ServerUnavailable, match="as asked by --exit-at-once"):
             await pool.acquire(timeout=30)
         assert asyncio.get_running_loop().time() - started < 10
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
 async def test_acquire_timeout_is_server_unavailable() -> None:
     pool = Pool(echo_config("--ready-delay", "30", min_idle=0, ready_timeout=30.0))
-    await pool.start()
-    try:
+    async with running(pool):
         with pytest.raises(ServerUnavailable, match=r"no worker became ready within 0\.3 s"):
             await pool.acquire(timeout=0.3)
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -348,8 +335,7 @@ async def test_memory_limit_kills_the_worker_and_counts_the_reason(
     # The echo server allocates 150 MiB right after answering the session's first request.
     pool = Pool(echo_config("--alloc-mb", "150", min_idle=1, memory_limit=80 * 1024 * 1024),
                 metrics=metrics, memory_interval=0.1)
-    await pool.start()
-    try:
+    async with running(pool):
         worker = await pool.acquire()
         assert '"text":"grow"' in await echo_answers(worker.stdin, worker.stdout, "grow")
         assert await asyncio.wait_for(worker.wait(), 15) == -signal.SIGKILL
@@ -358,8 +344,6 @@ async def test_memory_limit_kills_the_worker_and_counts_the_reason(
         assert "memory_limit: RSS" in description and "over the limit of 80.0 MiB" in description
         # The session saw a dead worker and reports a crash; the pool knows better.
         await pool.release(worker, states.CRASH)
-    finally:
-        await pool.stop()
     assert metrics.exits()[states.MEMORY_LIMIT] == 1
     assert metrics.exits()[states.CRASH] == 0
 
@@ -367,8 +351,7 @@ async def test_memory_limit_kills_the_worker_and_counts_the_reason(
 @pytest.mark.anyio
 async def test_idle_worker_crash_is_counted_and_replaced(metrics: RecordingMetrics) -> None:
     pool = Pool(echo_config(min_idle=1), metrics=metrics, backoff=fast_backoff())
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(1)
         victim = pool.workers()[0]
         assert victim.pid is not None
@@ -377,8 +360,6 @@ async def test_idle_worker_crash_is_counted_and_replaced(metrics: RecordingMetri
         assert "killed by signal 9" in pool.snapshot()["backoff"]["last_error"]
         assert await pool.wait_idle(1, timeout=10)
         assert victim not in pool.workers()
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -399,8 +380,7 @@ async def test_stop_stops_busy_workers_too(metrics: RecordingMetrics) -> None:
 @pytest.mark.anyio
 async def test_drain_stops_idle_keeps_busy_spawns_no_more() -> None:
     pool = Pool(echo_config(min_idle=2))
-    await pool.start()
-    try:
+    async with running(pool):
         busy = await pool.acquire()
         assert await pool.wait_idle(2)
         await pool.drain()
@@ -414,8 +394,6 @@ async def test_drain_stops_idle_keeps_busy_spawns_no_more() -> None:
         await pool.release(busy, states.SESSION_END)
         await asyncio.sleep(0.3)
         assert pool.workers() == []  # no top-up while draining
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -435,23 +413,19 @@ async def test_stop_during_spawn_leaves_nothing() -> None:
 @pytest.mark.anyio
 async def test_drain_during_spawn_fails_the_waiter_and_leaves_nothing() -> None:
     pool = Pool(echo_config("--ready-delay", "30", min_idle=0, ready_timeout=60.0))
-    await pool.start()
-    try:
+    async with running(pool):
         waiter = asyncio.ensure_future(pool.acquire(timeout=30))
         await until(lambda: pool.snapshot()["pool"]["starting"] == 1)
         await pool.drain()
         with pytest.raises(ServerUnavailable, match="is draining"):
             await waiter
         assert pool.workers() == []
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
 async def test_cancelled_acquire_loses_no_worker() -> None:
     pool = Pool(echo_config("--ready-delay", "0.5", min_idle=0))
-    await pool.start()
-    try:
+    async with running(pool):
         waiter = asyncio.ensure_future(pool.acquire(timeout=30))
         await until(lambda: pool.snapshot()["pool"]["starting"] == 1)
         waiter.cancel()
@@ -462,8 +436,6 @@ async def test_cancelled_acquire_loses_no_worker() -> None:
         worker = await pool.acquire(timeout=5)
         assert worker.state == states.BUSY
         await pool.release(worker, states.SESSION_END)
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -477,12 +449,9 @@ async def test_extra_env_reaches_new_workers_and_server_env_wins(tmp_path: Path)
     # The server's own env overrides lunad's extras: the required file is one that exists.
     pool = Pool(echo_config(min_idle=1, env={"ECHO_REQUIRE_FILE": str(tmp_path)}),
                 extra_env=extra_env, backoff=fast_backoff())
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(1)
         assert calls and not pool.snapshot()["backoff"]["active"]
-    finally:
-        await pool.stop()
 
 
 # ------------------------------------------------------------------ races and robustness
@@ -518,12 +487,9 @@ async def test_unexpected_error_in_a_spawn_is_a_failure_not_a_stuck_pool(
 
     monkeypatch.setattr(pool_module.Worker, "start", flaky_start)
     pool = Pool(echo_config(min_idle=1), metrics=metrics, backoff=fast_backoff())
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(1, timeout=10)
         assert metrics.spawns()["failed"] == 2 and metrics.spawns()["ready"] >= 1
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -574,8 +540,7 @@ async def test_churn_counts_every_worker_exactly_once(metrics: RecordingMetrics)
 async def test_acquire_racing_an_idle_worker_death_counts_it_once(
         metrics: RecordingMetrics) -> None:
     pool = Pool(echo_config(min_idle=1), metrics=metrics, backoff=fast_backoff())
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(1)
         victim = pool.workers()[0]
         assert victim.pid is not None
@@ -587,8 +552,6 @@ async def test_acquire_racing_an_idle_worker_death_counts_it_once(
         await until(lambda: victim not in pool.workers())
         assert metrics.exits()[states.CRASH] == 1
         await pool.release(worker, states.SESSION_END)
-    finally:
-        await pool.stop()
     assert sum(metrics.exits().values()) == metrics.spawns()["ready"]
 
 
@@ -600,14 +563,11 @@ async def test_idle_workers_outgrowing_memory_limit_back_off(metrics: RecordingM
                             memory_limit=80 * 1024 * 1024),
                 metrics=metrics, memory_interval=0.05,
                 backoff=Backoff(base=0.2, cap=0.4, reset_after=60.0))
-    await pool.start()
-    try:
+    async with running(pool):
         await until(lambda: metrics.exits()[states.MEMORY_LIMIT] >= 3, timeout=20)
         snap = pool.snapshot()["backoff"]
         assert snap["failures"] >= 3 and "memory_limit: RSS" in snap["last_error"]
         assert metrics.exits()[states.CRASH] == 0
-    finally:
-        await pool.stop()
 
 
 FLAKY_SERVER = """
@@ -668,8 +628,7 @@ async def test_min_idle_zero_recovers_on_demand(tmp_path: Path) -> None:
     flag = tmp_path / "fixed"
     pool = Pool(echo_config("--require-file", str(flag), min_idle=0),
                 backoff=Backoff(base=0.1, cap=0.2, reset_after=60))
-    await pool.start()
-    try:
+    async with running(pool):
         with pytest.raises(ServerUnavailable, match="is missing"):
             await pool.acquire(timeout=10)
         flag.write_text("")
@@ -683,8 +642,6 @@ async def test_min_idle_zero_recovers_on_demand(tmp_path: Path) -> None:
             raise AssertionError("the fixed server stayed refused")
         assert worker.state == states.BUSY
         await pool.release(worker, states.SESSION_END)
-    finally:
-        await pool.stop()
 
 
 @pytest.mark.anyio
@@ -694,11 +651,8 @@ async def test_a_failing_extra_env_callback_does_not_stop_spawning(
         raise KeyError("lunad bug")
 
     pool = Pool(echo_config(min_idle=1), extra_env=broken_env)
-    await pool.start()
-    try:
+    async with running(pool):
         assert await pool.wait_idle(1)
         assert "extra_env() failed; spawning without it" in caplog.text
         with pytest.raises(RuntimeError, match="start\\(\\) works once"):
             await pool.start()
-    finally:
-        await pool.stop()
