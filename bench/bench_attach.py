@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -154,6 +155,7 @@ def main() -> int:
             via_fast.append(shim_once(args.server, shim_env, fast))
     finally:
         lunad.stop(timeout=60)
+        shutil.rmtree(state, ignore_errors=True)
     d, t, s, f = (statistics.median(x) for x in (direct, through, via_shim, via_fast))
     print(f"`python bench/bench_attach.py --runs {args.runs} --direct-runs {args.direct_runs} "
           f"--server {args.server}` on {platform.machine()}, {os.cpu_count()} CPUs, Python "

@@ -161,8 +161,10 @@ class Lunad:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait; SIGKILL whatever is left (the tests check nothing was left)."""
+        """SIGTERM, wait; SIGKILL whatever is left (the tests check nothing was left).
+        The temp dir goes too, also for a Lunad that was never started."""
         if self.proc is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
             return None
         leftovers = self.worker_pids()
         if self.proc.poll() is None:
