@@ -39,7 +39,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, childproc, notify, paths
+from daemon import __version__, childproc, notify, paths, shipped
 from daemon.config import DaemonConfig, ServerConfig, load_config
 from daemon.control import ControlError, ControlServer
 from daemon.errors import ConfigError
@@ -51,7 +51,7 @@ from daemon.session import Session
 
 log = logging.getLogger("lunad")
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = shipped.project_dir()
 SERVING = "serving"
 DRAINING = "draining"
 

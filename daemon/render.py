@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import paths
+from daemon import paths, shipped
 
 SUPERVISORD_TOKENS = ("LUNA_PREFIX", "LUNA_RUNTIME_DIR", "LUNA_STATE_DIR")
 STAMP_RE = re.compile(r"^# Written by `luna install`; sha256 ([0-9a-f]{64})\.")
 UNSAFE_PATH_CHARS = set(" \t\n\"'\\%$;#,=@`")
-# The source tree when installed with `pip install -e .`; data files of a regular install.
-TEMPLATE_ROOTS = (Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "luna")
 
 
 class RenderError(Exception):
@@ -108,17 +106,13 @@ def check_layout(layout: Layout) -> None:
 
 
 def find_template(relative: str) -> Path | None:
-    for root in TEMPLATE_ROOTS:
-        candidate = root / relative
-        if candidate.is_file():
-            return candidate
-    return None
+    return shipped.find(relative)
 
 
 def read_template(relative: str) -> str:
     found = find_template(relative)
     if found is None:
-        where = ", ".join(str(root / relative) for root in TEMPLATE_ROOTS)
+        where = ", ".join(str(root / relative) for root in shipped.ROOTS)
         raise RenderError(f"template {relative} not found (looked in {where}); install luna "
                           "from its source tree (pip install -e .) or reinstall the package")
     return found.read_text(encoding="utf-8")

@@ -19,7 +19,6 @@ import ctypes
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -33,6 +32,7 @@ import pytest
 
 from daemon import paths
 from daemon.control_client import ControlUnavailable, request
+from tests.support.repository import copy_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 INSPECTOR = ROOT / "tests" / "outside-client" / "node_modules" / ".bin" / "mcp-inspector"
@@ -59,17 +59,6 @@ def newcomer_env(home: Path) -> dict[str, str]:
                                   if p != venv_bin)
     env["HOME"] = str(home)
     return env
-
-
-def copy_repository(dest: Path) -> None:
-    """The files a clone of main has (tracked, plus new ones not ignored), nothing else."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
-    for name in filter(None, listed.stdout.decode().split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
 
 
 @dataclass
