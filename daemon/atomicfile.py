@@ -2,18 +2,20 @@
 
 `write_atomic` writes a temporary file in the same directory, fsyncs it, renames it over the
 target and fsyncs the directory: a crash leaves either the old file or the new one, never a
-mixture. `backup` copies the current file to `<name>.bak-<UTC timestamp>` first, so a replaced
-configuration can always be recovered.
+mixture. That step is luna_server's `atomic_write_bytes`, the repo's one implementation
+(daemon may import luna_server, not the reverse). What this module adds is the user's side:
+the replaced file keeps its mode (mkstemp alone would leave 0600), and `backup` copies the
+current file to `<name>.bak-<UTC timestamp>` first, so a replaced configuration can always
+be recovered.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from luna_server.store.files import atomic_write_bytes
 
 
 def write_atomic(path: str | Path, text: str, *, mode: int | None = None) -> None:
@@ -24,23 +26,7 @@ def write_atomic(path: str | Path, text: str, *, mode: int | None = None) -> Non
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def backup_name(path: str | Path, now: float | None = None) -> Path:

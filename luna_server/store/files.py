@@ -1,7 +1,9 @@
 """Durable file primitives: atomic JSON writes, cross-process locks, an append-only log.
 
-- `atomic_write_json`: temp file in the same directory, fsync, rename over the target, fsync
-  the directory. A crash at any point leaves the old file or the new one, never a torn one.
+- `atomic_write_bytes` / `atomic_write_json`: temp file in the same directory, fsync, rename
+  over the target, fsync the directory. A crash at any point leaves the old file or the new
+  one, never a torn one. The one implementation of this in the repo: lunad's installers use
+  it too (daemon/atomicfile.py adds mode keeping and backups on top).
 - `file_lock`: an exclusive `fcntl.flock` on a lock file under `<memory>/.locks/`. flock locks
   belong to the open file description, so two threads of one process exclude each other too,
   and the kernel releases the lock when a holder dies (SIGKILL included).
@@ -29,12 +31,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True,
+                       mode: int | None = None) -> None:
+    """Replace `path` with `data` atomically. The new file has `mode` when given, else
+    mkstemp's 0600 (the memory store's files are private to their owner)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             if sync:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
