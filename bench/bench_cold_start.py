@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._stats import machine  # noqa: E402
 
 
 def request(proc: subprocess.Popen[bytes], req_id: int, method: str,
@@ -83,17 +85,6 @@ def one_run(command: list[str]) -> dict[str, float]:
         shutil.rmtree(memory, ignore_errors=True)
     return {"ready_ms": ready * 1000, "rss_idle_mib": rss_idle / 2**20,
             "rss_used_mib": rss_used / 2**20}
-
-
-def machine() -> str:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                      if line.startswith("Model name")), model)
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
 
 
 def main() -> int:

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stats import machine, percentile  # noqa: E402
 from luna_server.relevance import Hit, best, results_text, score  # noqa: E402
 from luna_server.service import Luna  # noqa: E402
 from luna_server.store.layout import TYPES  # noqa: E402
@@ -112,9 +110,7 @@ def measure(fn: Callable[[str], str], queries: list[str]) -> tuple[list[float], 
 
 
 def summary(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"n": len(times), "p50_ms": statistics.median(ordered), "p99_ms": p99}
+    return {"n": len(times), "p50_ms": statistics.median(times), "p99_ms": percentile(times, 0.99)}
 
 
 def longest_list(luna: Luna, queries: list[str]) -> float:
@@ -124,17 +120,6 @@ def longest_list(luna: Luna, queries: list[str]) -> float:
     return statistics.median(
         max(index.client.scard(f"{index.prefix}tok:{t}") for t in set(tokenize(q)))
         for q in queries)
-
-
-def machine() -> str:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                      if line.startswith("Model name")), model)
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
 
 
 def main() -> int:

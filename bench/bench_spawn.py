@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,18 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._stats import median_p95_ms as ms
 from daemon import states
 from daemon.config import ServerConfig
 from daemon.pool import Pool
 from daemon.worker import Worker
 
 ECHO = Path(__file__).resolve().parents[1] / "tests" / "daemon" / "servers" / "echo_server.py"
-
-
-def ms(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"{statistics.median(ordered) * 1000:.2f} | {p95 * 1000:.2f}"
 
 
 def configs(memory: str) -> dict[str, ServerConfig]:

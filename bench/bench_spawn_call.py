@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -28,14 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._stats import median_p95_ms as ms
 from daemon import childproc
 from daemon.lunad import use_pidfd_watcher
-
-
-def ms(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"{statistics.median(ordered) * 1000:.2f} | {p95 * 1000:.2f}"
 
 
 class _Exited(asyncio.SubprocessProtocol):

@@ -1,0 +1,39 @@
+"""What several benches compute alike: a nearest-rank percentile, a "median | p95" table cell,
+and the machine line printed above a table.
+
+The percentile is the sample at rank round(q * (n - 1)) of the sorted samples: no
+interpolation, so a reported p99 is a time that really occurred. Benches whose tables were
+published with another rank rule (bench_metrics, bench_proxy, bench_supervisorctl) keep
+their own so that their figures stay comparable with docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Sequence
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0 <= q <= 1) of a non-empty sample."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def median_p95_ms(seconds: Sequence[float]) -> str:
+    """`median | p95` in milliseconds, two decimals: two cells of a Markdown table row."""
+    return f"{statistics.median(seconds) * 1000:.2f} | {percentile(seconds, 0.95) * 1000:.2f}"
+
+
+def machine() -> str:
+    """CPU count (nproc), the lscpu model name, and the Python version."""
+    model = "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                      if line.startswith("Model name")), model)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
