@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon.lunad_harness import ECHO, Lunad, echo_server, shim_command  # noqa: E402
+from tests.support.lunad import ECHO, Lunad, echo_server, shim_command  # noqa: E402
 
 INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {},

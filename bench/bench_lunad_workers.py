@@ -2,7 +2,7 @@
 
     python bench/bench_lunad_workers.py [--workers 150]
 
-Starts a real lunad (tests/daemon/lunad_harness.py: temp config, infra none, exporter off)
+Starts a real lunad (tests/support/lunad.py: temp config, infra none, exporter off)
 with three servers running the stdlib echo test server, min_idle summing to `--workers`,
 waits until all are idle, and reads lunad's RSS, virtual size and threads (psutil).
 Twice: with lunad as it is (PidfdChildWatcher on Python 3.11, reaping through pidfds on
@@ -25,7 +25,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon.lunad_harness import Lunad, echo_server  # noqa: E402
+from tests.support.lunad import Lunad, echo_server  # noqa: E402
 
 # lunad with the pidfd watcher switched off: asyncio's default (thread per child) on 3.11.
 THREADED = [sys.executable, "-c",

@@ -9,10 +9,11 @@ Part 1, observer: `daemon.observer.Observer` fed pre-built MCP frames in-process
 and with the real exporter's sink (`Metrics.tool_call_sink`: a counter inc and a histogram
 observe per call). The figure is the time per frame the session pump pays to be observed.
 
-Part 2, scrape: a real lunad (the installed `lunad` script, generated config, infra
-"none") hosting the stdlib echo test server (tests/daemon/servers/echo_server.py, so 200
-workers fit in memory and start fast) and the `luna` server (so φ and memories are read at
-scrape time, as in production). /metrics is scraped over HTTP with no session open, then
+Part 2, scrape: a real lunad (tests/support/lunad.py running the installed `lunad` script:
+generated config, infra "none") hosting the stdlib echo test server
+(tests/daemon/servers/echo_server.py, so 200 workers fit in memory and start fast) and the
+`luna` server (so φ and memories are read at scrape time, as in production). /metrics is
+scraped over HTTP with no session open, then
 with N live sessions (raw unix socket clients that initialize, list tools and call `echo`,
 then stay connected). Reported: scrape time (median and p95, client side, HTTP included)
 and body size. Scrapes are sequential, as Prometheus does them.
@@ -27,13 +28,8 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,8 +41,8 @@ sys.path.insert(0, str(ROOT))  # run as `python bench/bench_metrics.py` from any
 
 from daemon.metrics import Metrics  # noqa: E402
 from daemon.observer import Observer, Traffic  # noqa: E402
+from tests.support.lunad import Lunad, echo_server, venv_script  # noqa: E402
 
-ECHO_SERVER = ROOT / "tests" / "daemon" / "servers" / "echo_server.py"
 LUNA_TOOLS = [
     "phi_consciousness_calculate", "fractal_memory_store", "fractal_memory_retrieve",
     "emotional_state_analyze", "consciousness_state_query", "insight_generate_emergent",
@@ -126,67 +122,15 @@ def run_observer_part() -> None:
 
 # -- part 2: /metrics scrape with live sessions -------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _lunad(sessions: int) -> Lunad:
+    """The installed `lunad` with the echo server (room for `sessions`) and the luna server."""
+    return Lunad({"echo": echo_server(min_idle=4, max_sessions=sessions + 16),
+                  "luna": {"min_idle": 1}}, command=[venv_script("lunad")])
 
 
-def _script(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        sys.exit(f"{name} not found: `pip install -e .` installs lunad")
-    return found
-
-
-class Lunad:
-    """lunad as a child process with its own dirs (removed on stop)."""
-
-    def __init__(self, sessions: int) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="luna-bench-"))
-        self.port = _free_port()
-        self.runtime = self.tmp / "run"
-        config = self.tmp / "luna.toml"
-        config.write_text(
-            f'[daemon]\nruntime_dir = "{self.runtime}"\nstate_dir = "{self.tmp / "state"}"\n'
-            f'[metrics]\nlisten = "127.0.0.1:{self.port}"\n'
-            '[infra]\nbackend = "none"\n'
-            f'[servers.echo]\ncommand = "{sys.executable}"\nargs = ["{ECHO_SERVER}"]\n'
-            f"min_idle = 4\nmax_sessions = {sessions + 16}\nstop_timeout = 2\n"
-            "[servers.luna]\nmin_idle = 1\n")
-        env = {**os.environ, "LUNA_RUNTIME_DIR": str(self.runtime)}
-        self.log = (self.tmp / "lunad.log").open("wb")
-        self.proc = subprocess.Popen([_script("lunad"), "--config", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
-        while not ((self.runtime / "echo.sock").exists() and self._up()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"lunad did not start; log: {self.tmp / 'lunad.log'}")
-            time.sleep(0.1)
-
-    def _up(self) -> bool:
-        try:
-            self.scrape()
-            return True
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    def scrape(self) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
-            return bytes(r.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+def _scrape(lunad: Lunad) -> bytes:
+    with urllib.request.urlopen(lunad.metrics_url, timeout=30) as response:
+        return bytes(response.read())
 
 
 async def _open_session(path: Path, n: int) -> asyncio.StreamWriter:
@@ -222,7 +166,7 @@ def _scrape_stats(lunad: Lunad, scrapes: int) -> tuple[float, float, float, int,
     times, size, lines = [], 0, 0
     for _ in range(scrapes):
         start = time.perf_counter()
-        body = lunad.scrape()
+        body = _scrape(lunad)
         times.append(time.perf_counter() - start)
         size, lines = len(body), body.count(b"\n")
     times.sort()
@@ -239,8 +183,9 @@ def _gauge(body: bytes, prefix: bytes) -> float:
 
 
 def run_scrape_part(sessions: int, scrapes: int) -> None:
-    lunad = Lunad(sessions)
+    lunad = _lunad(sessions)
     try:
+        lunad.start(timeout=60)
         print(f"## /metrics scrape, {scrapes} sequential scrapes each")
         low, median, p95, size, lines = _scrape_stats(lunad, scrapes)
         print(f"  {'0 sessions':<14} min {low * 1000:6.2f} ms  median {median * 1000:6.2f} ms"
@@ -248,9 +193,9 @@ def run_scrape_part(sessions: int, scrapes: int) -> None:
 
         async def with_sessions() -> None:
             start = time.perf_counter()
-            writers = await _open_sessions(lunad.runtime / "echo.sock", sessions)
+            writers = await _open_sessions(lunad.runtime_dir / "echo.sock", sessions)
             opened = time.perf_counter() - start
-            body = lunad.scrape()
+            body = _scrape(lunad)
             active = _gauge(body, b'luna_sessions_active{server="echo"}')
             if active != sessions:
                 raise RuntimeError(f"lunad reports {active:g} active sessions, expected {sessions}")

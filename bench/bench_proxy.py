@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from tests.daemon.lunad_harness import ECHO, Lunad, echo_server  # noqa: E402
+from tests.support.lunad import ECHO, Lunad, echo_server  # noqa: E402
 
 Send = Callable[[bytes], object]
 

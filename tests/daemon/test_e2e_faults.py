@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.framing import MAX_FRAME
-from tests.daemon.lunad_harness import ROOT, Lunad, RawClient, echo_server, shim_command
+from tests.support.lunad import ROOT, Lunad, RawClient, echo_server, shim_command
 
 pytestmark = pytest.mark.timeout(120)
 

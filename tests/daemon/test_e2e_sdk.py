@@ -12,7 +12,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests.daemon.lunad_harness import ROOT, Lunad, echo_server, shim_command
+from tests.support.lunad import ROOT, Lunad, echo_server, shim_command
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from daemon.config import load_config
-from tests.daemon.lunad_harness import Lunad, RawClient, echo_server
 from tests.daemon.test_lunad_signals import running, wait_gone
+from tests.support.lunad import Lunad, RawClient, echo_server
 
 
 def test_recv_line_reads_a_connection_reset_as_end_of_stream(tmp_path: Path) -> None:

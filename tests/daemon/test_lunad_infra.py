@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.daemon.lunad_harness import ECHO, Lunad, RawClient, echo_server
+from tests.support.lunad import ECHO, Lunad, RawClient, echo_server
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from tests.daemon.lunad_harness import ROOT, Lunad, RawClient, echo_server
+from tests.support.lunad import ROOT, Lunad, RawClient, echo_server
 
 pytestmark = pytest.mark.timeout(90)
 

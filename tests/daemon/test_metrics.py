@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import states
 from daemon.metrics import SESSION_OUTCOMES, Metrics, Snapshot, WorkerSample, parse_listen
 from daemon.observer import OTHER, Observer
-from tests.daemon.lunad_harness import Lunad, RawClient, echo_server
+from tests.support.lunad import Lunad, RawClient, echo_server
 from tests.support.ports import free_port
 
 # name -> (type, label names) exactly as in DESIGN.md's table

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.shim import lunad_errors, parse_args
-from tests.daemon.lunad_harness import ROOT, shim_command
+from tests.support.lunad import ROOT, shim_command
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -23,7 +23,7 @@ from daemon.doctor import (
     check_server_command,
     satisfies,
 )
-from tests.daemon.lunad_harness import ECHO, Lunad, echo_server
+from tests.support.lunad import ECHO, Lunad, echo_server
 
 LUNA = [sys.executable, "-m", "daemon.cli"]
 

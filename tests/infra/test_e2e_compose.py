@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.lunad_harness import ROOT, Lunad
 from tests.infra.stand_in_docker import StandInDocker
+from tests.support.lunad import ROOT, Lunad
 
 pytestmark = pytest.mark.timeout(90)
 

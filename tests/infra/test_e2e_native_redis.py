@@ -23,7 +23,7 @@ import redis
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.daemon.lunad_harness import ROOT, Lunad, shim_command
+from tests.support.lunad import ROOT, Lunad, shim_command
 from tests.support.ports import free_port
 
 pytestmark = [

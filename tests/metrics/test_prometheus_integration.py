@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,14 +31,13 @@ import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.metrics.lunad_process import LunadProcess, venv_script
 from tests.metrics.prometheus_server import PrometheusServer
 from tests.metrics.promql import substitute_grafana_variables
 from tests.metrics.test_queries_use_exported_metrics import dashboard_queries
+from tests.support.lunad import Lunad, echo_server, venv_script
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "etc" / "prometheus" / "alerts.yml"
-ECHO_SERVER = ROOT / "tests" / "daemon" / "servers" / "echo_server.py"
 TOOL = "phi_consciousness_calculate"
 CALLS = 5
 WAIT = 30.0  # seconds any one condition may take to show up in Prometheus
@@ -59,11 +57,11 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
     pytest.fail(f"after {timeout:g} s still waiting for {what}; last answer: {last!r}")
 
 
-async def run_client(lunad: LunadProcess) -> dict[str, Any]:
+async def run_client(lunad: Lunad) -> dict[str, Any]:
     """One MCP session through luna-shim: list tools, call TOOL CALLS times, ask Luna its φ,
     store a seed memory, call a tool that does not exist. Returns what the client saw."""
     params = StdioServerParameters(command=venv_script("luna-shim"), args=["luna"],
-                                   env=lunad.env())
+                                   env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir)})
     seen: dict[str, Any] = {}
     with anyio.fail_after(60):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
@@ -90,19 +88,21 @@ async def run_client(lunad: LunadProcess) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def lunad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LunadProcess]:
-    # `tiny` exists to be exhausted: one session at most, refused beyond that.
-    tiny = (f'\n[servers.tiny]\ncommand = "{sys.executable}"\nargs = ["{ECHO_SERVER}"]\n'
-            "min_idle = 0\nmax_sessions = 1\nstop_timeout = 2\n")
-    daemon = LunadProcess(tmp_path_factory.mktemp("lunad"), min_idle=1, extra_toml=tiny)
-    daemon.start()
-    yield daemon
-    daemon.stop()
+def lunad() -> Iterator[Lunad]:
+    # lunad is the installed console script; `tiny` exists to be exhausted: one session at
+    # most, refused beyond that.
+    daemon = Lunad({"luna": {"min_idle": 1, "max_sessions": 8, "stop_timeout": 2},
+                    "tiny": echo_server(min_idle=0, max_sessions=1)},
+                   drain_timeout=2, command=[venv_script("lunad")])
+    try:
+        yield daemon.start(timeout=30)
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory,
-               lunad: LunadProcess) -> Iterator[PrometheusServer]:
+               lunad: Lunad) -> Iterator[PrometheusServer]:
     workdir = tmp_path_factory.mktemp("prometheus")
     config = workdir / "prometheus.yml"
     # JSON is YAML: the generated config needs no YAML writer.
@@ -121,7 +121,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="module")
-def client_session(lunad: LunadProcess, prometheus: PrometheusServer) -> dict[str, Any]:
+def client_session(lunad: Lunad, prometheus: PrometheusServer) -> dict[str, Any]:
     seen = anyio.run(run_client, lunad)
     assert TOOL in seen["tools"] and len(seen["tools"]) == 12, seen
     assert seen["ok"] == CALLS, seen
@@ -136,7 +136,7 @@ def single_value(prometheus: PrometheusServer, expr: str) -> float | None:
 
 
 def test_tool_calls_appear_in_prometheus_with_their_labels(
-        lunad: LunadProcess, prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
+        lunad: Lunad, prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
     selector = f'luna_tool_calls_total{{server="luna",tool="{TOOL}",outcome="ok"}}'
     wait_for(f"{selector} == {CALLS}", lambda: single_value(prometheus, selector) == CALLS)
     [series] = prometheus.query(selector)
@@ -232,7 +232,7 @@ def ask(conn: socket.socket, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_pool_exhausted_alert_fires_when_lunad_refuses_a_session(
-        lunad: LunadProcess, prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
+        lunad: Lunad, prometheus: PrometheusServer, client_session: dict[str, Any]) -> None:
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "metrics-test", "version": "0"}}}

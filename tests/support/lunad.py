@@ -1,10 +1,14 @@
-"""A real lunad subprocess for end-to-end tests, and a raw JSON-RPC client for its sockets.
+"""A real lunad subprocess for end-to-end tests and benches, and a raw JSON-RPC client for
+its sockets. The one way tests/ (daemon, doctor, infra, metrics) and bench/ start a lunad.
 
 `Lunad(servers)` writes a temp config (runtime dir under /tmp: unix socket paths are limited
 to 107 bytes; metrics on a free port; infra backend "none" unless an `infra` table is given),
-starts `python -m daemon.lunad`, and waits until the control socket answers and each server
-has its min_idle workers. Every wait is bounded. `stop()` ends it and kills anything it left
-(the tests assert there was nothing to kill).
+starts `python -m daemon.lunad` (or `command`, e.g. the installed console script), and waits
+until the control socket answers and each server has its min_idle workers. Every wait is
+bounded. lunad gets the runner's environment without `LUNA_REDIS_URL`: the generated config
+is the whole truth, so a developer's shell cannot point the workers at another Redis.
+`stop()` ends it, kills anything it left (the tests assert there was nothing to kill) and
+removes the temp dir.
 """
 
 from __future__ import annotations
@@ -29,7 +33,18 @@ from daemon.control_client import request
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-ECHO = str(Path(__file__).resolve().parent / "servers" / "echo_server.py")
+ECHO = str(ROOT / "tests" / "daemon" / "servers" / "echo_server.py")
+
+
+def venv_script(name: str) -> str:
+    """The console script installed next to this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found: `pip install -e .` installs the console scripts")
+    return found
 
 
 def shim_command(server: str) -> list[str]:
@@ -94,7 +109,16 @@ class Lunad:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "LUNA_RUNTIME_DIR": str(self.runtime_dir)}
+        inherited = {k: v for k, v in os.environ.items() if k != "LUNA_REDIS_URL"}
+        return {**inherited, "LUNA_RUNTIME_DIR": str(self.runtime_dir)}
+
+    @property
+    def metrics_address(self) -> str:
+        return f"127.0.0.1:{self.metrics_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}/metrics"
 
     def socket_path(self, server: str) -> str:
         return str(self.runtime_dir / f"{server}.sock")
@@ -137,8 +161,7 @@ class Lunad:
         return request(cmd, runtime_dir=str(self.runtime_dir), timeout=5)
 
     def metrics_text(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        return urllib.request.urlopen(url, timeout=5).read().decode()
+        return urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
 
     def worker_pids(self) -> set[int]:
         assert self.proc is not None
