@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.atomicfile import write_atomic
 from daemon.backoff import Backoff
 from daemon.infra import states
 from daemon.infra.children import Child, cancel_and_wait, describe_returncode
@@ -52,13 +53,6 @@ class NativeService:
     port: int
     probe: Callable[[int, float], Awaitable[tuple[bool, str]]]
     write_config: Callable[[], None]
-
-
-def _write(path: Path, text: str) -> None:
-    # Atomic, so a service restarting mid-write never reads half a config.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def redis_conf(port: int, data_dir: Path) -> str:
@@ -119,7 +113,7 @@ class NativeSupervisor:
 
             def write_redis() -> None:
                 (rdir / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
-                _write(conf, redis_conf(config.redis_port, rdir / "data"))
+                write_atomic(conf, redis_conf(config.redis_port, rdir / "data"))
 
             self.services.append(NativeService("redis", [redis_bin, str(conf)],
                                                config.redis_port, redis_ping, write_redis))
@@ -138,8 +132,8 @@ class NativeSupervisor:
 
             def write_prometheus() -> None:
                 (pdir / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
-                _write(pconf, prometheus_conf(config.prometheus_port, metrics_address,
-                                              rules if rules.is_file() else None))
+                write_atomic(pconf, prometheus_conf(config.prometheus_port, metrics_address,
+                                                    rules if rules.is_file() else None))
 
             argv = [prom_bin, f"--config.file={pconf}", f"--storage.tsdb.path={pdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{config.prometheus_port}",
