@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon.config import load_config
 from tests.daemon.test_lunad_signals import running, wait_gone
 from tests.support.lunad import Lunad, RawClient, echo_server
@@ -49,3 +51,16 @@ def test_config_has_the_infra_table_and_metrics_port_given() -> None:
     finally:
         lunad.stop()
         default.stop()
+
+
+def test_a_start_that_times_out_ends_lunad_and_keeps_its_log() -> None:
+    lunad = Lunad({"echo": echo_server()})
+    try:
+        # No lunad answers its control socket within 10 ms of exec (Python alone takes longer).
+        with pytest.raises(RuntimeError, match="not ready within"):
+            lunad.start(timeout=0.01)
+        assert lunad.proc is not None and lunad.proc.poll() is not None
+        assert lunad.log_path.exists()
+    finally:
+        lunad.stop()
+    assert not lunad.dir.exists()

@@ -147,6 +147,14 @@ class Lunad:
                         self.servers[n].get("args", []))):
                 return self
             time.sleep(0.05)
+        # A caller whose start() raised has nothing to stop: end lunad here (its workers are
+        # lunad's to end, as in stop()). The temp dir stays for log() until stop().
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         raise RuntimeError(f"lunad not ready within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:

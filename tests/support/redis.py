@@ -42,6 +42,7 @@ class RedisServer:
                 return
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()  # a caller whose start() raised has nothing to stop
                     raise RuntimeError(f"redis-server on port {self.port} did not start") from None
                 time.sleep(0.05)
             finally:
