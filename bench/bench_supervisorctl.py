@@ -16,7 +16,6 @@ Prints one table (median and p95, milliseconds) for docs/BENCHMARKS.md, then sto
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -31,9 +30,11 @@ from pathlib import Path
 import psutil
 from supervisor.xmlrpc import SupervisorTransport
 
-from daemon.control_client import request
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python bench/bench_supervisorctl.py` from anywhere
 
-BIN = Path(sys.executable).absolute().parent
+from daemon.control_client import request  # noqa: E402
+from tests.support.supervised import BIN, Supervised  # noqa: E402
 
 
 def timed(fn: Callable[[], object], rounds: int) -> list[float]:
@@ -62,9 +63,9 @@ def main() -> int:
                         "--state-dir", str(base / "state"), "--set", "infra.backend=none",
                         "--set", "metrics.listen=", "--set", "servers.luna.min_idle=1"],
                        check=True, capture_output=True, timeout=60)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_")}
-        supervisord = subprocess.Popen([str(BIN / "supervisord"), "-c", str(conf)], env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        supervisord = Supervised(conf)
+        env = supervisord.env
+        supervisord.start()
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -72,7 +73,8 @@ def main() -> int:
                     status = proxy_for(run).luna.status()
                     break
                 except (OSError, HTTPException, xmlrpc.client.Fault):
-                    if time.monotonic() > deadline or supervisord.poll() is not None:
+                    assert supervisord.process is not None
+                    if time.monotonic() > deadline or supervisord.process.poll() is not None:
                         raise
                     time.sleep(0.2)
             proxy = proxy_for(run)
@@ -109,15 +111,10 @@ def main() -> int:
             print("\n".join(lines))
             print(f"\nluna.status still pending while getState was answered: {still_pending}")
         finally:
-            try:
-                proxy_for(run).supervisor.shutdown()
-            except (OSError, HTTPException, xmlrpc.client.Fault):
-                supervisord.terminate()
-            try:
-                supervisord.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                supervisord.kill()
-                supervisord.wait(timeout=10)
+            leftovers = supervisord.stop()
+    if leftovers:
+        print(f"killed after supervisord shut down (they should have died with it): {leftovers}")
+        return 1
     return 0
 
 

@@ -32,7 +32,7 @@ import psutil
 import pytest
 from supervisor.xmlrpc import SupervisorTransport
 
-from tests.ops.supervised import BIN, Supervised, alive
+from tests.support.supervised import BIN, Supervised, alive
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = BIN.parent

@@ -1,4 +1,4 @@
-"""A real supervisord running a real lunad, for tests/ops: start, ask with supervisorctl, stop.
+"""A real supervisord running a real lunad, for tests/ops and bench/bench_supervisorctl.py.
 
 The config is whatever the test gives (the one `luna install` renders, or the shipped file run
 unrendered). Every process under supervisord is remembered as it is seen, and `stop()` shuts
