@@ -1,5 +1,5 @@
 """What several benches compute alike: a nearest-rank percentile, a "median | p95" table cell,
-and the machine line printed above a table.
+the machine line printed above a table, and the raw results saved beside it.
 
 The percentile is the sample at rank round(q * (n - 1)) of the sorted samples: no
 interpolation, so a reported p99 is a time that really occurred. Benches whose tables were
@@ -9,11 +9,16 @@ their own so that their figures stay comparable with docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -37,3 +42,11 @@ def machine() -> str:
     except (OSError, subprocess.CalledProcessError):
         pass
     return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
+
+
+def save_results(name: str, **data: Any) -> Path:
+    """Write `data` and the machine line to bench/results/<name>.json (not committed)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2))
+    return path

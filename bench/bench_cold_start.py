@@ -30,7 +30,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._stats import machine  # noqa: E402
+from bench._stats import machine, save_results  # noqa: E402
 
 
 def request(proc: subprocess.Popen[bytes], req_id: int, method: str,
@@ -109,10 +109,7 @@ def main() -> int:
         print(f"| `{label}` | {len(runs)} | {statistics.median(ready):.0f} / {max(ready):.0f} ms "
               f"| {statistics.median(r['rss_idle_mib'] for r in runs):.1f} MiB "
               f"| {statistics.median(r['rss_used_mib'] for r in runs):.1f} MiB |")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cold_start.json").write_text(json.dumps({"machine": machine(), "runs": results},
-                                                    indent=2))
+    save_results("cold_start", runs=results)
     return 0
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._stats import machine, percentile  # noqa: E402
+from bench._stats import machine, percentile, save_results  # noqa: E402
 from luna_server.relevance import Hit, best, results_text, score  # noqa: E402
 from luna_server.service import Luna  # noqa: E402
 from luna_server.store.layout import TYPES  # noqa: E402
@@ -190,10 +190,7 @@ def main() -> int:
                  for k in ("redis", "files", "naive")]
         print(f"| {r['memories']:,} | {r['queries']} | {r['median_longest_list']:,.0f} | "
               + " | ".join(cells) + " |")
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "retrieve.json").write_text(json.dumps({"machine": machine(), "rows": rows},
-                                                      indent=2))
+    save_results("retrieve", rows=rows)
     return 0
 
 
