@@ -21,7 +21,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,14 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon.infra import create_supervisor, parse_infra_config
 from daemon.infra.native import NativeSupervisor
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def until(predicate, timeout: float = 60.0) -> float:  # type: ignore[no-untyped-def]
