@@ -14,8 +14,6 @@ docs loop: the first is this module's fixture, the second is the command running
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import re
@@ -32,6 +30,7 @@ import pytest
 
 from daemon import paths
 from daemon.control_client import ControlUnavailable, request
+from tests.support.processes import assert_no_new_children, live_children, subreaper
 from tests.support.repository import copy_repository
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,38 +76,6 @@ class Installation:
         return self.log.read_text(errors="replace")[-3000:]
 
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def set_child_subreaper(on: bool) -> None:
-    """Orphans of our descendants become our children, so a doc command cannot hide one."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def descendants() -> set[int]:
-    """Live descendants of this test process; reaps the zombies it finds on the way."""
-    live = set()
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(proc.pid, os.WNOHANG)
-            else:
-                live.add(proc.pid)
-        except (psutil.NoSuchProcess, ChildProcessError):
-            pass
-    return live
-
-
-def describe(pids: set[int]) -> list[str]:
-    out = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            out.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())}")
-    return out
-
-
 def wait_for_lunad(shell: subprocess.Popen[bytes], runtime: Path, log: Path) -> dict:
     deadline = time.monotonic() + INSTALL_TIMEOUT
     while time.monotonic() < deadline:
@@ -136,7 +103,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation
     work.mkdir()
     home.mkdir()
     copy_repository(work)
-    set_child_subreaper(True)
     env = newcomer_env(home)
     runtime = paths.runtime_dir(environ=env)
     if paths.control_socket(runtime).exists():
@@ -148,21 +114,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation
             pass
     install = sh_blocks(ROOT / "README.md")[0].strip()
     log = base / "install.log"
-    with open(log, "wb") as out:
-        shell = subprocess.Popen(["bash", "-c", install], cwd=work, env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
-    try:
-        status = wait_for_lunad(shell, runtime, log)
-        yield Installation(work, env, shell, log, status)
-    finally:
-        if shell.poll() is None:  # a test failed before the stop test: leave nothing behind
-            for proc in psutil.Process(shell.pid).children(recursive=True):
-                proc.kill()
-            os.killpg(shell.pid, signal.SIGKILL)
-            shell.wait(10)
-        descendants()
-        set_child_subreaper(False)
+    # A subreaper for the whole module: orphans of doc commands become ours, so none hides.
+    with subreaper():
+        with open(log, "wb") as out:
+            shell = subprocess.Popen(["bash", "-c", install], cwd=work, env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        try:
+            status = wait_for_lunad(shell, runtime, log)
+            yield Installation(work, env, shell, log, status)
+        finally:
+            if shell.poll() is None:  # a test failed before the stop test: leave nothing
+                for proc in psutil.Process(shell.pid).children(recursive=True):
+                    proc.kill()
+                os.killpg(shell.pid, signal.SIGKILL)
+                shell.wait(10)
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -210,7 +176,7 @@ def runnable_doc_blocks() -> list[tuple[str, int, str]]:
 def test_doc_command_runs(installed: Installation, doc: str, index: int, block: str) -> None:
     env = dict(installed.env)
     env["PATH"] = f"{installed.bin}{os.pathsep}{env['PATH']}"
-    before = descendants()
+    before = live_children()
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=installed.work,
                           env=env, capture_output=True, text=True, timeout=180,
                           stdin=subprocess.DEVNULL)
@@ -219,10 +185,7 @@ def test_doc_command_runs(installed: Installation, doc: str, index: int, block: 
                                   f"{done.stderr[-2000:]}")
     # A doc command that starts something must also stop it: nothing new may outlive it.
     # We are a child subreaper (see the fixture), so whatever it daemonized is ours now.
-    deadline = time.monotonic() + 15
-    while (left := descendants() - before) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"{doc} block {index} left processes: {describe(left)}"
+    assert_no_new_children(before, timeout=15)
 
 
 def test_sigterm_stops_lunad_leaving_no_process(installed: Installation) -> None:
