@@ -6,6 +6,7 @@ only server is `luna` = `<this python> -m luna_server`. Sections:
   [daemon]          runtime_dir, state_dir, allowed_uids, socket_group, drain_timeout
   [metrics]         listen = "127.0.0.1:9464"  ("" disables the exporter)
   [infra]           parsed by daemon.infra.parse_infra_config (the infra helper's module)
+  [http]            parsed by daemon.http.config.parse_http_config (the HTTP front; off)
   [servers.NAME]    command, args, env, cwd, min_idle, max_sessions, memory_limit,
                     idle_timeout, stop_timeout, ready_timeout
 
@@ -36,6 +37,7 @@ from typing import Any
 
 from daemon import paths
 from daemon.errors import ConfigError
+from daemon.http.config import HttpConfig, parse_http_config
 from daemon.infra import InfraConfig, parse_infra_config
 
 DEFAULTS_SOURCE = "<defaults>"
@@ -83,6 +85,7 @@ class DaemonConfig:
     drain_timeout: float = 10.0       # SIGTERM: seconds sessions may take to finish
     metrics_listen: str | None = DEFAULT_METRICS_LISTEN  # "host:port"; None = no exporter
     infra: InfraConfig = field(default_factory=InfraConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     servers: Mapping[str, ServerConfig] = field(default_factory=dict)
     source: str = DEFAULTS_SOURCE
 
@@ -175,7 +178,7 @@ _DAEMON_KEYS = ("runtime_dir", "state_dir", "allowed_uids", "socket_group", "dra
 _METRICS_KEYS = ("listen",)
 _SERVER_KEYS = ("command", "args", "env", "cwd", "min_idle", "max_sessions", "memory_limit",
                 "idle_timeout", "stop_timeout", "ready_timeout")
-_TOP_KEYS = ("daemon", "metrics", "infra", "servers")
+_TOP_KEYS = ("daemon", "metrics", "infra", "http", "servers")
 
 
 def _resolve_command(t: _Table, command: str, environ: Mapping[str, str]) -> str:
@@ -301,6 +304,7 @@ def parse_config(data: Mapping[str, Any], source: str = DEFAULTS_SOURCE,
         drain_timeout=d.seconds("drain_timeout", 10.0, 0, 3600, zero_ok=True),
         metrics_listen=listen or None,
         infra=parse_infra_config(data.get("infra", {}), source),
+        http=parse_http_config(data.get("http", {}), source),
         servers=MappingProxyType(servers),
         source=source,
     )

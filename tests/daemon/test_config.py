@@ -53,7 +53,7 @@ def test_shipped_example_equals_the_defaults() -> None:
     assert from_file.source.endswith("etc/luna.toml")
     assert dict(from_file.servers) == dict(defaults.servers)
     for name in ("runtime_dir", "state_dir", "allowed_uids", "socket_group", "drain_timeout",
-                 "metrics_listen", "infra"):
+                 "metrics_listen", "infra", "http"):
         assert getattr(from_file, name) == getattr(defaults, name), name
 
 
@@ -132,7 +132,7 @@ def test_parse_listen() -> None:
 
 # (toml text, dotted key named in the error, a fragment of what is allowed)
 INVALID = [
-    ("[bogus]\n", "bogus", "one of the sections [daemon], [metrics], [infra], [servers]"),
+    ("[bogus]\n", "bogus", "one of the sections [daemon], [metrics], [infra], [http], [servers]"),
     ("[daemon]\nport = 1\n", "daemon.port", "one of the keys runtime_dir"),
     ('[daemon]\nruntime_dir = ""\n', "daemon.runtime_dir", "a non-empty string"),
     ("[daemon]\nstate_dir = 3\n", "daemon.state_dir", "a non-empty string"),

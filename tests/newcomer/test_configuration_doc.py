@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from daemon import config as daemon_config
+from daemon.http.config import HttpConfig
 from daemon.infra.config import InfraConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
@@ -24,6 +25,7 @@ def test_every_key_is_documented() -> None:
     assert set(documented("metrics")) == set(daemon_config._METRICS_KEYS)
     assert set(documented("servers.NAME")) == set(daemon_config._SERVER_KEYS)
     assert set(documented("infra")) == {f.name for f in fields(InfraConfig)}
+    assert set(documented("http")) == {f.name for f in fields(HttpConfig)}
 
 
 def test_documented_defaults_are_the_real_ones() -> None:
@@ -38,6 +40,12 @@ def test_documented_defaults_are_the_real_ones() -> None:
     defaults = daemon_config.ServerConfig(name="x", command="/bin/true")
     for key in ("min_idle", "max_sessions", "idle_timeout", "stop_timeout", "ready_timeout"):
         assert server[key] == f"`{getattr(defaults, key)}`", key
+    http = documented("http")
+    for f in fields(HttpConfig):
+        default = f.default
+        shown = (f'`"{default}"`' if isinstance(default, str)
+                 else "`[]`" if default == () else f"`{default}`")
+        assert http[f.name] == shown, f.name
     assert documented("metrics")["listen"] == f'`"{daemon_config.DEFAULT_METRICS_LISTEN}"`'
     assert documented("daemon")["drain_timeout"] == "`10.0`"
     assert daemon_config.parse_config({}, environ={}).drain_timeout == 10.0
