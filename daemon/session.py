@@ -15,8 +15,11 @@ How a session ends (outcome of luna_sessions_total / release reason for the pool
 - client EOF: it may be a half-close (`echo req | luna-shim`), so the worker is released at
   once (its stdin closes, then SIGTERM/SIGKILL after stop_timeout) but its output is still
   forwarded until its stdout ends; then the socket closes. closed / session_end.
-- worker stdout EOF (it died): each request still in flight gets a JSON-RPC error naming the
-  exit code or signal and the last stderr lines, then the socket closes. worker_exited / crash.
+- the worker process exits (seen at its exit, `WorkerLike.wait()`, not at stdout EOF: a
+  grandchild may hold its stdout open for ever), or its stdout ends: what it wrote before
+  exiting is read from the pipe at once and forwarded, then each request still in flight gets
+  a JSON-RPC error naming the exit code or signal and the last stderr lines, and the socket
+  closes. worker_exited / crash.
 - a frame over 64 MiB, either way: a JSON-RPC error to the client, socket closed, only this
   session touched. closed / session_end.
 - no frame either way for idle_timeout: timeout / idle_timeout. `stop()` (luna kill, lunad
@@ -35,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -157,6 +161,29 @@ class StdoutTap:
     def pause(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+
+    def read_now(self) -> bytes:
+        """What the pipe holds right now, read without waiting (the process has exited:
+        all it wrote is in the pipe, but a grandchild holding the write end means no EOF).
+        Bounded by the pipe's capacity, paused or not."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return b""
+        pipe = transport.get_extra_info("pipe")
+        if pipe is None:
+            return b""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = os.read(pipe.fileno(), READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def resume(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -298,6 +325,16 @@ class Session(asyncio.Protocol):
     def _worker_eof(self) -> None:
         self._end("worker_eof")
 
+    async def _watch_exit(self, worker: WorkerLike) -> None:
+        """End the session when the worker process exits, whatever still holds its pipes."""
+        await worker.wait()
+        if self._ended.done() or self._tap is None:
+            return
+        left = self._tap.read_now()
+        if left:
+            self._worker_data(left)
+        self._end("worker_eof")
+
     def _check_idle(self) -> None:
         left = self.last_activity + self.idle_timeout - time.monotonic()
         if left <= 0:
@@ -342,11 +379,14 @@ class Session(asyncio.Protocol):
             self.transport.resume_reading()
         if self.idle_timeout > 0:
             self._idle_handle = self._loop.call_later(self.idle_timeout, self._check_idle)
+        exit_watch = self._loop.create_task(self._watch_exit(worker),
+                                            name=f"session {self.id} exit watch")
         try:
             kind, detail = await self._ended
         finally:
             if self._idle_handle is not None:
                 self._idle_handle.cancel()
+            exit_watch.cancel()
         outcome, reason, errors = await self._conclude(kind, detail, worker)
         self.outcome = outcome
         if closed is not None:  # counted before the client can see the end

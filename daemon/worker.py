@@ -20,8 +20,11 @@ stop() is idempotent: close stdin (a well-behaved server exits), wait stop_timeo
 group, wait stop_timeout, SIGKILL the group. After the leader is gone the group gets a final
 SIGKILL so nothing it started (a grandchild) outlives it.
 
-wait() returns when the process has exited (asyncio's Process.wait() would also wait for every
-pipe to close, which a grandchild can hold open forever), via a SubprocessProtocol hook.
+Exit detection lives in one place: `_WorkerProtocol.process_exited`, called when the process
+lunad started (the pid it watches: with a containment wrapper, the containment's root) is
+reaped. wait() returns then (asyncio's Process.wait() would also wait for every pipe to close,
+which a grandchild can hold open forever); the session and the pool watch wait(), never
+stdout EOF, so a dead worker is seen within a loop turn of its exit.
 """
 
 from __future__ import annotations

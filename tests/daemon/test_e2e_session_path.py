@@ -1,0 +1,61 @@
+"""End to end: the session path never hangs, drops or leaks (defects found by fault injection).
+
+One lunad for the module; each test uses its own server so counters and sessions are its own.
+Every wait is bounded: before the fixes these tests hang on a recv and fail on its timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from tests.support.lunad import Lunad, RawClient, echo_server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def lunad() -> Iterator[Lunad]:
+    daemon = Lunad({
+        # Its crash leaves a grandchild holding the worker's stdout and stderr open.
+        "orphan": echo_server("--grandchild"),
+    }).start(timeout=60)
+    yield daemon
+    daemon.stop()
+
+
+def _sessions(lunad: Lunad, server: str) -> list[dict]:
+    return lunad.status()["servers"][server]["sessions"]
+
+
+def test_worker_exit_is_seen_though_a_grandchild_holds_its_stdout(lunad: Lunad) -> None:
+    with RawClient(lunad.socket_path("orphan"), timeout=8) as c:
+        c.initialize()
+        c.tool(5, "sleep", seconds=60)  # in flight when the worker dies
+        c.call(6, "ping")
+        assert c.recv()["id"] == 6
+        [session] = lunad.wait_for(lambda: _sessions(lunad, "orphan") or None, what="session")
+        c.tool(7, "crash")
+        answers = {}
+        for _ in range(2):  # both requests in flight get their error, not a 30-minute wait
+            answer = c.recv()
+            answers[answer["id"]] = answer
+        assert set(answers) == {5, 7}
+        for answer in answers.values():
+            assert answer["error"]["data"]["lunad"] == "worker_exited"
+            assert "exited with code 3" in answer["error"]["message"]
+        assert c.recv_line() == b""
+        stderr = "\n".join(answers[7]["error"]["data"]["stderr"])
+    # Status no longer shows the session bound to the dead pid...
+    lunad.wait_for(lambda: session["id"] not in {s["id"] for s in _sessions(lunad, "orphan")}
+                   or None, what="the session gone from status")
+    assert not psutil.pid_exists(session["pid"]) or \
+        psutil.Process(session["pid"]).status() == psutil.STATUS_ZOMBIE
+    # ...and the grandchild that held the pipes went with the worker's process group.
+    match = re.search(r"grandchild pid (\d+)", stderr)
+    assert match, stderr
+    lunad.wait_for(lambda: not psutil.pid_exists(int(match.group(1))) or None,
+                   what="the grandchild gone")
