@@ -1,0 +1,444 @@
+"""How a worker is contained: ending it ends everything it started, and lunad's death ends it.
+
+Birth (exec of a command, or fork of a preloaded template) and containment are separate axes;
+this module is the containment one. Modes, best first (`detect()` picks per server):
+
+- `pidns`: the worker runs in its own PID namespace (through a user namespace when lunad is
+  not root, mapping lunad's uid and gid to themselves, so the server sees its real uid and the
+  files it writes belong to lunad's user). The process lunad starts and watches, the
+  *containment root*, stays outside and waits for the namespace's init; the init waits for
+  the server. When the server exits, the init exits and the kernel kills everything left in
+  the namespace (a `setsid()`ed, double-forked grandchild included) before the root is told.
+  SIGKILLing the root kills the init (its parent-death signal), so the same happens; lunad's
+  death kills the root (its own parent-death signal, daemon/childproc.py). The root and the
+  init ignore SIGTERM/SIGHUP/SIGINT: lunad's process-group signals reach the server itself
+  and what it started in its group, as without containment.
+- `cgroup`: a cgroup v2 subtree per worker with `cgroup.kill` (needs a delegated subtree,
+  e.g. systemd `Delegate=yes`). Detected and reported; not implemented yet, so never in
+  force (see `cgroup_status()`).
+- `pgroup`: the worker's own process group (the last resort, what lunad did before): a child
+  that calls setsid() escapes it, and after a SIGKILL of lunad only the worker itself gets
+  the parent-death signal.
+
+The exit status seen through `pidns` is the init's: a server killed by signal N shows as
+code 128+N; `decode_returncode()` turns it back into asyncio's -N.
+
+Sandbox (opt-in per server, needs user namespaces): on top of `pidns`, its own network
+namespace (loopback only, up), its own mount namespace where the whole filesystem is
+read-only except the listed writable paths, a private /tmp (tmpfs), /proc of its own PID
+namespace, and rlimits: RLIMIT_NPROC (processes of its uid in its own user namespace; kernels
+>= 5.14 count it per user namespace; the kernel never applies it to uid 0, so a root lunad's
+sandboxes have no process cap) and optionally RLIMIT_DATA (a memory cap on data mappings).
+Without a delegated cgroup these rlimits, and lunad's own memory_limit watch, are the caps.
+
+Interfaces
+----------
+Exec birth (daemon/worker.py): `policy = detect(preference, sandbox)` once per server, then
+`policy.wrap(argv)` turns a resolved argv into the argv to exec (util-linux `unshare` plus a
+/bin/sh init for plain `pidns`, the cheapest; this file run by Python for a sandbox).
+`policy.server_depth` says how many processes sit between the root and the server (for
+per-worker metrics), `decode_returncode()` reads its exit status.
+
+Fork birth (a Python template that forks workers): in the freshly forked child, single
+threaded, call
+
+    enter(sandbox=None, userns=None)
+
+It never returns in the calling process, which becomes the containment root: it waits for
+the namespace's init and `os._exit`s with its status (128+N for a signal), ignoring
+SIGTERM/SIGHUP/SIGINT. It returns in a grandchild, the worker, pid 2 of a new PID namespace
+(pid 1 being the init), with the sandbox applied when one is given, stdio inherited. The
+caller should arm the root's own parent-death signal (prctl PR_SET_PDEATHSIG) before calling,
+so that the root dies with whoever must end it; the init dies with the root. `userns=None`
+means: a user namespace only when not root (always for a sandbox).
+
+This file imports only the standard library at module level: it also runs as a script
+(`python -I -S containment.py`), the sandbox launcher.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PIDNS, CGROUP, PGROUP = "pidns", "cgroup", "pgroup"
+MODES = (PIDNS, CGROUP, PGROUP)
+PREFERENCES = ("auto", *MODES)
+
+# What each mode leaves uncovered, for `luna status` and `luna doctor`.
+GAPS = {
+    PIDNS: "none: the server's whole tree ends with the worker and with lunad",
+    CGROUP: "not implemented",
+    PGROUP: ("a setsid() descendant escapes the worker's end, and after a SIGKILL of lunad "
+             "only the worker itself dies"),
+}
+
+SHELL = "/bin/sh"
+# The namespace's init (pid 1): runs the command as its child with the original stdin, lets
+# go of stdio (so the worker's pipes close with the server), waits for the server and exits
+# with its status (128+N if a signal N killed it). Its exit empties the namespace.
+INIT = ('exec 3<&0; "$@" <&3 3<&- & '
+        'exec </dev/null >/dev/null 2>&1 3<&-; wait $!')
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_MOUNT_ATTR_RDONLY = 1
+_AT_FDCWD, _AT_RECURSIVE = -100, 0x8000
+_SYS_MOUNT_SETATTR = 442  # the same number on x86_64 and arm64
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+TMP_SIZE = "64m"  # the private /tmp of a sandbox
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+class ContainmentError(Exception):
+    """A containment mode, or a sandbox, that this host cannot provide."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """What a sandboxed server may touch (see the module docstring)."""
+
+    writable: tuple[str, ...] = ()      # absolute paths that stay writable (created if absent)
+    max_processes: int = 256            # RLIMIT_NPROC inside its user namespace
+    memory: int | None = None           # RLIMIT_DATA in bytes; None = no rlimit
+
+    def to_json(self) -> str:
+        return json.dumps({"writable": list(self.writable), "max_processes": self.max_processes,
+                           "memory": self.memory})
+
+    @classmethod
+    def from_json(cls, text: str) -> Sandbox:
+        data = json.loads(text)
+        return cls(tuple(data["writable"]), int(data["max_processes"]), data["memory"])
+
+    def describe(self, root: bool | None = None) -> str:
+        """What is enforced; RLIMIT_NPROC never binds uid 0, so not when lunad is root."""
+        root = os.geteuid() == 0 if root is None else root
+        parts = ["no network (loopback only)", "read-only filesystem",
+                 "writable: " + (", ".join(self.writable) or "nothing"), "private /tmp",
+                 f"at most {self.max_processes} processes (RLIMIT_NPROC"
+                 + (", not enforced for root)" if root else ")")]
+        if self.memory is not None:
+            parts.append(f"data memory at most {self.memory} bytes (RLIMIT_DATA)")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The containment in force for one server (what `detect()` chose)."""
+
+    mode: str
+    userns: bool = False                # pidns through a user namespace
+    sandbox: Sandbox | None = None
+    reason: str = ""                    # why this mode (when not the best one)
+    unshare: str | None = field(default=None, repr=False)  # util-linux unshare, when used
+
+    @property
+    def server_depth(self) -> int:
+        """Processes from the containment root down to the server (root=0): root, init."""
+        return 2 if self.mode == PIDNS else 0
+
+    @property
+    def gaps(self) -> str:
+        return GAPS[self.mode]
+
+    def describe(self) -> str:
+        text = self.mode + (" (user namespace)" if self.userns else "")
+        if self.sandbox is not None:
+            text += "; sandbox: " + self.sandbox.describe()
+        return text
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """The argv to exec so that `argv` (argv[0] resolved) runs contained."""
+        if self.mode != PIDNS:
+            return list(argv)
+        if self.sandbox is None and self.unshare is not None:
+            user = ["--user", "--map-current-user"] if self.userns else []
+            return [self.unshare, *user, "--pid", "--fork", "--kill-child", "--",
+                    SHELL, "-c", INIT, "sh", *argv]
+        spec = json.dumps({"userns": self.userns,
+                           "sandbox": None if self.sandbox is None else
+                           json.loads(self.sandbox.to_json())})
+        return [sys.executable, "-I", "-S", os.path.abspath(__file__), spec, "--", *argv]
+
+    def snapshot(self) -> dict[str, object]:
+        return {"mode": self.mode, "userns": self.userns, "gaps": self.gaps,
+                "sandbox": None if self.sandbox is None else self.sandbox.describe(),
+                "reason": self.reason}
+
+
+def decode_returncode(code: int | None, policy: Policy) -> int | None:
+    """asyncio's view of how the server ended: an init's 128+N becomes -N (killed by N)."""
+    if code is None or policy.mode != PIDNS or not 128 < code < 128 + 65:
+        return code
+    return -(code - 128)
+
+
+# ---------------------------------------------------------------- detection
+
+def _run_ok(argv: list[str]) -> tuple[bool, str]:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    return out.returncode == 0, (out.stderr.strip() or f"exit {out.returncode}")
+
+
+@functools.cache
+def probe_unshare(userns: bool) -> tuple[str | None, str]:
+    """(path of a util-linux unshare that made a PID namespace here, "") or (None, why not)."""
+    path = shutil.which("unshare")
+    if path is None or not os.access(SHELL, os.X_OK):
+        return None, "util-linux unshare not found"
+    user = ["--user", "--map-current-user"] if userns else []
+    ok, why = _run_ok([path, *user, "--pid", "--fork", "--kill-child", "--", SHELL, "-c",
+                       INIT, "sh", "true"])
+    return (path, "") if ok else (None, f"unshare failed: {why}")
+
+
+@functools.cache
+def probe_python(userns: bool, sandbox: bool) -> tuple[bool, str]:
+    """Whether this file's own launcher can contain (and sandbox) a process here."""
+    policy = Policy(PIDNS, userns, Sandbox() if sandbox else None)
+    true = shutil.which("true") or "/bin/true"
+    ok, why = _run_ok(policy.wrap([true]))
+    return ok, "" if ok else why
+
+
+def cgroup_status() -> str:
+    """Why the cgroup mode is not in force on this host (it is never, yet)."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        return f"cannot read /proc/self/cgroup: {e}"
+    unified = [line[3:] for line in lines if line.startswith("0::")]
+    if not unified or len(lines) > 1:
+        return "cgroup v2 is not the only hierarchy here (hybrid or v1 layout)"
+    own = os.path.join("/sys/fs/cgroup", unified[0].lstrip("/"))
+    if not os.access(os.path.join(own, "cgroup.procs"), os.W_OK):
+        return f"lunad's cgroup {unified[0]} is not delegated to it (not writable)"
+    if not os.path.exists(os.path.join(own, "cgroup.kill")):
+        return "the kernel has no cgroup.kill (needs Linux 5.14)"
+    return "a delegated cgroup v2 subtree is there, but the cgroup mode is not implemented yet"
+
+
+def detect(preference: str = "auto", sandbox: Sandbox | None = None) -> Policy:
+    """The best containment this host gives (or the one asked for); ContainmentError if the
+    one asked for, or the sandbox, cannot be had. Probes run once per process (cached)."""
+    if preference not in PREFERENCES:
+        raise ContainmentError(f"unknown containment {preference!r}; allowed: "
+                               + ", ".join(PREFERENCES))
+    root = os.geteuid() == 0
+    if sandbox is not None:
+        if preference not in ("auto", PIDNS):
+            raise ContainmentError(f"a sandbox needs the pidns containment, not {preference}")
+        ok, why = probe_python(True, True)
+        if not ok:
+            raise ContainmentError(f"a sandbox needs user, PID, mount and network namespaces, "
+                                   f"which this host refused: {why}")
+        return Policy(PIDNS, True, sandbox)
+    reasons = []
+    if preference in ("auto", PIDNS):
+        path, why = probe_unshare(not root)
+        if path is not None:
+            return Policy(PIDNS, not root, None, unshare=path)
+        ok, why2 = probe_python(not root, False)
+        if ok:
+            return Policy(PIDNS, not root, None, reason=why)
+        reasons.append(f"pidns: {why2}")
+        if preference == PIDNS:
+            raise ContainmentError("PID namespaces are not available here: " + why2)
+    if preference in ("auto", CGROUP):
+        why = cgroup_status()
+        reasons.append(f"cgroup: {why}")
+        if preference == CGROUP:
+            raise ContainmentError("the cgroup containment is not available: " + why)
+    return Policy(PGROUP, reason="; ".join(reasons) if reasons else "asked for")
+
+
+# ---------------------------------------------------------------- entering (in a child)
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    assert _libc is not None
+    _check(_libc.mount(source and source.encode(), target.encode(),
+                       fstype and fstype.encode(), ctypes.c_ulong(flags),
+                       data and data.encode()), f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _mount_setattr(path: str, attr_set: int = 0, attr_clr: int = 0,
+                   propagation: int = 0) -> None:
+    assert _libc is not None
+    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, path.encode(), _AT_RECURSIVE,
+                         ctypes.byref(attr), ctypes.sizeof(attr)), f"mount_setattr {path}")
+
+
+def _loopback_up() -> None:
+    import fcntl
+    import socket
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | _IFF_UP))
+
+
+def _apply_sandbox_mounts(sandbox: Sandbox) -> None:
+    """In the new mount namespace: read-only everything, private /tmp, writable paths."""
+    _mount_setattr("/", propagation=_MS_PRIVATE)
+    keep = []
+    for path in sandbox.writable:
+        os.makedirs(path, exist_ok=True)
+        keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
+    _mount_setattr("/", attr_set=_MOUNT_ATTR_RDONLY)
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=1777,size={TMP_SIZE}")
+    for path, fd in keep:
+        os.makedirs(path, exist_ok=True)  # only possible (and needed) under the new /tmp
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        _mount_setattr(path, attr_clr=_MOUNT_ATTR_RDONLY)
+        os.close(fd)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _quiet_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _wait_for(child: int) -> int:
+    """Reap children (an init reaps orphans too) until `child` ends: its exit code."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 1
+        if pid == child:
+            return _exit_code(status)
+
+
+def enter(sandbox: Sandbox | None = None, userns: bool | None = None) -> None:
+    """Contain the calling process's future: see "Fork birth" in the module docstring.
+
+    Raises OSError (in the caller, before anything forked) when the namespaces are refused.
+    """
+    if _libc is None:
+        raise ContainmentError("namespaces need Linux")
+    if userns is None:
+        userns = sandbox is not None or os.geteuid() != 0
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
+    if sandbox is not None:
+        flags |= CLONE_NEWNS | CLONE_NEWNET
+    _check(_libc.unshare(flags), "unshare")
+    if userns:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    if sandbox is not None:
+        _apply_sandbox_mounts(sandbox)  # before the fork: an error reaches the caller
+    alive_r, alive_w = os.pipe()  # the init learns here whether the root died before prctl
+    init = os.fork()
+    if init:  # the containment root
+        os.close(alive_r)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        _quiet_stdio()
+        os._exit(_wait_for(init))
+    # The init, pid 1: dies with the root.
+    os.close(alive_w)
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.set_blocking(alive_r, False)
+    try:
+        if os.read(alive_r, 1) == b"":  # EOF: the root is gone already
+            os._exit(128 + signal.SIGKILL)
+    except BlockingIOError:
+        pass
+    os.close(alive_r)
+    if sandbox is not None:
+        try:
+            _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+        except OSError as e:  # the host's /proc stays: pids outside are visible, no more
+            print(f"luna sandbox: own /proc not mounted ({e})", file=sys.stderr)
+        _loopback_up()
+        import resource
+        resource.setrlimit(resource.RLIMIT_NPROC, (sandbox.max_processes,) * 2)
+        if sandbox.memory is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, (sandbox.memory,) * 2)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    worker = os.fork()
+    if worker == 0:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        return
+    _quiet_stdio()
+    os._exit(_wait_for(worker))
+
+
+def _main(argv: list[str]) -> int:
+    """`containment.py SPEC -- COMMAND ARGS...`: the sandbox launcher (see Policy.wrap)."""
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: containment.py SPEC -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    spec = json.loads(argv[0])
+    sandbox = None if spec["sandbox"] is None else Sandbox.from_json(json.dumps(spec["sandbox"]))
+    try:
+        enter(sandbox, spec["userns"])
+    except OSError as e:
+        print(f"luna containment: {e}", file=sys.stderr)
+        return 71
+    # The worker: Python's own signal dispositions must not leak into the server.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    command = argv[2:]
+    try:
+        os.execv(command[0], command)
+    except OSError as e:
+        print(f"luna containment: cannot execute {command[0]}: {e}", file=sys.stderr)
+        return 127 if e.errno == errno.ENOENT else 126
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
