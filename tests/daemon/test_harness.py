@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from daemon.config import load_config
 from tests.daemon.test_lunad_signals import running, wait_gone
-from tests.support.lunad import Lunad, RawClient, echo_server
+from tests.support.lunad import ECHO, Lunad, RawClient, echo_server
 
 
 def test_recv_line_reads_a_connection_reset_as_end_of_stream(tmp_path: Path) -> None:
@@ -62,5 +64,30 @@ def test_a_start_that_times_out_ends_lunad_and_keeps_its_log() -> None:
         assert lunad.proc is not None and lunad.proc.poll() is not None
         assert lunad.log_path.exists()
     finally:
-        lunad.stop()
+        # start() already ended it: whatever exit status that was, nothing may be left over.
+        stopped = lunad.stop(check=False)
+    assert stopped.leftovers == [] and not stopped.lunad_killed
+    assert stopped.returncode is not None
     assert not lunad.dir.exists()
+
+
+def test_stop_fails_on_a_process_that_outlived_lunad_and_kills_it() -> None:
+    # A worker that puts a child in a session of its own: neither the pool's process-group
+    # kill nor the parent-death signal reaches it, so it outlives lunad. stop() must say so.
+    escape = f"setsid sleep 300 & exec {sys.executable} {ECHO}"
+    lunad = Lunad({"echo": echo_server(command="/bin/sh", args=["-c", escape])}).start()
+    sleeper = next(p for p in lunad.worker_pids() if psutil.Process(p).name() == "sleep")
+    with pytest.raises(AssertionError, match=f"outlived lunad.*{sleeper} sleep"):
+        lunad.stop()
+    assert wait_gone({sleeper}) == set()  # and it was killed
+
+
+def test_stop_fails_when_lunad_exits_with_another_code_than_expected() -> None:
+    lunad = Lunad({"echo": echo_server()}).start()
+    lunad.signal(signal.SIGKILL)
+    with pytest.raises(AssertionError, match="exited with -9, expected 0"):
+        lunad.stop()
+    lunad = Lunad({"echo": echo_server()}).start()
+    lunad.signal(signal.SIGKILL)
+    stopped = lunad.stop(expect_code=-9)  # a test that kills lunad on purpose
+    assert stopped.returncode == -9 and stopped.leftovers == []

@@ -112,7 +112,7 @@ def test_sigkill_of_lunad_leaves_no_worker_behind() -> None:
             assert wait_gone(workers) == set()
             assert c.recv_line() == b""  # and the client sees the end, not a hang
     finally:
-        lunad.stop()
+        lunad.stop(expect_code=-signal.SIGKILL)
 
 
 def test_sd_notify_ready_watchdog_and_prompt_stop(tmp_path) -> None:
@@ -184,4 +184,4 @@ def test_failed_start_says_why_and_leaves_no_worker() -> None:
         assert wait_gone(processes_of(lunad)) == set()
     finally:
         busy.close()
-        lunad.stop()
+        lunad.stop(expect_code=1)

@@ -57,12 +57,8 @@ def lunad() -> Iterator[NativeInfraLunad]:
         daemon.start(timeout=60)
         yield daemon
     finally:
-        children = daemon.worker_pids()
+        # Fails unless lunad exits 0 and no redis-server (nor worker) it ran outlives it.
         daemon.stop()
-        # No redis-server (nor worker) outlives lunad.
-        leftovers = [p for p in children if psutil.pid_exists(p)
-                     and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        assert leftovers == [], leftovers
 
 
 def params(lunad: Lunad) -> StdioServerParameters:
@@ -160,4 +156,4 @@ def test_sigkilled_lunad_leaves_no_redis_or_prometheus() -> None:
 
         daemon.wait_for(all_gone, 10, "lunad's children to die with it")
     finally:
-        daemon.stop()
+        daemon.stop(expect_code=-signal.SIGKILL)

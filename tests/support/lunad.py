@@ -7,8 +7,11 @@ starts `python -m daemon.lunad` (or `command`, e.g. the installed console script
 until the control socket answers and each server has its min_idle workers. Every wait is
 bounded. lunad gets the runner's environment without `LUNA_REDIS_URL`: the generated config
 is the whole truth, so a developer's shell cannot point the workers at another Redis.
-`stop()` ends it, kills anything it left (the tests assert there was nothing to kill) and
-removes the temp dir.
+`stop()` ends it with SIGTERM, then checks that every process it ever saw under lunad is gone
+(SIGKILLing any survivor), and fails the test unless lunad exited with the expected code and
+nothing had to be killed, like tests/support/supervised.py's `Supervised.stop()`. A test that
+kills lunad on purpose says which exit it expects (`stop(expect_code=-9)`), or takes the result
+without the check (`stop(check=False)`) and asserts on it itself. The temp dir goes too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ import psutil
 
 from daemon.control_client import request
 from tests.support.ports import free_port
+from tests.support.supervised import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = str(ROOT / "tests" / "daemon" / "servers" / "echo_server.py")
@@ -77,6 +82,30 @@ def echo_server(*args: str, **keys: Any) -> dict[str, Any]:
     return table
 
 
+@dataclass
+class Stopped:
+    """What `Lunad.stop()` found. `returncode` is lunad's exit status (None: never started;
+    negative: the signal that ended it); `lunad_killed` says SIGTERM was not enough within
+    the timeout; `leftovers` names ("PID NAME") each process seen under lunad that was still
+    running after lunad had exited (and was then SIGKILLed)."""
+
+    returncode: int | None
+    lunad_killed: bool = False
+    leftovers: list[str] = field(default_factory=list)
+    log: str = ""
+
+    def problems(self, expect_code: int | None = 0) -> list[str]:
+        """Everything wrong with this stop, for an assertion message; [] when clean."""
+        found = []
+        if self.returncode != expect_code:
+            found.append(f"lunad exited with {self.returncode}, expected {expect_code}")
+        if self.lunad_killed:
+            found.append("lunad ignored SIGTERM and had to be SIGKILLed")
+        if self.leftovers:
+            found.append(f"processes outlived lunad and were SIGKILLed: {self.leftovers}")
+        return found
+
+
 class Lunad:
     def __init__(self, servers: dict[str, dict[str, Any]], *, drain_timeout: float = 3.0,
                  metrics: bool = True, metrics_port: int | None = None,
@@ -106,6 +135,9 @@ class Lunad:
         self.proc: subprocess.Popen[bytes] | None = None
         self.daemon_env = env or {}  # extra environment for lunad only
         self.command = command or [sys.executable, "-m", "daemon.lunad"]
+        # Every process seen under lunad (psutil.Process keeps the start time, so a reused
+        # pid is not mistaken for it): stop() checks each is gone.
+        self.seen: dict[int, psutil.Process] = {}
 
     @property
     def env(self) -> dict[str, str]:
@@ -149,6 +181,7 @@ class Lunad:
             time.sleep(0.05)
         # A caller whose start() raised has nothing to stop: end lunad here (its workers are
         # lunad's to end, as in stop()). The temp dir stays for log() until stop().
+        self.remember()
         self.proc.terminate()
         try:
             self.proc.wait(15)
@@ -161,6 +194,7 @@ class Lunad:
         return self.log_path.read_text(errors="replace")[-5000:]
 
     def status(self) -> dict[str, Any]:
+        self.remember()
         response = request({"cmd": "status"}, runtime_dir=str(self.runtime_dir), timeout=5)
         assert response["ok"], response
         return response["result"]
@@ -172,11 +206,23 @@ class Lunad:
         return urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
 
     def worker_pids(self) -> set[int]:
+        """Pids of every process under lunad now (workers and their children, infra)."""
+        return set(self.remember())
+
+    def remember(self) -> dict[int, psutil.Process]:
+        """Note every process under lunad now, for stop() to check they are all gone later;
+        returns them."""
         assert self.proc is not None
         try:
-            return {c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)}
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            return set()
+            return {}
+        now = {p.pid: p for p in tree if alive(p)}
+        for pid, proc in now.items():
+            known = self.seen.get(pid)
+            if known is None or not alive(known):  # a pid reused since
+                self.seen[pid] = proc
+        return now
 
     def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
@@ -191,25 +237,43 @@ class Lunad:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait; SIGKILL whatever is left (the tests check nothing was left).
-        The temp dir goes too, also for a Lunad that was never started."""
+    def stop(self, timeout: float = 15.0, *, expect_code: int | None = 0,
+             check: bool = True, grace: float = 5.0) -> Stopped:
+        """SIGTERM lunad (unless it already exited) and wait up to `timeout`, SIGKILL it if it
+        is still there; then give each process ever seen under it `grace` seconds to be gone
+        and SIGKILL the survivors. With `check` (the default) fail unless lunad exited with
+        `expect_code` by itself and nothing had to be killed. The temp dir goes in any case,
+        also for a Lunad that was never started."""
         if self.proc is None:
             shutil.rmtree(self.dir, ignore_errors=True)
-            return None
-        leftovers = self.worker_pids()
+            return Stopped(None)
+        result = Stopped(None)
         if self.proc.poll() is None:
+            self.remember()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                result.lunad_killed = True
                 self.proc.kill()
                 self.proc.wait()
-        for pid in leftovers:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
+        result.returncode = self.proc.returncode
+        deadline = time.monotonic() + grace
+        for pid, proc in sorted(self.seen.items()):
+            while alive(proc) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if alive(proc):
+                with contextlib.suppress(psutil.Error):
+                    result.leftovers.append(f"{pid} {proc.name()}")
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+        if check or result.leftovers:
+            result.log = self.log() if self.log_path.exists() else ""
         shutil.rmtree(self.dir, ignore_errors=True)
-        return self.proc.returncode
+        if check:
+            problems = result.problems(expect_code)
+            assert not problems, "; ".join(problems) + f"\nlunad's log (tail):\n{result.log}"
+        return result
 
 
 class RawClient:
