@@ -26,7 +26,8 @@ result) are not decoded whole: a regex over the head finds `id`/`method`/`error`
 is searched for `"isError":true`; only when the head does not yield an id is the frame decoded
 after all. Server frames while no request is in flight (notifications, logs) are not decoded
 at all. The observer is pure: no I/O, a clock that tests can replace, and callbacks for what
-it reports.
+it reports. Whatever it cannot decode (not JSON, not UTF-8, nested deeper than the decoder
+recurses) is counted unparsed; the session forwards every frame whatever the observer does.
 """
 
 from __future__ import annotations
@@ -243,7 +244,11 @@ class Observer:
         if type(message) is dict and len(frame) > LARGE_FRAME and _hashable(message.get("id")):
             request = self.in_flight.get(message.get("id"))
             if request is not None and request.method == "tools/list":
-                message = json.loads(frame)  # the tool names are the point of this answer
+                try:  # the tool names are the point of this answer
+                    message = json.loads(frame)
+                except (ValueError, RecursionError):
+                    self.traffic.unparsed += 1
+                    return
         if type(message) is list:
             for item in message:
                 if type(item) is dict:
@@ -305,8 +310,8 @@ class Observer:
                 return message
         try:
             message = _parse(frame)
-        except ValueError:  # includes UnicodeDecodeError
-            self._unparsed_unless_blank(frame)
+        except (ValueError, RecursionError):  # UnicodeDecodeError too; nesting past the
+            self._unparsed_unless_blank(frame)  # recursion limit is valid JSON we cannot read
             return None
         if type(message) is dict or type(message) is list:
             return message
@@ -330,7 +335,7 @@ def id_in_head(head: bytes) -> Any:
         return None
     try:
         return json.loads(match.group(1))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -100,7 +100,7 @@ def first_request_id(frame: bytes) -> Any:
     """The id of a client's first frame if it is a request, else None (for refusals)."""
     try:
         message = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(message, dict) and "method" in message:
         req_id = message.get("id")
@@ -276,7 +276,12 @@ class Session(asyncio.Protocol):
             self._end(too_large, exc)
             return None
         for frame in frames:
-            observe(frame)
+            try:
+                observe(frame)
+            except Exception:  # a bug in watching must never cost a frame or the session
+                self.observer.traffic.unparsed += 1
+                log.exception("session %s: observer failed on a %d-byte frame; forwarded "
+                              "unchanged, counted unparsed", self.id, len(frame))
         return out
 
     def eof_received(self) -> bool:

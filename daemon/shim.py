@@ -115,7 +115,7 @@ def lunad_errors(tail: bytes) -> list[str]:
             error = json.loads(line)["error"]
             message = error["message"]
             error["data"]["lunad"]  # only errors lunad wrote itself, not the server's
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue
         if message not in messages:
             messages.append(str(message))

@@ -42,7 +42,7 @@ async def test_initialize_list_and_call_tools_through_the_shim(lunad: Lunad) -> 
         init = await session.initialize()
         assert init.server_info.name == "echo"
         tools = await session.list_tools()
-        assert {t.name for t in tools.tools} == {"echo", "sleep", "fail", "crash"}
+        assert {t.name for t in tools.tools} == {"echo", "sleep", "fail", "nested", "crash"}
         result = await session.call_tool("echo", {"text": "through lunad"})
         assert result.is_error is False
         assert result.content[0].text == "through lunad"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.lunad import Lunad, RawClient, echo_server
 
@@ -22,9 +23,18 @@ def lunad() -> Iterator[Lunad]:
     daemon = Lunad({
         # Its crash leaves a grandchild holding the worker's stdout and stderr open.
         "orphan": echo_server("--grandchild"),
+        "deep": echo_server(),
     }).start(timeout=60)
     yield daemon
     daemon.stop()
+
+
+def metric(lunad: Lunad, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(lunad.metrics_text()):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
 
 
 def _sessions(lunad: Lunad, server: str) -> list[dict]:
@@ -59,3 +69,24 @@ def test_worker_exit_is_seen_though_a_grandchild_holds_its_stdout(lunad: Lunad) 
     assert match, stderr
     lunad.wait_for(lambda: not psutil.pid_exists(int(match.group(1))) or None,
                    what="the grandchild gone")
+
+
+DEPTH = 20_000
+
+
+def test_frames_nested_too_deep_are_forwarded_both_ways_and_counted(lunad: Lunad) -> None:
+    before = metric(lunad, "luna_frames_unparsed_total", server="deep")
+    with RawClient(lunad.socket_path("deep"), timeout=8) as c:
+        c.initialize()
+        deep = b"[" * DEPTH + b"]" * DEPTH
+        c.send(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":' + deep + b"}\n")
+        answer = c.recv()  # the server got the frame and answered it: not dropped by lunad
+        assert answer["id"] is None and answer["error"]["code"] == -32700
+        c.tool(2, "nested", depth=DEPTH)  # the server's answer is nested as deep
+        line = c.recv_line()
+        assert line.startswith(b'{"jsonrpc":"2.0","id":2,"result":')
+        assert line.count(b"[") == DEPTH + 1  # "content":[] and the deep value, unchanged
+        c.tool(3, "echo", text="still here")
+        assert c.recv()["result"]["content"][0]["text"] == "still here"
+    lunad.wait_for(lambda: metric(lunad, "luna_frames_unparsed_total", server="deep")
+                   >= before + 2 or None, what="both frames counted unparsed")

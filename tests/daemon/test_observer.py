@@ -301,3 +301,21 @@ def test_an_answer_after_cancellation_is_not_counted_again() -> None:
     obs.client_frame(frame({"jsonrpc": "2.0", "method": "notifications/cancelled",
                             "params": {"requestId": 99}}))  # unknown id: nothing to end
     assert calls == [("sleep", "cancelled", 0.0)]
+
+
+DEEP = b"[" * 20_000 + b"]" * 20_000
+
+
+def test_frames_nested_past_the_recursion_limit_are_counted_unparsed_both_ways() -> None:
+    obs, _calls, _ = make()
+    obs.client_frame(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":' + DEEP + b"}")
+    obs.client_frame(DEEP)
+    assert obs.traffic.unparsed == 2 and obs.traffic.messages_in == 2
+    call(obs, 2, "echo")  # something in flight, so the server's frames are decoded
+    obs.server_frame(b'{"jsonrpc":"2.0","id":2,"result":{"deep":' + DEEP + b"}}")
+    assert obs.traffic.unparsed == 3
+    obs.client_frame(frame({"jsonrpc": "2.0", "id": "L", "method": "tools/list"}))
+    big = b'{"jsonrpc":"2.0","id":"L","result":{"tools":[],"pad":"' + b"x" * LARGE_FRAME + \
+        b'","deep":' + DEEP + b"}}"
+    obs.server_frame(big)  # a large tools/list answer is decoded whole: deep there too
+    assert obs.traffic.unparsed == 4

@@ -25,3 +25,7 @@ def test_first_request_id() -> None:
     assert first_request_id(b'{"jsonrpc":"2.0","method":"notifications/initialized"}') is None
     assert first_request_id(b'{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}') is None
     assert first_request_id(b"garbage") is None
+
+
+def test_first_request_id_of_a_frame_nested_too_deep_is_none() -> None:
+    assert first_request_id(b"[" * 20_000 + b"]" * 20_000) is None

@@ -9,7 +9,10 @@ Methods: `ping` (allowed before `initialize`), `initialize`, `notifications/*` (
   sleep {"seconds": float}  -> sleeps, then answers (in a thread: other requests keep flowing)
   fail  {}                  -> a result with isError: true
   crash {}                  -> the process exits with code 3 before answering
-Unknown methods get error -32601; a line that is not JSON gets -32700 with id null.
+  nested {"depth": int}     -> a result with a value nested `depth` arrays deep (written as
+                               raw bytes: deeper than any JSON decoder's recursion limit)
+Unknown methods get error -32601; a line that is not JSON (or nested too deep to decode) gets
+-32700 with id null.
 EOF on stdin ends the process with code 0 once pending sleeps are answered (unless --linger).
 
 Options (argv wins; each also reads an env variable, e.g. ECHO_EXIT_AT_ONCE=3):
@@ -65,6 +68,11 @@ TOOLS: list[dict[str, Any]] = [
         "name": "fail",
         "description": "Answer with a tool error (isError: true).",
         "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "nested",
+        "description": "Answer with a value nested `depth` arrays deep.",
+        "inputSchema": {"type": "object", "properties": {"depth": {"type": "integer"}}},
     },
     {
         "name": "crash",
@@ -161,12 +169,19 @@ def _call_tool(req_id: Any, params: dict[str, Any]) -> None:
         threading.Thread(target=_sleep_then_answer, args=(req_id, seconds)).start()
     elif name == "fail":
         _result(req_id, _text("failed as asked", is_error=True))
+    elif name == "nested":
+        depth = int(args.get("depth", 1))
+        head = json.dumps({"jsonrpc": "2.0", "id": req_id}, separators=(",", ":"))[:-1]
+        raw = (head + ',"result":{"content":[],"deep":' + "[" * depth + "]" * depth + "}}\n")
+        with _out_lock:
+            sys.stdout.buffer.write(raw.encode())
+            sys.stdout.buffer.flush()
     elif name == "crash":
         sys.stderr.write("echo_server: crashing with code 3 as asked by the crash tool\n")
         sys.stderr.flush()
         os._exit(3)
     else:
-        _error(req_id, -32602, f"unknown tool {name!r}; tools: echo, sleep, fail, crash")
+        _error(req_id, -32602, f"unknown tool {name!r}; tools: echo, sleep, fail, nested, crash")
 
 
 def _handle(message: Any) -> None:
@@ -224,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             message = json.loads(line)
-        except ValueError:
-            _error(None, -32700, "parse error: the line is not JSON")
+        except (ValueError, RecursionError):
+            _error(None, -32700, "parse error: the line is not JSON (or nested too deep)")
             continue
         _handle(message)
         is_ping = isinstance(message, dict) and message.get("method") == "ping"
