@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from tests.support.redis import RedisServer
+from tests.support.users import User, UserVenv, session_users, skip_reason
 
 
 @pytest.fixture
@@ -31,3 +32,30 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture(scope="session")
+def _user_session() -> Iterator[tuple[UserVenv, list[User]]]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(f"unprivileged-user test skipped: {reason}")
+    with session_users() as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def unprivileged_user(_user_session: tuple[UserVenv, list[User]]) -> User:
+    """A local user created for this session, with a Python it can run (tests/support/users.py)."""
+    venv, users = _user_session
+    user = User(venv)
+    users.append(user)
+    return user
+
+
+@pytest.fixture(scope="session")
+def other_user(_user_session: tuple[UserVenv, list[User]]) -> User:
+    """A second unprivileged user: "someone else on the machine"."""
+    venv, users = _user_session
+    user = User(venv, prefix="lunao")
+    users.append(user)
+    return user

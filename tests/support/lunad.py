@@ -12,6 +12,14 @@ is the whole truth, so a developer's shell cannot point the workers at another R
 nothing had to be killed, like tests/support/supervised.py's `Supervised.stop()`. A test that
 kills lunad on purpose says which exit it expects (`stop(expect_code=-9)`), or takes the result
 without the check (`stop(check=False)`) and asserts on it itself. The temp dir goes too.
+
+As an unprivileged user (tests/support/users.py, fixture `unprivileged_user`):
+`Lunad(servers, user=user)` gives the temp dir (config, runtime, state) to that user and runs
+lunad as its uid/gid with the user's Python and a login-like environment (not the runner's);
+`echo_server(..., user=user)` is the echo server table that user can run. `luna(*args)` runs
+the CLI and `shim_command(server)` is luna-shim, both as lunad's user (root when `user` is None)
+with LUNA_RUNTIME_DIR set; `mcp(server, calls)` runs a real MCP SDK client through luna-shim
+as that user (see `User.mcp` for `calls` and the results).
 """
 
 from __future__ import annotations
@@ -29,13 +37,16 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from daemon.control_client import request
 from tests.support.ports import free_port
 from tests.support.supervised import alive
+
+if TYPE_CHECKING:
+    from tests.support.users import User
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = str(ROOT / "tests" / "daemon" / "servers" / "echo_server.py")
@@ -74,9 +85,10 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def echo_server(*args: str, **keys: Any) -> dict[str, Any]:
-    """A [servers.NAME] table running the stdlib echo server with `args`."""
-    table: dict[str, Any] = {"command": sys.executable, "args": [ECHO, *args],
+def echo_server(*args: str, user: User | None = None, **keys: Any) -> dict[str, Any]:
+    """A [servers.NAME] table running the stdlib echo server with `args` (as `user` can)."""
+    command, script = (user.python, user.path(ECHO)) if user else (sys.executable, ECHO)
+    table: dict[str, Any] = {"command": command, "args": [script, *args],
                              "min_idle": 1, "max_sessions": 8, "stop_timeout": 2}
     table.update(keys)
     return table
@@ -111,10 +123,12 @@ class Lunad:
                  metrics: bool = True, metrics_port: int | None = None,
                  infra: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, user: User | None = None) -> None:
         """`infra` is the `[infra]` table (default: backend "none"); `metrics_port` pins the
         exporter's port (default: a free one); `env` is extra environment for lunad only;
-        `command` runs lunad (default `python -m daemon.lunad`; `--config PATH` is added)."""
+        `command` runs lunad (default `python -m daemon.lunad`; `--config PATH` is added);
+        `user` runs it as that unprivileged user (tests/support/users.py)."""
+        self.user = user
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
         self.state_dir = self.dir / "state"
@@ -134,15 +148,40 @@ class Lunad:
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.daemon_env = env or {}  # extra environment for lunad only
-        self.command = command or [sys.executable, "-m", "daemon.lunad"]
+        python = user.python if user else sys.executable
+        self.command = command or [python, "-m", "daemon.lunad"]
         # Every process seen under lunad (psutil.Process keeps the start time, so a reused
         # pid is not mistaken for it): stop() checks each is gone.
         self.seen: dict[int, psutil.Process] = {}
+        if user:
+            user.chown(self.dir)
+            user.chown(self.config_path)
 
     @property
     def env(self) -> dict[str, str]:
+        if self.user:
+            return self.user.environ({"LUNA_RUNTIME_DIR": str(self.runtime_dir)})
         inherited = {k: v for k, v in os.environ.items() if k != "LUNA_REDIS_URL"}
         return {**inherited, "LUNA_RUNTIME_DIR": str(self.runtime_dir)}
+
+    def luna(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`luna ARGS` as lunad's user, pointed at this lunad's runtime dir."""
+        env = {"LUNA_RUNTIME_DIR": str(self.runtime_dir)}
+        if self.user:
+            return self.user.luna(*args, env=env, timeout=timeout)
+        return subprocess.run([venv_script("luna"), *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT, env={**self.env, **env})
+
+    def shim_command(self, server: str) -> list[str]:
+        """luna-shim for `server` as lunad's user would start it."""
+        return self.user.shim_command(server) if self.user else shim_command(server)
+
+    def mcp(self, server: str, calls: list[dict[str, Any]],
+            timeout: float = 90) -> list[dict[str, Any]]:
+        """A real MCP SDK client through luna-shim, as lunad's user (see `User.mcp`)."""
+        assert self.user is not None, "for root, use the SDK client in-process"
+        return self.user.mcp(self.shim_command(server), calls,
+                             env={"LUNA_RUNTIME_DIR": str(self.runtime_dir)}, timeout=timeout)
 
     @property
     def metrics_address(self) -> str:
@@ -159,9 +198,14 @@ class Lunad:
         """Start lunad; wait for control and for min_idle workers of each server that has
         no `--require-file` or `--exit-at-once` (a server meant to fail)."""
         log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
+        as_user: dict[str, Any] = {}
+        if self.user:
+            as_user = {"user": self.user.uid, "group": self.user.gid,
+                       "extra_groups": self.user.groups}
         self.proc = subprocess.Popen(
             [*self.command, "--config", str(self.config_path)],
-            cwd=ROOT, env={**self.env, **self.daemon_env}, stdout=log, stderr=subprocess.STDOUT)
+            cwd=self.user.src if self.user else ROOT, env={**self.env, **self.daemon_env},
+            stdout=log, stderr=subprocess.STDOUT, **as_user)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
