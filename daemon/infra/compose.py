@@ -167,7 +167,10 @@ class ComposeSupervisor:
         if containers is None:
             return up_due
         if containers:
-            up_due = None  # something runs: per-service restarts take it from here
+            # Something runs: per-service restarts take it from here, and a failed `up`'s
+            # "retry" detail no longer holds (real `up --wait` exits 1 while a container is
+            # unhealthy; each service's own record says what is wrong with it).
+            up_due, self.detail = None, ""
         elif up_due is None:
             # Nothing at all (e.g. someone ran `docker compose down`): `up` again, backing off
             # so that an `up` that succeeds but creates nothing cannot spin.

@@ -3,14 +3,25 @@
 No Docker engine or image registry is reachable where the tests run, so the tests put a
 `docker` wrapper first on PATH that runs this script. It answers only what lunad asks
 (`info`, `compose version`, and `compose -f F -p P config|up|ps|restart|down`), replays
-real `docker compose ps --format json` outputs (tests/infra/fixtures/compose-ps/) as a
-scenario says, and records every invocation, so tests check what lunad ran and when.
+`docker compose ps --format json` outputs (tests/infra/fixtures/compose-ps/) as a scenario
+says, and records every invocation, so tests check what lunad ran and when. The fixtures are
+HAND-WRITTEN in the shape Compose v2 prints (see their README), not captured from an engine.
+
+Where it matters to lunad it behaves like real Compose: `up -d --wait` (project-wide) blocks
+while a container is starting and ends with exit 1 as soon as one is unhealthy or exited,
+printing `container NAME is unhealthy` / `container NAME exited (CODE)` (that text is also
+hand-written). While it waits, time passes: it moves through the current `ps` sequence one
+fixture per `up_wait_step` seconds (default 0.1), as successive `ps` calls would, and gives
+up with exit 1 after `up_wait_timeout` seconds (default 5; real Compose waits unbounded
+unless given --wait-timeout). An `up` entry with an explicit "exit" skips the waiting.
 
 State lives in $FAKE_DOCKER_DIR:
 - scenario.json (written by the test):
     {"services": ["redis", ...],            # `config --services`
      "info_exit": 0,                        # `docker info`
-     "up": [{"exit": 1, "stderr": "..."}],  # n-th `up` (project-wide) result; last repeats
+     "up": [{"exit": 1, "stderr": "..."}],  # n-th `up` (project-wide) result; last repeats;
+                                            # without "exit": --wait as above
+     "up_wait_step": 0.1, "up_wait_timeout": 5,
      "ps": ["starting.jsonl", ...],         # fixtures returned by successive `ps`; last repeats
      "restart": {"redis": [["all-healthy.jsonl"]]},  # n-th `restart SERVICE` (or `up -d
                                             # SERVICE`): the `ps` sequence from then on
@@ -67,7 +78,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write((FIXTURES / fixture).read_text())
         return 0
     if cmd == "up" and len([a for a in args[1:] if not a.startswith("-")]) == 0:
-        results = scenario.get("up", [{"exit": 0}])
+        results = scenario.get("up", [{}])
         result = results[min(state["up_at"], len(results) - 1)]
         state["up_at"] += 1
         if "ps" in result:
@@ -75,6 +86,8 @@ def main(argv: list[str]) -> int:
         save()
         if result.get("stderr"):
             print(result["stderr"], file=sys.stderr)
+        if "exit" not in result and "--wait" in args:
+            return wait_for_health(scenario, state, save)
         return int(result.get("exit", 0))
     if cmd in ("restart", "up"):
         service = args[-1]
@@ -92,6 +105,37 @@ def main(argv: list[str]) -> int:
         return int(scenario.get("down_exit", 0))
     print(f"fake docker: unsupported compose command {args!r}", file=sys.stderr)
     return 125
+
+
+def wait_for_health(scenario: dict[str, Any], state: dict[str, Any], save: Any) -> int:
+    """`up -d --wait`: 0 once every container runs (healthy, where it has a healthcheck);
+    1 at the first unhealthy or exited one, or when the wait times out."""
+    step = float(scenario.get("up_wait_step", 0.1))
+    deadline = time.monotonic() + float(scenario.get("up_wait_timeout", 5))
+    while True:
+        seq = state["ps"]
+        fixture = (FIXTURES / seq[min(state["ps_at"], len(seq) - 1)]).read_text().strip()
+        rows = json.loads(fixture) if fixture.startswith("[") else [
+            json.loads(line) for line in fixture.splitlines()]
+        waiting = False
+        for row in rows:
+            if row["State"] in ("exited", "dead"):
+                print(f"container {row['Name']} exited ({row.get('ExitCode', 1)})",
+                      file=sys.stderr)
+                return 1
+            if row.get("Health") == "unhealthy":
+                print(f"container {row['Name']} is unhealthy", file=sys.stderr)
+                return 1
+            waiting |= row["State"] != "running" or row.get("Health") == "starting"
+        if not waiting:
+            return 0
+        if time.monotonic() > deadline:
+            print("timeout waiting for the project to be healthy", file=sys.stderr)
+            return 1
+        time.sleep(step)
+        if state["ps_at"] < len(seq) - 1:
+            state["ps_at"] += 1
+            save()
 
 
 if __name__ == "__main__":

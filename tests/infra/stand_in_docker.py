@@ -1,6 +1,7 @@
 """The stand-in docker CLI as the tests use it: PATH wrapper, scenario, invocation record.
 
-A STAND-IN, not Docker: see tests/infra/fake_docker.py for what it answers and why.
+A STAND-IN, not Docker: see tests/infra/fake_docker.py for what it answers and why; its
+`ps` fixtures are hand-written in the real shape, not captured from an engine.
 """
 
 from __future__ import annotations

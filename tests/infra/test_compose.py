@@ -1,9 +1,11 @@
 """The compose backend against a STAND-IN docker CLI (tests/infra/fake_docker.py).
 
 No Docker engine or image registry is reachable here, so `docker` on PATH is a stand-in that
-replays real `docker compose ps --format json` outputs from a scenario and records every
-invocation. These tests prove what lunad *runs* and *reports*: start, unhealthy → restart,
-exited → restart, backoff between repeated failures, stop with and without `down`.
+replays `docker compose ps --format json` outputs (hand-written in the shape Compose v2
+prints, not captured from an engine) from a scenario, blocks and fails in `up -d --wait` as
+real Compose does, and records every invocation. These tests prove what lunad *runs* and
+*reports*: start, unhealthy → restart, exited → restart, backoff between repeated failures,
+stop with and without `down`.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ async def test_start_brings_the_project_up_and_reports_each_service(
 
 async def test_redis_starting_has_no_url_yet(docker: StandInDocker,
                                              made: list[ComposeSupervisor]) -> None:
-    docker.scenario(ps=["starting.jsonl"])
+    docker.scenario(ps=["starting.jsonl"], up_wait_timeout=0.3)  # `up --wait` gives up
     sup = supervisor(docker, made)
     await sup.start()
     await until(lambda: sup.status()["services"]["redis"]["detail"].endswith(
@@ -124,9 +126,45 @@ async def test_unhealthy_service_is_restarted(docker: StandInDocker,
     await until(restarted, 10, "prometheus restarted and healthy")
     assert "backoff" in seen  # unhealthy: restart scheduled after restart_backoff_base
     assert seen[-1] == "up"
+    # `up --wait` failed on the unhealthy container; once it is restarted no stale
+    # "`docker compose up` exited with code 1 ... retry" detail is left in status.
+    assert "detail" not in sup.status(), sup.status()["detail"]
     restarts = [c for c in docker.commands() if c[0] == "restart"]
     assert restarts == [["restart", "prometheus"]]
     assert sup.status()["services"]["redis"]["restarts"] == 0
+
+
+async def test_up_wait_blocks_until_healthy_then_fails_on_an_unhealthy_container(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    # The stand-in's `up -d --wait` as real Compose: it blocks while containers start and
+    # exits 1 naming the unhealthy one. lunad reports that, then restarts the service, and
+    # the top-level detail is cleared as soon as containers exist (no `up` retry is due).
+    docker.scenario(ps=["starting.jsonl", "starting.jsonl", "prometheus-unhealthy.jsonl"],
+                    up_wait_step=0.2, restart={"prometheus": [["all-healthy.jsonl"]]})
+    sup = supervisor(docker, made)
+    details: list[str] = []
+
+    def note() -> bool:
+        detail = sup.status().get("detail")
+        if detail and detail not in details:
+            details.append(detail)
+        return bool(sup.status()["services"].get("prometheus", {}).get("up"))
+
+    started = time.monotonic()
+    task = asyncio.create_task(sup.start())
+    while not task.done():
+        note()
+        await asyncio.sleep(0.01)
+    await task
+    ups = [t for t, c in docker.calls() if c == ["up", "-d", "--wait"]]
+    first_ps = next(t for t, c in docker.calls() if c[0] == "ps")
+    assert len(ups) == 1 and first_ps - ups[0] >= 2 * 0.2 * 0.9  # it blocked two steps
+    assert time.monotonic() - started >= 0.4 * 0.9
+    await until(note, 10, "prometheus restarted and up")
+    assert any("`docker compose up` exited with code 1" in d
+               and "container luna-prometheus-1 is unhealthy" in d for d in details), details
+    assert "detail" not in sup.status(), sup.status()["detail"]
+    assert sup.status()["services"]["prometheus"]["restarts"] == 1
 
 
 async def test_exited_redis_is_restarted_and_has_no_url_meanwhile(
@@ -169,7 +207,7 @@ async def test_repeated_failure_is_spaced_out_by_growing_backoff(
 
 async def test_docker_restarting_a_container_itself_is_not_raced(
         docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
-    docker.scenario(ps=["grafana-restarting.jsonl"])
+    docker.scenario(ps=["grafana-restarting.jsonl"], up_wait_timeout=0.3)
     sup = supervisor(docker, made)
     await sup.start()
     await asyncio.sleep(0.6)  # several polls

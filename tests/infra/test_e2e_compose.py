@@ -1,9 +1,11 @@
 """lunad with the compose backend, against the STAND-IN docker CLI (tests/infra/fake_docker.py).
 
-No Docker engine or image registry is reachable here; the stand-in replays real `docker
-compose ps --format json` outputs. What this proves is lunad's side, end to end: `backend =
-"compose"` in luna.toml reaches the compose supervisor, an unhealthy Prometheus is restarted,
-and `luna status` and /metrics report the services and the restart.
+No Docker engine or image registry is reachable here; the stand-in replays `docker compose ps
+--format json` outputs HAND-WRITTEN in the real shape (not captured), and its `up -d --wait`
+exits 1 on the unhealthy container as real Compose does. What this proves is lunad's side,
+end to end: `backend = "compose"` in luna.toml reaches the compose supervisor, an unhealthy
+Prometheus is restarted, and `luna status` and /metrics report the services and the restart,
+with no stale "`docker compose up` exited ... retry" detail once it has recovered.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def test_lunad_restarts_an_unhealthy_prometheus_and_reports_it(lunad: ComposeLun
     assert "infra: compose" in shown.stdout
     line = next(x for x in shown.stdout.splitlines() if x.strip().startswith("prometheus"))
     assert "restarts 1" in line and " up " in line
+    assert "detail" not in infra and "docker compose up" not in shown.stdout, shown.stdout
+    assert ["up", "-d", "--wait"] in lunad.docker.commands()
 
     metrics = lunad.metrics_text()
     assert 'luna_infra_up{service="grafana"} 1.0' in metrics
