@@ -9,7 +9,8 @@ server's answer to `tools/list`, the tool names. With them it
   `other`) and frames it could not parse, into the server-wide `Traffic` counters (plain ints:
   the hot path pays an attribute add, the metrics collector reads them at scrape time);
 - keeps the client's requests in flight by id, so that when the worker dies the session can
-  answer each of them (`worker_exited()` returns them);
+  answer each of them (`worker_exited()` returns them); at most `max_in_flight` of them, a
+  request past that is returned by `client_frame` as `Refused` for the session to answer;
 - times every `tools/call` from request to response and reports it through `on_tool_call(tool,
   outcome, seconds)` with outcome ok | tool_error | rpc_error | worker_exited | cancelled.
 
@@ -48,6 +49,11 @@ CANCELLED = "cancelled"
 OUTCOMES: tuple[str, ...] = (OK, TOOL_ERROR, RPC_ERROR, WORKER_EXITED, CANCELLED)
 
 OTHER = "other"
+
+MAX_IN_FLIGHT = 10_000
+"""Client requests one session may have unanswered at once. Past it a request is refused
+(`client_frame` returns it, the session answers it with an error and does not forward it):
+a client that never reads answers, or a server that never answers, cannot grow lunad."""
 
 MAX_TOOL_NAMES = 256
 """Tool names a server may put in the `tool` label; names it lists beyond these are `other`."""
@@ -153,6 +159,14 @@ class InFlight:
     started: float
 
 
+@dataclass(slots=True, frozen=True)
+class Refused:
+    """A client request the session must answer itself instead of forwarding."""
+
+    id: Any
+    limit: int
+
+
 ToolCallSink = Callable[[str, str, float], None]
 
 
@@ -163,7 +177,8 @@ def _no_sink(tool: str, outcome: str, seconds: float) -> None:
 class Observer:
     """Watches one session's frames; see the module docstring."""
 
-    __slots__ = ("_clock", "_known", "calls", "in_flight", "on_tool_call", "traffic")
+    __slots__ = ("_clock", "_known", "calls", "in_flight", "max_in_flight", "on_tool_call",
+                 "traffic")
 
     def __init__(
         self,
@@ -171,7 +186,9 @@ class Observer:
         on_tool_call: ToolCallSink = _no_sink,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
+        self.max_in_flight = max_in_flight
         self.traffic = traffic if traffic is not None else Traffic()
         self.on_tool_call = on_tool_call
         self._clock = clock
@@ -186,25 +203,30 @@ class Observer:
 
     # -- client -> server -------------------------------------------------------------
 
-    def client_frame(self, frame: bytes) -> None:
-        """One complete frame from the client (without its newline)."""
+    def client_frame(self, frame: bytes) -> Refused | None:
+        """One complete frame from the client (without its newline); a `Refused` when it is
+        a request past `max_in_flight` (not counted, not to be forwarded)."""
         t = self.traffic
         t.messages_in += 1
         t.bytes_in += len(frame) + 1
         message = self._decode(frame)
         if message is None:
-            return
-        if type(message) is list:  # a JSON-RPC batch (older MCP revisions)
-            for item in message:
+            return None
+        if type(message) is list:  # a JSON-RPC batch (older MCP revisions): never refused,
+            for item in message:   # its requests past the bound are just not tracked
                 if type(item) is dict:
-                    self._client_message(item)
-        else:
-            self._client_message(message)
+                    self._client_message(item, refuse=False)
+            return None
+        return self._client_message(message)
 
-    def _client_message(self, message: dict[str, Any]) -> None:
+    def _client_message(self, message: dict[str, Any], refuse: bool = True) -> Refused | None:
         method = message.get("method")
         if type(method) is not str:
-            return  # the client's answer to a server request: nothing to time
+            return None  # the client's answer to a server request: nothing to time
+        if len(self.in_flight) >= self.max_in_flight and "id" in message:
+            req_id = message["id"]
+            if _hashable(req_id) and req_id not in self.in_flight:  # it would add an entry
+                return Refused(req_id, self.max_in_flight) if refuse else None
         label = method if method in KNOWN_METHODS else OTHER
         requests = self.traffic.requests
         requests[label] = requests.get(label, 0) + 1
@@ -224,6 +246,7 @@ class Observer:
                 request = self.in_flight.pop(params.get("requestId"), None)
                 if request is not None and request.tool is not None:
                     self.on_tool_call(request.tool, CANCELLED, self._clock() - request.started)
+        return None
 
     # -- server -> client -------------------------------------------------------------
 

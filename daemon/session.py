@@ -20,6 +20,8 @@ How a session ends (outcome of luna_sessions_total / release reason for the pool
   exiting is read from the pipe at once and forwarded, then each request still in flight gets
   a JSON-RPC error naming the exit code or signal and the last stderr lines, and the socket
   closes. worker_exited / crash.
+- a client request past the in-flight bound (daemon/observer.py MAX_IN_FLIGHT) is not
+  forwarded: lunad answers it with an error itself, and the session goes on.
 - a frame over 64 MiB, either way: a JSON-RPC error to the client, socket closed, only this
   session touched. closed / session_end.
 - no frame either way for idle_timeout: timeout / idle_timeout. `stop()` (luna kill, lunad
@@ -44,7 +46,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from daemon.framing import FrameBuffer, FrameTooLarge
-from daemon.observer import Observer, ToolCallSink, Traffic, id_in_head
+from daemon.observer import Observer, Refused, ToolCallSink, Traffic, id_in_head
 
 log = logging.getLogger("lunad.session")
 
@@ -221,6 +223,9 @@ class Session(asyncio.Protocol):
         self._idle_handle: asyncio.TimerHandle | None = None
         self._client_paused = False
         self._lost: asyncio.Future[None] | None = None  # set while we close the client
+        self._refusals = 0
+        self._refused: list[Refused] = []  # requests the observer refused in the last feed
+        self._over = False  # concluded: bytes still arriving are dropped, buffers released
 
     # -- status -------------------------------------------------------------------------
 
@@ -250,6 +255,8 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         stdin = self._stdin
+        if self._over:
+            return
         if stdin is None:  # refusal in progress: keep what is needed to answer its id
             if self._early_size < EARLY_LIMIT:
                 self._early.append(data)
@@ -258,6 +265,8 @@ class Session(asyncio.Protocol):
                 self._early_event.set()
             return
         out = self._frames(self._c_buf, data, self.observer.client_frame, "client_too_large")
+        if self._refused:
+            self._answer_refused()
         if out:
             stdin.write(out)
             if not self._client_paused and stdin.get_write_buffer_size() > HIGH_WATER:
@@ -265,24 +274,47 @@ class Session(asyncio.Protocol):
                 self.transport.pause_reading()  # type: ignore[union-attr]
                 self._loop.create_task(self._resume_client_when_drained())
 
-    def _frames(self, buf: FrameBuffer, data: bytes, observe: Callable[[bytes], None],
+    def _frames(self, buf: FrameBuffer, data: bytes, observe: Callable[[bytes], Any],
                 too_large: str) -> bytes | None:
         """One direction's bytes in: the complete frames to forward (each observed first),
-        or None when a frame outgrew the limit and the session ended (`too_large`)."""
+        or None when a frame outgrew the limit and the session ended (`too_large`). Frames
+        the observer refuses (`Refused`) are noted in `_refused` for the caller."""
         self.last_activity = time.monotonic()
         try:
             out, frames = buf.feed(data)
         except FrameTooLarge as exc:
             self._end(too_large, exc)
             return None
-        for frame in frames:
+        refused: list[int] = []
+        for n, frame in enumerate(frames):
             try:
-                observe(frame)
+                verdict = observe(frame)
             except Exception:  # a bug in watching must never cost a frame or the session
                 self.observer.traffic.unparsed += 1
                 log.exception("session %s: observer failed on a %d-byte frame; forwarded "
                               "unchanged, counted unparsed", self.id, len(frame))
+                continue
+            if verdict is not None:
+                refused.append(n)
+                self._refused.append(verdict)
+        if refused:  # rare: rebuild the bytes without them (each frame had one newline)
+            skip = set(refused)
+            out = b"".join(f + b"\n" for n, f in enumerate(frames) if n not in skip)
         return out
+
+    def _answer_refused(self) -> None:
+        """Answer each request the observer refused; they were not forwarded."""
+        refused, self._refused = self._refused, []
+        for verdict in refused:
+            if not self._refusals:  # once per session: a flooding client floods no log
+                log.warning("session %s: %d requests unanswered; refusing more (first: id "
+                            "%r)", self.id, verdict.limit, verdict.id)
+            self._refusals += 1
+            self.transport.write(error_frame(  # type: ignore[union-attr]
+                verdict.id, f"lunad: this session has {verdict.limit} requests waiting for an "
+                "answer, the most lunad keeps; this one was not sent to the server. Wait for "
+                "answers (or cancel requests) before sending more", "too_many_in_flight",
+                limit=verdict.limit))
 
     def eof_received(self) -> bool:
         self._client_gone()
@@ -323,6 +355,8 @@ class Session(asyncio.Protocol):
     # -- the worker side ------------------------------------------------------------------
 
     def _worker_data(self, data: bytes) -> None:
+        if self._over:
+            return  # e.g. a grandchild still writing until the group is killed
         out = self._frames(self._s_buf, data, self.observer.server_frame, "server_too_large")
         if out and not self._client_lost:
             self.transport.write(out)  # type: ignore[union-attr]
@@ -393,6 +427,7 @@ class Session(asyncio.Protocol):
                 self._idle_handle.cancel()
             exit_watch.cancel()
         outcome, reason, errors = await self._conclude(kind, detail, worker)
+        self._release_buffers()
         self.outcome = outcome
         if closed is not None:  # counted before the client can see the end
             closed(outcome, time.monotonic() - self.accepted)
@@ -431,6 +466,15 @@ class Session(asyncio.Protocol):
                 "lunad: the session ended (the client closed its side) before the server "
                 "answered", "session_end")
         return "worker_exited", "crash", await self._errors_for_exit(worker)
+
+    def _release_buffers(self) -> None:
+        # Now, not at the next cyclic collection: the session, its stdout tap and the
+        # worker's reader refer to each other, and a partial line can be 64 MiB per side.
+        self._over = True
+        self._c_buf.take_pending()
+        self._s_buf.take_pending()
+        self._early.clear()
+        self._early_size = 0
 
     def _errors_for_open(self, message: str, reason: str) -> list[bytes]:
         # Not the worker's fault (kill, idle, oversized, client gone): tool calls "cancelled".

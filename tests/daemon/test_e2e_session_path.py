@@ -6,13 +6,17 @@ Every wait is bounded: before the fixes these tests hang on a recv and fail on i
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from collections.abc import Iterator
 
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon.observer import MAX_IN_FLIGHT
 from tests.support.lunad import Lunad, RawClient, echo_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,6 +28,8 @@ def lunad() -> Iterator[Lunad]:
         # Its crash leaves a grandchild holding the worker's stdout and stderr open.
         "orphan": echo_server("--grandchild"),
         "deep": echo_server(),
+        "partial": echo_server(min_idle=4, max_sessions=8),
+        "stalled": echo_server(),
     }).start(timeout=60)
     yield daemon
     daemon.stop()
@@ -90,3 +96,45 @@ def test_frames_nested_too_deep_are_forwarded_both_ways_and_counted(lunad: Lunad
         assert c.recv()["result"]["content"][0]["text"] == "still here"
     lunad.wait_for(lambda: metric(lunad, "luna_frames_unparsed_total", server="deep")
                    >= before + 2 or None, what="both frames counted unparsed")
+
+
+def test_partial_lines_are_released_when_sessions_end(lunad: Lunad) -> None:
+    """4 sessions each holding a 32 MiB line without its newline, closed, 4 rounds: lunad's
+    memory stays at one round's worth (it grew by 128 MiB a round, freed only by a gc)."""
+    lunad_process = psutil.Process(lunad.proc.pid)
+    line = b'{"jsonrpc":"2.0","id":1,"method":"x","params":"' + b"a" * (32 << 20)
+    sizes = []
+    for _ in range(4):
+        clients = [RawClient(lunad.socket_path("partial"), timeout=20) for _ in range(4)]
+        for c in clients:
+            c.initialize()
+            c.sock.sendall(line)
+        lunad.wait_for(lambda: all(s["calls"] == 0 for s in _sessions(lunad, "partial"))
+                       and len(_sessions(lunad, "partial")) == 4 or None, what="4 sessions")
+        time.sleep(0.3)  # the last bytes reach lunad's buffers
+        for c in clients:
+            c.close()
+        lunad.wait_for(lambda: not _sessions(lunad, "partial") or None, what="sessions end")
+        sizes.append(lunad_process.memory_info().rss)
+    assert sizes[-1] - sizes[0] < 64 << 20, [s >> 20 for s in sizes]
+
+
+def test_requests_past_the_in_flight_bound_get_an_error_and_the_session_goes_on(
+        lunad: Lunad) -> None:
+    with RawClient(lunad.socket_path("stalled"), timeout=20) as c:
+        c.initialize()
+        [session] = lunad.wait_for(lambda: _sessions(lunad, "stalled") or None, what="session")
+        os.kill(session["pid"], signal.SIGSTOP)  # a server that answers nothing for now
+        try:
+            c.send(b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % n
+                            for n in range(MAX_IN_FLIGHT + 1)))
+            refused = c.recv()  # from lunad itself, while the server is stopped
+            assert refused["id"] == MAX_IN_FLIGHT
+            assert refused["error"]["data"]["lunad"] == "too_many_in_flight"
+            assert f"{MAX_IN_FLIGHT} requests waiting" in refused["error"]["message"]
+        finally:
+            os.kill(session["pid"], signal.SIGCONT)
+        answered = {c.recv()["id"] for _ in range(MAX_IN_FLIGHT)}
+        assert answered == set(range(MAX_IN_FLIGHT))  # the others reached the server
+        c.tool("after", "echo", text="the session goes on")
+        assert c.recv()["result"]["content"][0]["text"] == "the session goes on"

@@ -319,3 +319,21 @@ def test_frames_nested_past_the_recursion_limit_are_counted_unparsed_both_ways()
         b'","deep":' + DEEP + b"}}"
     obs.server_frame(big)  # a large tools/list answer is decoded whole: deep there too
     assert obs.traffic.unparsed == 4
+
+
+def test_requests_past_max_in_flight_are_refused_not_tracked() -> None:
+    obs = Observer(Traffic(), max_in_flight=3)
+    for n in range(3):
+        assert obs.client_frame(frame({"jsonrpc": "2.0", "id": n, "method": "ping"})) is None
+    refused = obs.client_frame(frame({"jsonrpc": "2.0", "id": "x", "method": "ping"}))
+    assert refused is not None and refused.id == "x" and refused.limit == 3
+    assert len(obs.in_flight) == 3
+    # A notification adds nothing: never refused. A repeated id replaces its entry.
+    assert obs.client_frame(frame({"jsonrpc": "2.0", "method": "notifications/x"})) is None
+    assert obs.client_frame(frame({"jsonrpc": "2.0", "id": 1, "method": "ping"})) is None
+    # A batch is never refused; its requests past the bound are just not tracked.
+    batch = json.dumps([{"jsonrpc": "2.0", "id": "b", "method": "ping"}]).encode()
+    assert obs.client_frame(batch) is None and "b" not in obs.in_flight
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 0, "result": {}}))
+    assert obs.client_frame(frame({"jsonrpc": "2.0", "id": "y", "method": "ping"})) is None
+    assert len(obs.in_flight) == 3
