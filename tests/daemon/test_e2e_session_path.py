@@ -109,8 +109,8 @@ def test_partial_lines_are_released_when_sessions_end(lunad: Lunad) -> None:
         for c in clients:
             c.initialize()
             c.sock.sendall(line)
-        lunad.wait_for(lambda: all(s["calls"] == 0 for s in _sessions(lunad, "partial"))
-                       and len(_sessions(lunad, "partial")) == 4 or None, what="4 sessions")
+        lunad.wait_for(lambda: len(_sessions(lunad, "partial")) == 4 or None,
+                       what="4 sessions")
         time.sleep(0.3)  # the last bytes reach lunad's buffers
         for c in clients:
             c.close()
