@@ -3,7 +3,8 @@
 A check is a plain function returning one or more `Finding`s; none of them changes anything
 (the server-command check starts a worker and stops it again). The order is the order a new
 user meets them: Python and packages, config, directories, the daemon, each server's command,
-the infrastructure (Docker or native binaries, Redis), ports, and Claude Desktop's config.
+the infrastructure (Docker or native binaries, Redis), ports, Claude Desktop's config,
+and the other MCP clients' configs (docs/clients.md).
 
 Severity: OK; WARN for what Luna works without (no Docker, no Claude Desktop config yet, a
 directory lunad has not created yet); FAIL for what stops Luna from working as configured.
@@ -287,6 +288,67 @@ def check_claude_desktop(config_file: Path, shim: Path, runtime: Path) -> Findin
     return Finding(item, OK, f"{config_file}: {', '.join(shims)} → {shim}")
 
 
+# ---------------------------------------------------------------- the other MCP clients
+
+def check_clients(shim: Path, runtime: Path, platform: str = sys.platform,
+                  environ: dict[str, str] | None = None) -> list[Finding]:
+    """Per client whose user file has luna-shim entries: which servers, and the stale ones.
+
+    Stale: the luna-shim path no longer exists, it is another install's, or the socket is not
+    in this install's runtime dir. Claude Desktop is check_claude_desktop's (it predates this).
+    """
+    from daemon.commands.clients.apply import ClientConfigError, read_servers
+    from daemon.commands.clients.registry import CLIENTS, entry_socket, is_luna_entry
+
+    env = dict(os.environ) if environ is None else environ
+    findings = []
+    for client in CLIENTS.values():
+        if client.name == "claude-desktop":
+            continue
+        path = client.user_file(platform, env)
+        item = f"client {client.name}"
+        try:
+            text = path.read_text(encoding="utf-8")
+            servers = read_servers(text, client, str(path))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, ClientConfigError) as exc:
+            findings.append(Finding(item, FAIL, str(exc).replace(" Nothing was changed; ", " "),
+                                    "fix the file by hand; luna will not overwrite it"))
+            continue
+        ours = {name: entry for name, entry in servers.items() if is_luna_entry(entry)}
+        if not ours:
+            continue
+        problems: list[tuple[str, str]] = []
+        served = []
+        for name, entry in ours.items():
+            command = entry["command"]
+            command = Path(command["path"] if isinstance(command, dict) else command)
+            args = entry.get("args") or []
+            server = str(args[0]) if args else "?"
+            served.append(name if name == server else f"{name} (server {server})")
+            if not command.exists():
+                problems.append((FAIL, f"{name}: {command} no longer exists"))
+            elif command != shim:
+                problems.append((WARN, f"{name} runs another install's {command}, not {shim}"))
+            socket_path = entry_socket(entry)
+            if socket_path is not None and socket_path.parent != runtime:
+                problems.append((FAIL, f"{name} names socket {socket_path}, but this "
+                                       f"install's runtime dir is {runtime}"))
+        fix = f"run: luna config {client.name} --install (or --remove)"
+        if problems:
+            severity = FAIL if any(s == FAIL for s, _ in problems) else WARN
+            findings.append(Finding(item, severity, f"{path}: {', '.join(served)}; stale: "
+                                    + "; ".join(text for _, text in problems), fix))
+        else:
+            findings.append(Finding(item, OK, f"{path}: {', '.join(served)}"))
+    if not findings:
+        findings.append(Finding("clients", WARN, "no MCP client config has a luna-shim entry "
+                                "(besides Claude Desktop's, above)",
+                                "luna config CLIENT --install; see docs/clients.md"))
+    return findings
+
+
 # ---------------------------------------------------------------- all of it
 
 def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
@@ -309,4 +371,5 @@ def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
         findings.append(check_redis(url))
     findings.extend(check_ports(config, status is not None))
     findings.append(check_claude_desktop(claude_config, shim, runtime))
+    findings.extend(check_clients(shim, runtime))
     return findings

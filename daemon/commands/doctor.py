@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "doctor", help="check this host for what Luna needs",
         description="Check Python, packages, config, directories, the daemon, each server's "
-                    "command, Docker or native infra, Redis, ports and Claude Desktop's "
-                    "config; say per item OK or what to do.")
+                    "command, Docker or native infra, Redis, ports, Claude Desktop's and the "
+                    "other MCP clients' configs (docs/clients.md); say per item OK or what to do.")
     parser.add_argument("--config", type=Path, default=None,
                         help="lunad's luna.toml (default: none, the embedded defaults)")
     parser.add_argument("--claude-config", type=Path, default=None,

@@ -127,3 +127,49 @@ def test_doctor_against_a_live_lunad(tmp_path: Path) -> None:
     assert findings["daemon"]["severity"] == FAIL
     assert "lunad" in findings["daemon"]["fix"]
     assert done.returncode == 1
+
+
+def test_clients_listed_with_their_servers_and_stale_entries_flagged(tmp_path: Path) -> None:
+    from daemon.doctor import check_clients
+
+    shim = Path(sys.executable).parent / "luna-shim"
+    runtime = tmp_path / "run"
+    env = {"HOME": str(tmp_path)}
+    [nothing] = check_clients(shim, runtime, "linux", env)
+    assert nothing.severity == WARN and "no MCP client" in nothing.detail
+
+    def entry(command: Path | str, server: str, sock: Path) -> dict[str, object]:
+        return {"command": str(command), "args": [server, "--socket", str(sock)]}
+
+    cursor = tmp_path / ".cursor" / "mcp.json"
+    cursor.parent.mkdir()
+    cursor.write_text(json.dumps({"mcpServers": {
+        "luna": entry(shim, "luna", runtime / "luna.sock"),
+        "mem": entry(shim, "echo", runtime / "echo.sock"),
+        "other": {"command": "npx"}}}))
+    codex = tmp_path / ".codex" / "config.toml"
+    codex.parent.mkdir()
+    codex.write_text(f'[mcp_servers.luna]\ncommand = "{tmp_path}/gone/bin/luna-shim"\n'
+                     f'args = ["luna", "--socket", "{runtime}/luna.sock"]\n')
+    zed = tmp_path / ".config" / "zed" / "settings.json"
+    zed.parent.mkdir(parents=True)
+    zed.write_text('{\n  // mine\n  "context_servers": {"luna": ' + json.dumps(
+        entry(shim, "luna", Path("/run/other-luna/luna.sock"))) + '},\n}\n')
+    vscode = tmp_path / ".config" / "Code" / "User" / "mcp.json"
+    vscode.parent.mkdir(parents=True)
+    vscode.write_text('{"servers": {"luna": ')  # malformed
+    gemini = tmp_path / ".gemini" / "settings.json"
+    gemini.parent.mkdir()
+    gemini.write_text(json.dumps({"mcpServers": {"git": {"command": "uvx"}}}))  # no Luna
+
+    findings = {f.item: f for f in check_clients(shim, runtime, "linux", env)}
+    assert set(findings) == {"client cursor", "client codex", "client zed", "client vscode"}
+    assert findings["client cursor"].severity == OK
+    assert findings["client cursor"].detail == f"{cursor}: luna, mem (server echo)"
+    assert findings["client codex"].severity == FAIL
+    assert f"{tmp_path}/gone/bin/luna-shim no longer exists" in findings["client codex"].detail
+    assert findings["client zed"].severity == FAIL
+    assert "names socket /run/other-luna/luna.sock" in findings["client zed"].detail
+    assert findings["client vscode"].severity == FAIL
+    assert "line 1 column" in findings["client vscode"].detail
+    assert "luna config codex --install" in findings["client codex"].fix
