@@ -40,6 +40,8 @@ if [[ -f tests/outside-client/package.json ]]; then
     (cd tests/outside-client && npm install --no-audit --no-fund --silent)
 fi
 
+bash scripts/install/claude-code.sh
+
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 exec python -m pytest "$@"

@@ -1,0 +1,96 @@
+"""The real Claude Code reads what `luna config claude-code --install` wrote, and connects.
+
+Claude Code (npm `@anthropic-ai/claude-code`, installed into tests/claude-code/ by
+scripts/install/claude-code.sh) has a health check that works offline: `claude mcp list`
+starts every configured stdio server, runs the MCP handshake and prints "✓ Connected" or
+"✗ Failed to connect" per server. HOME is a temp dir, so its ~/.claude.json is ours; the
+environment is a login-like minimal one (no LUNA_RUNTIME_DIR, no venv on PATH), so the entry
+has to carry everything itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.lunad import ROOT, Lunad, echo_server
+
+CLAUDE = ROOT / "tests" / "claude-code" / "node_modules" / ".bin" / "claude"
+LUNA = str(Path(sys.executable).parent / "luna")
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code is not installed: run "
+                       "scripts/install/claude-code.sh (scripts/test.sh does)"),
+]
+
+
+def minimal_env(home: Path) -> dict[str, str]:
+    return {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "USER": "root",
+            "LOGNAME": "root", "SHELL": "/bin/sh", "TERM": "dumb",
+            # Offline here: no update checks or telemetry to wait for.
+            "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+
+
+def claude(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLAUDE), *args], capture_output=True, text=True, timeout=120,
+                          env=minimal_env(home), cwd=home)
+
+
+@pytest.fixture(scope="module")
+def lunad() -> Iterator[Lunad]:
+    daemon = Lunad({"echo": echo_server(min_idle=1)}).start(timeout=60)
+    yield daemon
+    daemon.stop()
+
+
+def test_claude_mcp_list_reports_the_installed_entry_connected(lunad: Lunad,
+                                                              tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    # Claude Code's own state file first, as a user who has run it has one.
+    assert "No MCP servers configured" in claude(home, "mcp", "list").stdout
+    state = (home / ".claude.json").read_text()
+
+    env = {**os.environ, "HOME": str(home), "LUNA_RUNTIME_DIR": str(lunad.runtime_dir)}
+    installed = subprocess.run([LUNA, "config", "claude-code", "--install", "--server", "echo"],
+                               capture_output=True, text=True, timeout=30, env=env)
+    assert installed.returncode == 0, installed.stderr
+    assert f"added 'echo' to {home / '.claude.json'}" in installed.stdout
+    assert any(p.read_text() == state for p in home.glob(".claude.json.bak-*"))
+
+    listed = claude(home, "mcp", "list")
+    assert listed.returncode == 0, listed.stderr
+    line = next((x for x in listed.stdout.splitlines() if x.startswith("echo:")), None)
+    assert line is not None, listed.stdout
+    assert f"--socket {lunad.socket_path('echo')}" in line
+    assert re.search(r"[✓✔] Connected$", line), listed.stdout
+
+    got = claude(home, "mcp", "get", "echo")
+    assert "User config" in got.stdout and "stdio" in got.stdout, got.stdout
+
+    removed = subprocess.run([LUNA, "config", "claude-code", "--remove"], capture_output=True,
+                             text=True, timeout=30, env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert "No MCP servers configured" in claude(home, "mcp", "list").stdout
+
+
+def test_a_stale_entry_is_reported_failed_by_claude_code(tmp_path: Path) -> None:
+    # The other side of the check above: an entry whose socket nobody serves must not show
+    # as connected, or the test above would prove nothing.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    installed = subprocess.run(
+        [LUNA, "config", "claude-code", "--install", "--server", "echo", "--socket",
+         str(tmp_path / "nobody.sock")], capture_output=True, text=True, timeout=30, env=env)
+    assert installed.returncode == 0, installed.stderr
+    listed = claude(home, "mcp", "list")
+    line = next(x for x in listed.stdout.splitlines() if x.startswith("echo:"))
+    assert "Connected" not in line.replace("Failed to connect", "") and "Failed" in line
