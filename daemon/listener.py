@@ -3,7 +3,8 @@
 One `Listener` per server (`<runtime>/<server>.sock`) and one for the control socket. The
 socket file is created 0600 (0660 and chgrp'ed with `daemon.socket_group`) inside the 0700
 runtime dir. A stale file from a lunad that died is removed; a file another live lunad
-listens on is an error (two daemons must not steal each other's clients).
+listens on is an error (two daemons must not steal each other's clients), and on the way out
+a listener removes only the file it bound itself (same inode), never another lunad's.
 
 Each accepted connection's peer uid comes from the kernel (SO_PEERCRED), not from anything
 the client says. root and `allowed_uids` pass; anyone else gets one JSON-RPC error line
@@ -114,6 +115,7 @@ class Listener:
         self.allowed = frozenset(allowed_uids) | {0}
         self.socket_group = socket_group
         self._server: asyncio.AbstractServer | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we made
         self.refused = 0
 
     async def start(self) -> None:
@@ -125,6 +127,8 @@ class Listener:
                 lambda: _Gate(self), path=str(self.path), backlog=512)
         finally:
             os.umask(old_umask)
+        st = os.stat(self.path)
+        self._bound = (st.st_dev, st.st_ino)
         if self.socket_group:
             gid = grp.getgrnam(self.socket_group).gr_gid
             os.chown(self.path, -1, gid)
@@ -136,8 +140,17 @@ class Listener:
         """Close the listening socket and remove its file; connections already made go on."""
         if self._server is not None:
             self._server.close()
+        self._unlink_ours()
+
+    def _unlink_ours(self) -> None:
+        # Only the file this listener bound: never another lunad's socket at the same path.
+        if self._bound is None:
+            return
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._bound:
+                self.path.unlink()
+        self._bound = None
 
     async def close(self) -> None:
         self.stop_accepting()

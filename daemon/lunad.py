@@ -2,7 +2,9 @@
 
 Start, in this order (each step needs the previous one):
   1. config (a ConfigError prints file, key and what is allowed; exit 2);
-  2. the 0700 runtime dir and the state dir;
+  2. the 0700 runtime dir and its lock (daemon/runlock.py: a second lunad on the same dir
+     exits 1 here, naming the running pid, before it starts or touches anything), the state
+     dir;
   3. infra (`daemon.infra.create_supervisor`; backend "none" starts nothing) so that new
      workers get `LUNA_REDIS_URL` from `infra.redis_url()` through the pool's `extra_env`;
   4. one pool per server (filling to min_idle in the background) and its socket listener;
@@ -39,7 +41,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, childproc, notify, paths, shipped
+from daemon import __version__, childproc, notify, paths, runlock, shipped
 from daemon.config import DaemonConfig, ServerConfig, load_config
 from daemon.control import ControlError, ControlServer
 from daemon.errors import ConfigError
@@ -122,6 +124,14 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.config
         paths.ensure_private_dir(cfg.runtime_dir)
+        lock = runlock.RunLock(cfg.runtime_dir).acquire()  # before anything is started
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> int:
+        cfg = self.config
         cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -366,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(Daemon(config).run())
-    except (StartError, paths.UnsafeDirectory, SocketInUse, ValueError) as exc:
+    except (StartError, paths.UnsafeDirectory, SocketInUse, runlock.AlreadyRunning,
+            ValueError) as exc:
         print(f"lunad: cannot start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -17,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.observer import MAX_IN_FLIGHT
-from tests.support.lunad import Lunad, RawClient, echo_server
+from tests.support.lunad import ROOT, Lunad, RawClient, echo_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,3 +140,23 @@ def test_requests_past_the_in_flight_bound_get_an_error_and_the_session_goes_on(
         assert answered == set(range(MAX_IN_FLIGHT))  # the others reached the server
         c.tool("after", "echo", text="the session goes on")
         assert c.recv()["result"]["content"][0]["text"] == "the session goes on"
+
+
+def test_a_second_lunad_on_the_same_runtime_dir_is_harmless(lunad: Lunad) -> None:
+    second = subprocess.run([sys.executable, "-m", "daemon.lunad", "--config",
+                             str(lunad.config_path)], capture_output=True, text=True,
+                            timeout=30, cwd=ROOT, env=lunad.env)
+    assert second.returncode == 1
+    lines = second.stderr.strip().splitlines()
+    # One line, and nothing logged before it: no infra, no pool, no listener was started.
+    assert len(lines) == 1, second.stderr
+    assert f"another lunad (pid {lunad.proc.pid}) is running" in lines[0]
+    assert str(lunad.runtime_dir) in lines[0]
+    for server in lunad.servers:
+        assert os.path.exists(lunad.socket_path(server))
+    assert (lunad.runtime_dir / "control.sock").exists()
+    assert lunad.status()["daemon"]["pid"] == lunad.proc.pid
+    with RawClient(lunad.socket_path("deep"), timeout=8) as c:  # new clients still connect
+        c.initialize()
+        c.call(1, "ping")
+        assert c.recv()["id"] == 1
