@@ -25,6 +25,7 @@ from mcp.client.stdio import StdioServerParameters, get_default_environment, std
 
 from daemon.commands.clients.registry import CLIENTS
 from tests.support.lunad import Lunad, echo_server
+from tests.support.users import User
 
 LUNA = str(Path(sys.executable).parent / "luna")
 SHIM = str(Path(sys.executable).absolute().parent / "luna-shim")
@@ -260,3 +261,39 @@ async def test_printed_entry_reaches_lunad_under_a_minimal_environment(
         assert init.server_info.name == "echo"
         result = await session.call_tool("echo", {"text": f"via {client}"})
         assert result.is_error is False and result.content[0].text == f"via {client}"
+
+
+# ---------------------------------------------------------------- as an unprivileged user
+
+
+@pytest.fixture(scope="module")
+def user_lunad(unprivileged_user: User) -> Iterator[Lunad]:
+    daemon = Lunad({"echo": echo_server(min_idle=1, user=unprivileged_user)},
+                   user=unprivileged_user).start(timeout=60)
+    yield daemon
+    daemon.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", ["claude-desktop", "vscode", "codex", "zed"])
+def test_user_installs_and_the_entry_reaches_their_lunad(client: str, unprivileged_user: User,
+                                                        user_lunad: Lunad) -> None:
+    """A desktop user's whole path: their own lunad, `luna config --install` into their own
+    home (runtime dir taken from their luna.toml), and the installed entry started by an MCP
+    client with that user's login environment."""
+    user = unprivileged_user
+    result = user.luna("config", client, "--install", "--server", "echo", "--luna-config",
+                       str(user_lunad.config_path), env={})
+    assert result.returncode == 0, result.stderr
+    path = user.home / USER_FILE[client]
+    assert path.stat().st_uid == user.uid and path.stat().st_mode & 0o777 == 0o600
+    entry = load(client, path)[container(client)]["echo"]
+    assert entry["command"] == user.script("luna-shim")
+    assert entry["args"] == ["echo", "--socket", user_lunad.socket_path("echo")]
+    answers = user.mcp([entry["command"], *entry["args"]],
+                       [{"tool": "echo", "arguments": {"text": f"{client} as a user"}}],
+                       env=entry.get("env") or {})
+    assert answers == [{"is_error": False, "text": f"{client} as a user"}]
+    removed = user.luna("config", client, "--remove", env={})
+    assert removed.returncode == 0, removed.stderr
+    assert load(client, path).get(container(client), {}) == {}
