@@ -337,7 +337,10 @@ class Session(asyncio.Protocol):
     def _client_gone(self) -> None:
         self._client_eof = True
         self._early_event.set()
-        if self.worker is not None and self._release is None and self._pool is not None:
+        if (self.worker is not None and self._release is None and self._pool is not None
+                and not self._ended.done()):
+            # Once the session's end is decided (kill, shutdown, idle), run() releases the
+            # worker with that reason: closing the client then must not count session_end.
             # Release now: the worker sees stdin EOF, may answer what is pending, and exits;
             # the session ends when its stdout does.
             self._release = self._loop.create_task(self._pool.release(self.worker,

@@ -32,13 +32,19 @@ def lunad() -> Iterator[Lunad]:
         "deep": echo_server(),
         "partial": echo_server(min_idle=4, max_sessions=8),
         "stalled": echo_server(),
+        "exits": echo_server(min_idle=2),
+        "sleepy": echo_server(idle_timeout=0.5),
     }).start(timeout=60)
     yield daemon
     daemon.stop()
 
 
 def metric(lunad: Lunad, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(lunad.metrics_text()):
+    return metric_in(lunad.metrics_text(), name, **labels)
+
+
+def metric_in(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
@@ -160,3 +166,66 @@ def test_a_second_lunad_on_the_same_runtime_dir_is_harmless(lunad: Lunad) -> Non
         c.initialize()
         c.call(1, "ping")
         assert c.recv()["id"] == 1
+
+
+def _exits(lunad: Lunad, server: str) -> dict[str, float]:
+    text = lunad.metrics_text()
+    return {reason: metric_in(text, "luna_worker_exits_total", server=server, reason=reason)
+            for reason in ("session_end", "crash", "killed", "idle_timeout", "shutdown")}
+
+
+def _busy_session(c: RawClient, lunad: Lunad, server: str) -> dict:
+    c.initialize()
+    c.tool(1, "sleep", seconds=30)
+    c.call(2, "ping")
+    assert c.recv()["id"] == 2
+    return lunad.wait_for(lambda: next(iter(_sessions(lunad, server)), None), what="session")
+
+
+def _counted(lunad: Lunad, server: str, before: dict[str, float], reason: str) -> None:
+    after = lunad.wait_for(lambda: (lambda e: e if e != before else None)(
+        _exits(lunad, server)), what=f"an exit counted for {server}")
+    delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert delta == {reason: 1}, delta
+
+
+def test_exits_of_busy_workers_are_counted_under_their_reason(lunad: Lunad) -> None:
+    before = _exits(lunad, "exits")
+    with RawClient(lunad.socket_path("exits"), timeout=8) as c:
+        session = _busy_session(c, lunad, "exits")
+        assert lunad.control({"cmd": "kill", "session": session["id"]})["ok"]
+        assert c.recv()["error"]["data"]["lunad"] == "killed"
+    _counted(lunad, "exits", before, "killed")
+
+    before = _exits(lunad, "exits")
+    with RawClient(lunad.socket_path("exits"), timeout=8) as c:
+        c.initialize()
+        c.tool(1, "crash")
+        assert c.recv()["error"]["data"]["lunad"] == "worker_exited"
+    _counted(lunad, "exits", before, "crash")
+
+    before = _exits(lunad, "exits")
+    with RawClient(lunad.socket_path("exits"), timeout=8) as c:
+        c.initialize()
+    _counted(lunad, "exits", before, "session_end")
+
+    before = _exits(lunad, "sleepy")
+    with RawClient(lunad.socket_path("sleepy"), timeout=8) as c:
+        c.initialize()
+        assert c.recv_line() == b""  # closed by lunad after 0.5 s of silence
+    _counted(lunad, "sleepy", before, "idle_timeout")
+
+
+def test_busy_workers_stopped_by_shutdown_are_counted_as_shutdown() -> None:
+    daemon = Lunad({"echo": echo_server()}, drain_timeout=0.5).start(timeout=60)
+    try:
+        with RawClient(daemon.socket_path("echo"), timeout=8) as c:
+            session = _busy_session(c, daemon, "echo")
+            daemon.signal(signal.SIGTERM)
+            assert c.recv()["error"]["data"]["lunad"] == "shutdown"
+        assert daemon.proc.wait(30) == 0
+        log = daemon.log()
+        assert f"pid {session['pid']}: shutdown" in log, log
+        assert f"pid {session['pid']}: session_end" not in log
+    finally:
+        daemon.stop()
