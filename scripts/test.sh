@@ -35,6 +35,7 @@ done
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+bash scripts/install/docker.sh  # engine + Compose v2 for tests/infra/test_real_engine.py
 
 if [[ -f tests/outside-client/package.json ]]; then
     (cd tests/outside-client && npm install --no-audit --no-fund --silent)

@@ -65,6 +65,9 @@ def render(status: dict[str, Any]) -> str:
     lines.append("")
     detail = f"  ({infra['detail']})" if infra.get("detail") else ""
     lines.append(f"infra: {infra.get('backend', 'none')}{detail}")
+    for what, where in (infra.get("secrets") or {}).items():
+        # Where the password is, never the password (compose: daemon/infra/compose_env.py).
+        lines.append(f"  {what.replace('_', ' ')}: {where}")
     for svc, st in (infra.get("services") or {}).items():
         up = "up" if st.get("up") else "DOWN"
         detail = f"  {st['detail']}" if st.get("detail") else ""

@@ -46,14 +46,16 @@ def create_supervisor(config: InfraConfig, state_dir: Path, project_dir: Path, *
                       env: dict[str, str] | None = None) -> InfraSupervisor:
     """The supervisor for `config.backend` ("auto" is resolved here, probing the host once).
 
-    `metrics_address` is lunad's exporter (config `[metrics] listen`), which the native
-    Prometheus scrapes; None or "" when the exporter is off. `env` replaces os.environ for the
-    probes and the children (tests use it to put a stand-in docker CLI on PATH).
+    `metrics_address` is lunad's exporter (config `[metrics] listen`), which Prometheus
+    (native or compose) scrapes; None or "" when the exporter is off. `env` replaces
+    os.environ for the probes and the children (tests use it to put a stand-in docker CLI on
+    PATH, or DOCKER_HOST for a private engine).
     """
     backend, why = choose_backend(config, env)
     if backend == "native":
         return NativeSupervisor(config, state_dir, project_dir,
                                 metrics_address=metrics_address or None, env=env)
     if backend == "compose":
-        return ComposeSupervisor(config, project_dir, env=env)
+        return ComposeSupervisor(config, state_dir, project_dir,
+                                 metrics_address=metrics_address or None, env=env)
     return NoneSupervisor(why)

@@ -12,7 +12,14 @@ group, killed with lunad; children.py) and never talks to the engine's API itsel
    `paused` (someone's deliberate act) are reported, not acted on.
 4. stop(): ends the loop; `down` only with `down_on_stop = true`, since containers and their
    volumes normally outlive lunad restarts.
-Redis's URL is where `ps` says the container's port 6379 is published.
+
+Before `up`, lunad prepares what the file interpolates (compose_env.py): the Redis password
+and Grafana's admin password (0600 files in the state dir, daemon/secrets.py; a
+GRAFANA_ADMIN_PASSWORD in lunad's environment wins), the ports of `[infra]`, and a
+prometheus.yml that scrapes lunad's real exporter address. They reach the compose CLI through
+its environment only, never its argv. Every service runs on the host's network, so Redis's URL
+is 127.0.0.1:redis_port with the password (a port `ps` reports published wins, for a file
+that publishes one).
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from typing import Any
 from daemon.backoff import Backoff
 from daemon.infra import states
 from daemon.infra.children import cancel_and_wait, describe_returncode, run_command
+from daemon.infra.compose_env import ComposeEnv, prepare
 from daemon.infra.compose_ps import ComposePsError, Container, assess, by_service, parse_ps
 from daemon.infra.config import InfraConfig
 from daemon.infra.states import ServiceRecord
+from daemon.secrets import SecretError
 
 log = logging.getLogger("luna.infra")
 
@@ -40,13 +49,17 @@ COMMAND_TIMEOUT = 120.0  # restart waits out the container's stop grace period
 class ComposeSupervisor:
     backend = "compose"
 
-    def __init__(self, config: InfraConfig, project_dir: Path, *,
+    def __init__(self, config: InfraConfig, state_dir: Path, project_dir: Path, *,
+                 metrics_address: str | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.state_dir = Path(state_dir)
         self.project_dir = Path(project_dir)
+        self.metrics_address = metrics_address
         file = Path(config.compose_file)
         self.compose_file = file if file.is_absolute() else self.project_dir / file
         self.env = dict(os.environ if env is None else env)
+        self.prepared: ComposeEnv | None = None
         self.records: dict[str, ServiceRecord] = {}
         self.detail = ""
         self._containers: dict[str, Container] = {}
@@ -92,18 +105,34 @@ class ComposeSupervisor:
             "services": {name: rec.snapshot() for name, rec in self.records.items()}}
         if self.detail:
             result["detail"] = self.detail
+        if self.prepared is not None:
+            result["secrets"] = self.prepared.where()
         return result
 
     def redis_url(self) -> str | None:
+        """The supervised Redis, password included, while it is up (for workers' env only)."""
         rec = self.records.get("redis")
         container = self._containers.get("redis")
-        if rec is None or not rec.up or container is None:
+        if rec is None or not rec.up or container is None or self.prepared is None:
             return None
+        host, port = "127.0.0.1", self.config.redis_port  # host network: the file's --port
         where = container.published(REDIS_PORT_IN_CONTAINER)
-        if where is None:
-            return None
-        host = "127.0.0.1" if where[0] in ("", "0.0.0.0", "::") else where[0]
-        return f"redis://{host}:{where[1]}/0"
+        if where is not None:
+            host = "127.0.0.1" if where[0] in ("", "0.0.0.0", "::") else where[0]
+            port = where[1]
+        return f"redis://:{self.prepared.redis_password}@{host}:{port}/0"
+
+    def _prepare(self) -> str:
+        """Passwords, ports and prometheus.yml into the compose CLI's environment; "" or why
+        not (then compose refuses the file, naming the unset variable, and `up` is retried)."""
+        try:
+            self.prepared = prepare(self.config, self.state_dir, self.metrics_address, self.env)
+        except (SecretError, OSError) as e:
+            why = f"cannot prepare the compose environment: {e}"
+            log.error("infra compose: %s", why)
+            return why
+        self.env.update(self.prepared.variables)
+        return ""
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -133,6 +162,7 @@ class ComposeSupervisor:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._prepare()
         code, out = await self._compose(["config", "--services"], COMMAND_TIMEOUT)
         if code == 0:
             for name in out.split():
@@ -153,13 +183,15 @@ class ComposeSupervisor:
         """One poll: `up` when due, `ps`, then each service; returns when `up` is next due."""
         loop = asyncio.get_running_loop()
         if up_due is not None and loop.time() >= up_due:
+            problem = "" if self.prepared is not None else self._prepare()
             code, out = await self._compose(["up", "-d", "--wait"], UP_TIMEOUT)
             if code == 0:
                 self.detail, up_due = "", None
                 up.record_success()
             else:
                 delay = up.record_failure(out)
-                self.detail = (f"`docker compose up` {describe_returncode(code)}: {out}; "
+                self.detail = (f"{problem + '; ' if problem else ''}"
+                               f"`docker compose up` {describe_returncode(code)}: {out}; "
                                f"retry in {delay:.1f}s if nothing runs by then")
                 log.warning("infra compose: %s", self.detail)
                 up_due = loop.time() + delay

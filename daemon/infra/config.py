@@ -14,7 +14,8 @@ allowed, and an unknown key is an error too (a typo must not silently become a d
 | poll_interval | 2.0 | seconds between health checks |
 | start_wait | 15.0 | seconds start() waits for the first healthy Redis before returning |
 | stop_timeout | 10.0 | native: seconds between SIGTERM and SIGKILL of a service |
-| redis_port, prometheus_port | 6379, 9090 | native: loopback ports |
+| redis_port, prometheus_port | 6379, 9090 | loopback ports (native, and compose's host network) |
+| grafana_port | 3000 | compose: Grafana's loopback port |
 | prometheus | true | native: run prometheus too |
 | prometheus_retention | "15d" | native: `--storage.tsdb.retention.time` |
 | redis_binary, prometheus_binary | "redis-server", "prometheus" | native: name on PATH, or path |
@@ -50,6 +51,7 @@ class InfraConfig:
     stop_timeout: float = 10.0
     redis_port: int = 6379
     prometheus_port: int = 9090
+    grafana_port: int = 3000
     prometheus: bool = True
     prometheus_retention: str = "15d"
     redis_binary: str = "redis-server"
@@ -136,6 +138,7 @@ def parse_infra_config(table: Mapping[str, Any], source: str) -> InfraConfig:
                               minimum=0, maximum=600),
         redis_port=_port(source, "redis_port", get("redis_port", d.redis_port)),
         prometheus_port=_port(source, "prometheus_port", get("prometheus_port", d.prometheus_port)),
+        grafana_port=_port(source, "grafana_port", get("grafana_port", d.grafana_port)),
         prometheus=_bool(source, "prometheus", get("prometheus", d.prometheus)),
         prometheus_retention=retention,
         redis_binary=_text(source, "redis_binary", get("redis_binary", d.redis_binary)),
@@ -151,4 +154,8 @@ def parse_infra_config(table: Mapping[str, Any], source: str) -> InfraConfig:
         raise ConfigError(source, "infra.prometheus_port",
                           f"a port other than redis_port ({config.redis_port})",
                           config.prometheus_port)
+    if config.grafana_port in (config.redis_port, config.prometheus_port):
+        raise ConfigError(source, "infra.grafana_port",
+                          f"a port other than redis_port ({config.redis_port}) and "
+                          f"prometheus_port ({config.prometheus_port})", config.grafana_port)
     return config

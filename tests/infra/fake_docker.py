@@ -27,7 +27,8 @@ State lives in $FAKE_DOCKER_DIR:
                                             # SERVICE`): the `ps` sequence from then on
      "restart_exit": 0, "down_exit": 0}
 - state.json: where each sequence is (kept by this script).
-- calls.jsonl: one {"t": unix time, "argv": [...]} per invocation.
+- calls.jsonl: one {"t": unix time, "argv": [...], "env": {...}} per invocation; env holds
+  the LUNA_* and GRAFANA_* variables lunad gave the CLI (what the compose file interpolates).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "compose-ps"
 def main(argv: list[str]) -> int:
     home = Path(os.environ["FAKE_DOCKER_DIR"])
     with (home / "calls.jsonl").open("a") as log:
-        log.write(json.dumps({"t": time.time(), "argv": argv}) + "\n")
+        env = {k: v for k, v in os.environ.items() if k.startswith(("LUNA_", "GRAFANA_"))}
+        log.write(json.dumps({"t": time.time(), "argv": argv, "env": env}) + "\n")
     scenario: dict[str, Any] = json.loads((home / "scenario.json").read_text())
     state_file = home / "state.json"
     state: dict[str, Any] = (json.loads(state_file.read_text()) if state_file.exists()

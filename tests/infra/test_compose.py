@@ -51,7 +51,7 @@ async def made() -> AsyncIterator[list[ComposeSupervisor]]:
 
 def supervisor(docker: StandInDocker, made: list[ComposeSupervisor],
                **overrides: Any) -> ComposeSupervisor:
-    sup = create_supervisor(compose_config(**overrides), REPO / "state-unused", REPO,
+    sup = create_supervisor(compose_config(**overrides), docker.home.parent / "state", REPO,
                             env=docker.env)
     assert isinstance(sup, ComposeSupervisor)
     made.append(sup)
@@ -87,7 +87,13 @@ async def test_start_brings_the_project_up_and_reports_each_service(
         assert status["services"][name]["state"] == "up"
         assert status["services"][name]["restarts"] == 0
     assert status["services"]["redis"]["detail"] == "luna-redis-1: Up 2 minutes (healthy)"
-    assert sup.redis_url() == "redis://127.0.0.1:6379/0"  # where ps says 6379 is published
+    # Where ps says 6379 is published (the shipped file publishes none: see the next test),
+    # with the password lunad generated at first start, kept 0600 in the state dir.
+    password_file = docker.home.parent / "state" / "secrets" / "redis-password"
+    password = password_file.read_text().strip()
+    assert sup.redis_url() == f"redis://:{password}@127.0.0.1:6379/0"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert status["secrets"]["redis_password"] == str(password_file)
     commands = docker.commands()
     assert commands[:3] == [["config", "--services"], ["up", "-d", "--wait"],
                             ["ps", "-a", "--format", "json"]]
@@ -279,12 +285,12 @@ async def test_failing_restart_command_backs_off_with_its_error(
 async def test_auto_picks_compose_when_the_engine_answers(docker: StandInDocker,
                                                           made: list[ComposeSupervisor]) -> None:
     docker.scenario(ps=["all-healthy.jsonl"], info_exit=0)
-    sup = create_supervisor(parse_infra_config({}, "test"), REPO / "state-unused", REPO,
+    sup = create_supervisor(parse_infra_config({}, "test"), docker.home.parent / "state", REPO,
                             env=docker.env)
     assert sup.backend == "compose"
     docker.scenario(ps=["all-healthy.jsonl"], info_exit=1)
     sup = create_supervisor(parse_infra_config({"redis_binary": "no-such-redis"}, "test"),
-                            REPO / "state-unused", REPO, env=docker.env)
+                            docker.home.parent / "state", REPO, env=docker.env)
     assert sup.backend == "none"
     assert "info` exited 1" in sup.status()["detail"]
 
@@ -315,3 +321,73 @@ async def test_stopped_then_started_again_supervises_again(
     assert sup.redis_url() is None
     await sup.start()
     await until(lambda: sup.redis_url() is not None, 5, "redis up after a second start")
+
+
+def compose_calls(docker: StandInDocker) -> list[dict[str, Any]]:
+    path = docker.home / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_host_network_redis_gets_a_password_url_and_compose_its_environment(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    # Captured from a real engine (Compose 2.40.3): on the host network nothing is published.
+    docker.scenario(ps=["engine-all-healthy.jsonl"])
+    ports = {"redis_port": 7001, "prometheus_port": 7002, "grafana_port": 7003}
+    sup = create_supervisor(compose_config(**ports), docker.home.parent / "state", REPO,
+                            metrics_address="127.0.0.1:7464", env=docker.env)
+    made.append(sup)  # type: ignore[arg-type]
+    await sup.start()
+    await until(lambda: sup.status()["services"]["redis"]["up"], 5, "redis healthy")
+    secrets_dir = docker.home.parent / "state" / "secrets"
+    redis_pw = (secrets_dir / "redis-password").read_text().strip()
+    grafana_file = secrets_dir / "grafana-admin-password"
+    grafana_pw = grafana_file.read_text().strip()
+    assert sup.redis_url() == f"redis://:{redis_pw}@127.0.0.1:7001/0"
+    assert grafana_file.stat().st_mode & 0o777 == 0o600 and grafana_pw != redis_pw
+    assert sup.status()["secrets"]["grafana_admin_password"] == str(grafana_file)
+
+    prom_yml = docker.home.parent / "state" / "infra" / "compose" / "prometheus.yml"
+    prom = json.loads(prom_yml.read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+               for job in prom["scrape_configs"]}
+    assert targets == {"lunad": ["127.0.0.1:7464"], "prometheus": ["127.0.0.1:7002"]}
+    assert prom["rule_files"] == ["/etc/prometheus/prometheus/alerts.yml"]
+
+    calls = compose_calls(docker)
+    assert calls and all(c["env"] == {
+        "LUNA_REDIS_PASSWORD": redis_pw, "GRAFANA_ADMIN_PASSWORD": grafana_pw,
+        "LUNA_REDIS_PORT": "7001", "LUNA_PROMETHEUS_PORT": "7002", "LUNA_GRAFANA_PORT": "7003",
+        "LUNA_PROMETHEUS_CONFIG": str(prom_yml)} for c in calls if c["argv"][0] == "compose")
+    # Through the environment only: no password on any command line.
+    assert not [c for c in calls if redis_pw in " ".join(c["argv"])
+                or grafana_pw in " ".join(c["argv"])]
+    assert redis_pw not in json.dumps(sup.status())
+
+
+async def test_a_grafana_password_of_the_users_own_wins_and_no_file_is_made(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["engine-all-healthy.jsonl"])
+    env = {**docker.env, "GRAFANA_ADMIN_PASSWORD": "chosen by the user"}
+    sup = create_supervisor(compose_config(), docker.home.parent / "state", REPO, env=env)
+    made.append(sup)  # type: ignore[arg-type]
+    await sup.start()
+    await until(lambda: sup.status()["services"]["grafana"]["up"], 5, "grafana healthy")
+    assert not (docker.home.parent / "state" / "secrets" / "grafana-admin-password").exists()
+    assert sup.status()["secrets"]["grafana_admin_password"] == \
+        "GRAFANA_ADMIN_PASSWORD in lunad's environment"
+    assert {c["env"]["GRAFANA_ADMIN_PASSWORD"] for c in compose_calls(docker)
+            if c["argv"][0] == "compose"} == {"chosen by the user"}
+
+
+async def test_an_unusable_secret_file_is_reported_and_compose_not_given_a_password(
+        docker: StandInDocker, made: list[ComposeSupervisor]) -> None:
+    docker.scenario(ps=["none.jsonl"], up=[{"exit": 1, "stderr": "required variable "
+                                            "LUNA_REDIS_PASSWORD is missing a value"}])
+    secrets_dir = docker.home.parent / "state" / "secrets"
+    secrets_dir.mkdir(parents=True, mode=0o700)
+    (secrets_dir / "redis-password").write_text("")
+    sup = supervisor(docker, made)
+    await sup.start()
+    await until(lambda: "redis-password" in sup.status().get("detail", ""), 5, "the reason")
+    assert "LUNA_REDIS_PASSWORD" not in compose_calls(docker)[0]["env"]
+    assert sup.redis_url() is None

@@ -31,6 +31,10 @@ EXPECTED: dict[str, dict[str, tuple[str, bool]]] = {
     "array-form-prometheus-unhealthy.json": {"redis": (UP, False),
                                              "prometheus": (UNHEALTHY, True),
                                              "grafana": (UP, False)},
+    # Captured from dockerd 20.10 + Compose 2.40.3 (tests/infra/test_real_engine.py's setup):
+    # host network, so no Publishers.
+    "engine-all-healthy.jsonl": {"redis": (UP, False), "prometheus": (UP, False),
+                                 "grafana": (UP, False)},
     "grafana-restarting.jsonl": {"redis": (UP, False), "prometheus": (UP, False),
                                  "grafana": (RESTARTING, False)},
     "none.jsonl": {},

@@ -69,6 +69,9 @@ def test_lunad_restarts_an_unhealthy_prometheus_and_reports_it(lunad: ComposeLun
                            env=lunad.env, capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0, shown.stderr
     assert "infra: compose" in shown.stdout
+    grafana_secret = lunad.state_dir / "secrets" / "grafana-admin-password"
+    assert f"grafana admin password: {grafana_secret}" in shown.stdout
+    assert grafana_secret.read_text().strip() not in shown.stdout
     line = next(x for x in shown.stdout.splitlines() if x.strip().startswith("prometheus"))
     assert "restarts 1" in line and " up " in line
     assert "detail" not in infra and "docker compose up" not in shown.stdout, shown.stdout
