@@ -49,10 +49,18 @@ def doc_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def newcomer_env(home: Path) -> dict[str, str]:
-    """A login-like environment: no LUNA_* overrides, no venv of ours on PATH."""
+NETWORK_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE",
+                "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
+"""How this machine reaches the package registries: a newcomer's shell has them too."""
+
+
+def newcomer_env(home: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A login-like environment: no LUNA_* overrides, no venv of ours on PATH; the proxy,
+    certificate and PIP_* settings kept (without them pip fails behind a proxy)."""
+    source = dict(os.environ if environ is None else environ)
     keep = ("PATH", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env = {k: v for k, v in source.items()
+           if k in keep or k.upper() in NETWORK_VARS or k.startswith("PIP_")}
     venv_bin = str(ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
                                   if p != venv_bin)
