@@ -297,3 +297,88 @@ def test_user_installs_and_the_entry_reaches_their_lunad(client: str, unprivileg
     removed = user.luna("config", client, "--remove", env={})
     assert removed.returncode == 0, removed.stderr
     assert load(client, path).get(container(client), {}) == {}
+
+
+# ---------------------------------------------------------------- --http
+
+
+HTTP_ENTRY = {  # client -> the URL form its documentation gives
+    "claude-code": {"type": "http", "url": "{url}"},
+    "cursor": {"url": "{url}"},
+    "vscode": {"type": "http", "url": "{url}"},
+    "codex": {"url": "{url}"},
+    "gemini": {"httpUrl": "{url}"},
+    "windsurf": {"serverUrl": "{url}"},
+    "zed": {"url": "{url}"},
+}
+
+
+def http_toml(tmp_path: Path, listen: str, token: str | None = None) -> Path:
+    lines = ["[http]", f'listen = "{listen}"']
+    if token is not None:
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        lines.append(f'token_file = "{token_file}"')
+    path = tmp_path / "luna.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("client", sorted(HTTP_ENTRY))
+def test_http_entry_printed_and_installed(client: str, tmp_path: Path) -> None:
+    toml = http_toml(tmp_path, "127.0.0.1:8765")
+    printed = luna("config", client, "--http", "--luna-config", str(toml), "--server", "luna",
+                   "echo", home=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    want = {s: json.loads(json.dumps(HTTP_ENTRY[client]).replace(
+        "{url}", f"http://127.0.0.1:8765/{s}/mcp")) for s in ("luna", "echo")}
+    if CLIENTS[client].fmt == "toml":
+        assert tomllib.loads(printed.stdout) == {"mcp_servers": want}
+    else:
+        assert json.loads(printed.stdout) == want
+    installed = luna("config", client, "--install", "--http", "--luna-config", str(toml),
+                     home=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    path = tmp_path / USER_FILE[client]
+    assert load(client, path)[container(client)] == {"luna": want["luna"]}
+    # --remove with --http recognises the URL entry as Luna's (without, it is not a shim).
+    kept = luna("config", client, "--remove", "--server", "luna", home=tmp_path)
+    assert "left 'luna' alone" in kept.stdout
+    removed = luna("config", client, "--remove", "--http", "--luna-config", str(toml),
+                   home=tmp_path)
+    assert removed.returncode == 0 and f"removed 'luna' from {path}" in removed.stdout
+    assert load(client, path).get(container(client), {}) == {}
+
+
+def test_http_token_goes_into_headers_of_user_files_only(tmp_path: Path) -> None:
+    toml = http_toml(tmp_path, "[::1]:9000", token="s3cret")
+    printed = luna("config", "cursor", "--http", "--luna-config", str(toml), home=tmp_path)
+    assert json.loads(printed.stdout) == {"luna": {
+        "url": "http://[::1]:9000/luna/mcp", "headers": {"Authorization": "Bearer s3cret"}}}
+    codex = luna("config", "codex", "--http", "--luna-config", str(toml), home=tmp_path)
+    assert tomllib.loads(codex.stdout)["mcp_servers"]["luna"]["http_headers"] == {
+        "Authorization": "Bearer s3cret"}
+    project = tmp_path / "proj"
+    project.mkdir()
+    refused = luna("config", "cursor", "--install", "--http", "--luna-config", str(toml),
+                   "--project", str(project), home=tmp_path)
+    assert refused.returncode == 1 and "must not go into a project file" in refused.stderr
+    assert list(project.iterdir()) == []
+
+
+@pytest.mark.parametrize("toml_text, error", [
+    ('[http]\nlisten = ""\n', "[http] listen is not set"),
+    ('[http]\nlisten = "127.0.0.1:0"\n', "set a fixed port"),
+    ('[http]\nlisten = "nonsense"\n', "http.listen"),
+])
+def test_http_needs_a_usable_front(toml_text: str, error: str, tmp_path: Path) -> None:
+    toml = tmp_path / "luna.toml"
+    toml.write_text(toml_text)
+    result = luna("config", "cursor", "--http", "--luna-config", str(toml), home=tmp_path)
+    assert result.returncode == 1 and error in result.stderr, result.stderr
+    result = luna("config", "cursor", "--http", home=tmp_path)
+    assert result.returncode == 1 and "--http needs --luna-config" in result.stderr
+    result = luna("config", "claude-desktop", "--http", "--luna-config", str(toml),
+                  home=tmp_path)
+    assert result.returncode == 1 and "stdio servers only" in result.stderr

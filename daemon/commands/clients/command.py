@@ -63,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser, client: Client) -> None:
     parser.add_argument("--runtime-dir", type=Path, default=None,
                         help="lunad's runtime dir (for the system service: /run/luna)")
     parser.add_argument("--luna-config", type=Path, default=None,
-                        help="read daemon.runtime_dir from this luna.toml")
+                        help="read daemon.runtime_dir (and with --http, [http]) from this "
+                             "luna.toml")
+    parser.add_argument("--http", action="store_true",
+                        help="the URL form: lunad's HTTP front ([http] listen of "
+                             "--luna-config) at http://HOST:PORT/<server>/mcp"
+                             + ("" if client.http else " (not for this client)"))
 
 
 class UsageError(Exception):
@@ -101,6 +106,16 @@ def server_entries(args: argparse.Namespace, client: Client,
     """Entry name -> entry for each server."""
     if (args.name or args.socket) and len(servers) != 1:
         raise UsageError("--name and --socket name one entry: give exactly one --server")
+    if args.http:
+        if client.http is None:
+            raise UsageError(f"{client.title}'s config file takes stdio servers only: leave "
+                             "out --http (the luna-shim entry reaches the same servers)")
+        base, headers = http_front(args)
+        if headers and getattr(args, "project", None) is not None:
+            raise UsageError("lunad's HTTP front has a bearer token, which must not go into a "
+                             "project file meant to be shared; install into the user's file")
+        return {args.name or server: client.http(f"{base}/{server}/mcp", headers)
+                for server in servers}
     shim = str(shim_path())
     runtime = None if args.socket else runtime_dir(args)
     entries = {}
@@ -108,6 +123,40 @@ def server_entries(args: argparse.Namespace, client: Client,
         socket = args.socket.absolute() if args.socket else paths.server_socket(runtime, server)
         entries[args.name or server] = client.entry(shim, [server, "--socket", str(socket)])
     return entries
+
+
+def http_front(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """The HTTP front's base URL from [http] of --luna-config, and the headers it needs."""
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.http.config import read_token, split_listen
+
+    if args.luna_config is None:
+        raise UsageError("--http needs --luna-config FILE: the luna.toml whose [http] listen "
+                         "lunad serves")
+    try:
+        http = load_config(args.luna_config).http
+    except ConfigError as exc:
+        raise apply.ClientConfigError(str(exc)) from exc
+    if not http.enabled:
+        raise UsageError(f"{args.luna_config}: [http] listen is not set, so lunad serves no "
+                         "HTTP front; set it (docs/configuration.md, [http]) or leave out --http")
+    host, port = split_listen(http.listen)
+    if port == 0:
+        raise UsageError(f"{args.luna_config}: [http] listen {http.listen!r} takes a free port "
+                         "at each start, so no URL can name it; set a fixed port")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    headers = {}
+    if http.token_file:
+        try:
+            token = read_token(http.token_file).decode()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise apply.ClientConfigError(f"cannot read http.token_file {http.token_file}: "
+                                          f"{exc}") from exc
+        headers = {"Authorization": f"Bearer {token}"}
+    return f"http://{host}:{port}", headers
 
 
 def config_file(args: argparse.Namespace, client: Client) -> tuple[Path, bool]:
@@ -157,7 +206,10 @@ def run(args: argparse.Namespace) -> int:
             path, _ = config_file(args, client)
             existing = apply.read_existing(path)
             names = [args.name] if args.name else args.server
-            text, outcomes = apply.plan_remove(existing, client, names, str(path))
+            urls = ({n: e.get("url") or e.get("httpUrl") or e.get("serverUrl")
+                     for n, e in server_entries(args, client, args.server or ["luna"]).items()}
+                    if args.http else None)
+            text, outcomes = apply.plan_remove(existing, client, names, str(path), urls)
             saved = (apply.write_change(path, existing, text, private=True)
                      if existing is not None and text != existing else None)
             if not outcomes:
@@ -195,7 +247,7 @@ def hint_missing(client: Client, entries: dict[str, dict[str, Any]]) -> None:
     for entry in entries.values():
         args = entry.get("args", [])
         socket = Path(args[-1]) if args else None
-        if socket is not None and not socket.exists():
+        if socket is not None and not socket.exists() and "--socket" in args:
             print(f"note: nothing listens on {socket} yet; start lunad, or pass --socket / "
                   "--runtime-dir (the system service uses --runtime-dir /run/luna)",
                   file=sys.stderr)

@@ -26,6 +26,10 @@ Sources, checked for this module (also listed in docs/clients.md):
 - Zed: https://zed.dev/docs/ai/mcp and https://zed.dev/docs/configuring-zed
   `~/.config/zed/settings.json` (`$XDG_CONFIG_HOME/zed/` on Linux when set), project
   `.zed/settings.json`; `context_servers` {command, args, env} or {url}. JSONC.
+
+URL forms (`luna config --http`) carry a bearer token, when lunad's HTTP front has one, in the
+client's documented headers key: `headers` ({"Authorization": "Bearer ..."}); Codex's is
+`http_headers`. Claude Desktop's file has no URL form.
 """
 
 from __future__ import annotations
@@ -50,6 +54,17 @@ def stdio_zed(command: str, args: list[str]) -> Entry:
     return {"command": command, "args": args, "env": {}}
 
 
+def url_entry(key: str, headers_key: str = "headers", **fixed: str) -> Callable[
+        [str, dict[str, str]], Entry]:
+    """The URL form: {**fixed, key: url} and, when a token is needed, the headers."""
+    def build(url: str, headers: dict[str, str]) -> Entry:
+        entry: Entry = {**fixed, key: url}
+        if headers:
+            entry[headers_key] = dict(headers)
+        return entry
+    return build
+
+
 @dataclass(frozen=True)
 class Client:
     name: str                     # the CLIENT argument
@@ -60,7 +75,7 @@ class Client:
     user_file: Callable[[str, Mapping[str, str]], Path]
     project_file: str | None      # relative to the project dir, when the client has one
     stdio: Callable[[str, list[str]], Entry]
-    http: Callable[[str], Entry] | None   # the URL form, when the client speaks HTTP
+    http: Callable[[str, dict[str, str]], Entry] | None  # URL form (url, headers), if any
     doc: str                      # where the format is documented
     restart: str                  # what the user does for the client to pick it up
 
@@ -125,28 +140,29 @@ CLIENTS: dict[str, Client] = {c.name: c for c in [
            None, stdio_plain, None, "https://modelcontextprotocol.io/quickstart/user",
            "quit and restart Claude Desktop"),
     Client("claude-code", "Claude Code", "json", False, "mcpServers", claude_code_file,
-           ".mcp.json", stdio_typed, lambda url: {"type": "http", "url": url},
+           ".mcp.json", stdio_typed, url_entry("url", type="http"),
            "https://code.claude.com/docs/en/mcp", "check with `claude mcp list`"),
     Client("cursor", "Cursor", "json", False, "mcpServers", cursor_file, ".cursor/mcp.json",
-           stdio_plain, lambda url: {"url": url}, "https://cursor.com/docs/mcp",
+           stdio_plain, url_entry("url"), "https://cursor.com/docs/mcp",
            "restart Cursor, then enable the server under MCP"),
     Client("vscode", "VS Code", "json", True, "servers", vscode_file, ".vscode/mcp.json",
-           stdio_typed, lambda url: {"type": "http", "url": url},
+           stdio_typed, url_entry("url", type="http"),
            "https://code.visualstudio.com/docs/copilot/reference/mcp-configuration",
            "VS Code picks up mcp.json changes; start the server from the MCP view"),
     Client("codex", "Codex", "toml", False, "mcp_servers", codex_file, ".codex/config.toml",
-           stdio_plain, lambda url: {"url": url}, "https://developers.openai.com/codex/mcp",
+           stdio_plain, url_entry("url", "http_headers"),
+           "https://developers.openai.com/codex/mcp",
            "start a new Codex session (`/mcp` lists the servers)"),
     Client("gemini", "Gemini CLI", "json", True, "mcpServers", gemini_file,
-           ".gemini/settings.json", stdio_plain, lambda url: {"httpUrl": url},
+           ".gemini/settings.json", stdio_plain, url_entry("httpUrl"),
            "https://geminicli.com/docs/tools/mcp-server/",
            "restart Gemini CLI (`/mcp` lists the servers)"),
     Client("windsurf", "Windsurf", "json", False, "mcpServers", windsurf_file, None,
-           stdio_plain, lambda url: {"serverUrl": url},
+           stdio_plain, url_entry("serverUrl"),
            "https://docs.windsurf.com/windsurf/cascade/mcp",
            "press refresh in Cascade's MCP panel"),
     Client("zed", "Zed", "json", True, "context_servers", zed_file, ".zed/settings.json",
-           stdio_zed, lambda url: {"url": url}, "https://zed.dev/docs/ai/mcp",
+           stdio_zed, url_entry("url"), "https://zed.dev/docs/ai/mcp",
            "Zed reloads settings.json by itself"),
 ]}
 
