@@ -382,3 +382,17 @@ def test_http_needs_a_usable_front(toml_text: str, error: str, tmp_path: Path) -
     result = luna("config", "claude-desktop", "--http", "--luna-config", str(toml),
                   home=tmp_path)
     assert result.returncode == 1 and "stdio servers only" in result.stderr
+
+
+def test_a_symlinked_config_is_edited_where_it_points(tmp_path: Path) -> None:
+    dotfiles = tmp_path / "dotfiles" / "zed.json"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text(EXISTING["zed"])
+    link = tmp_path / USER_FILE["zed"]
+    link.parent.mkdir(parents=True)
+    link.symlink_to(dotfiles)
+    result = luna("config", "zed", "--install", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == dotfiles
+    assert "luna" in load("zed", dotfiles)["context_servers"]
+    assert [p.read_text() for p in backups(dotfiles)] == [EXISTING["zed"]]

@@ -170,7 +170,11 @@ def plan_remove(existing: str | None, client: Client, names: Iterable[str] | Non
 
 
 def write_change(path: Path, existing: str | None, text: str, *, private: bool) -> Path | None:
-    """Write `text` over `path` (backup first); returns the backup's name, if one was made."""
+    """Write `text` over `path` (backup first); returns the backup's name, if one was made.
+
+    A symlinked config (dotfiles repositories do that) is edited where it points: renaming
+    over the link itself would silently cut it loose from the user's repository."""
+    path = path.resolve() if path.is_symlink() else path
     if existing is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text, mode=0o600 if private else 0o644)
