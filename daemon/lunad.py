@@ -10,6 +10,9 @@ Start, in this order (each step needs the previous one):
   4. one pool per server (filling to min_idle in the background) and its socket listener;
   5. the control socket and the /metrics exporter; then READY=1 to systemd, and WATCHDOG=1 at
      half of WatchdogSec when asked.
+  6. the Streamable HTTP front when `[http] listen` is set (daemon/http/): another front over
+     the same pools; its 2025-11-25 sessions are made by `open_http_session`, exactly as a
+     socket connection's are.
 
 SIGTERM / SIGINT: every listener stops accepting (socket files removed), sessions get up to
 `drain_timeout` to finish, the rest are ended (their clients get an error), every worker is
@@ -118,6 +121,7 @@ class Daemon:
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchdog_task: asyncio.Task[None] | None = None
+        self.http: Any = None  # daemon.http.front.HttpFront when [http] listen is set
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -147,7 +151,7 @@ class Daemon:
         try:
             for name, server in cfg.servers.items():
                 self.metrics.add_server(name)
-                pool = Pool(server, metrics=self.metrics, extra_env=self._env_for(server))
+                pool = self.make_pool(server)
                 host = ServerHost(server, pool, paths.server_socket(cfg.runtime_dir, name))
                 self.hosts[name] = host
                 await pool.start()
@@ -168,6 +172,16 @@ class Daemon:
                         f"/metrics there ({exc.strerror or exc}); choose a free HOST:PORT, "
                         'or "" to turn the exporter off') from None
                 self.metrics_address = f"{host_}:{port}"
+            if cfg.http.enabled:
+                from daemon.http.front import HttpFront  # imports uvicorn: only when used
+                try:
+                    self.http = HttpFront(cfg, self)
+                    await self.http.start()
+                except OSError as exc:
+                    raise StartError(
+                        f"{cfg.source}: http.listen = {cfg.http.listen!r}: cannot serve HTTP "
+                        f"there ({exc.strerror or exc}); choose a free HOST:PORT, or \"\" to "
+                        "turn the HTTP front off") from None
             log.info("lunad %s ready: runtime %s, servers %s, metrics %s", __version__,
                      cfg.runtime_dir, ", ".join(self.hosts), self.metrics_address or "off")
             # Everything allocated so far lives as long as lunad: keep the cyclic GC from
@@ -194,6 +208,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         notify.notify("STOPPING=1")
+        if self.http is not None:
+            self.http.stop_accepting()
         for host in self.hosts.values():
             host.state = DRAINING
             if host.listener is not None:
@@ -212,6 +228,8 @@ class Daemon:
                              f"{self.config.drain_timeout:g} s drain timeout")
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.config.drain_timeout + 5)
+        if self.http is not None:
+            await self.http.close()
         await asyncio.gather(*(h.pool.stop() for h in self.hosts.values()),
                              return_exceptions=True)
         if self.control is not None:
@@ -262,6 +280,21 @@ class Daemon:
             self._spawn(self._serve(host, session))  # runs once connection_made is done
             return session
         return factory
+
+    def make_pool(self, server: ServerConfig, **options: Any) -> Pool:
+        """A pool for `server` with lunad's metrics and worker environment."""
+        return Pool(server, metrics=self.metrics, extra_env=self._env_for(server), **options)
+
+    def observe(self, server: str) -> dict[str, Any]:
+        """What an Observer of `server`'s traffic reports into (the HTTP front's shared
+        workers use it, as sessions do)."""
+        return {"traffic": self.metrics.traffic(server),
+                "on_tool_call": self.metrics.tool_call_sink(server)}
+
+    def open_http_session(self, server: str) -> Session:
+        """A session for the HTTP front, made and served exactly as a socket connection's:
+        the caller attaches its transport (connection_made) before the loop runs again."""
+        return self._handler(self.hosts[server])(None)  # type: ignore[arg-type]
 
     async def _serve(self, host: ServerHost, session: Session) -> None:
         name = host.name
@@ -317,6 +350,7 @@ class Daemon:
                        "runtime_dir": str(self.config.runtime_dir),
                        "state_dir": str(self.config.state_dir),
                        "metrics": self.metrics_address},
+            "http": self.http.describe() if self.http is not None else None,
             "servers": {name: host.describe() for name, host in self.hosts.items()},
             "infra": infra,
         }

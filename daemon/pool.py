@@ -177,8 +177,10 @@ class Pool:
                  extra_env: Callable[[], Mapping[str, str]] = dict,
                  backoff: Backoff | None = None, max_parallel_spawns: int | None = None,
                  memory_interval: float = MEMORY_INTERVAL,
-                 topup_delay: float = TOPUP_DELAY) -> None:
+                 topup_delay: float = TOPUP_DELAY,
+                 probe: Mapping[str, Any] | None = None) -> None:
         self.config = config
+        self._probe = probe  # the workers' readiness request (Worker's default: ping)
         self.name = config.name
         self.state = NEW
         self._metrics = metrics
@@ -497,7 +499,7 @@ class Pool:
         except Exception:  # lunad's own callback: log it, spawn with what we have
             self._log.exception("extra_env() failed; spawning without it")
             extra = {}
-        worker = Worker(self.config, self._take_slot(), extra_env=extra)
+        worker = Worker(self.config, self._take_slot(), extra_env=extra, probe=self._probe)
         self._workers[worker] = None
         task = asyncio.get_running_loop().create_task(self._run_spawn(worker),
                                                       name=f"spawn {self.name}")

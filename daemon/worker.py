@@ -40,6 +40,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import psutil
 
@@ -144,8 +145,13 @@ class Worker:
     """One server process for one session at most (see the module docstring)."""
 
     def __init__(self, config: ServerConfig, slot: int = 0, *,
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 extra_env: Mapping[str, str] | None = None,
+                 probe: Mapping[str, Any] | None = None) -> None:
         self.config = config
+        # The readiness request's method and params (default: ping). A worker meant for
+        # 2026-07-28 requests is probed with server/discover: its first request decides
+        # the era an SDK server serves for life, and a ping would make it a legacy one.
+        self.probe = dict(probe) if probe is not None else {"method": "ping"}
         self.server = config.name
         self.slot = slot
         self.pid: int | None = None
@@ -284,7 +290,7 @@ class Worker:
         """None when the ping is answered, "exit" when stdout ended first, else why not."""
         assert self._protocol is not None
         req_id = f"luna-ready-{next(_ready_ids)}"
-        ping = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": "ping"}) + "\n"
+        ping = json.dumps({"jsonrpc": "2.0", "id": req_id, **self.probe}) + "\n"
         self.stdin.write(ping.encode())
         with contextlib.suppress(ConnectionError):
             await self.stdin.drain()  # a dead child shows up below as EOF or exit

@@ -67,10 +67,14 @@ def families_of(registry: CollectorRegistry) -> dict[str, Family]:
 
 
 def lunad_families() -> dict[str, Family]:
-    """Every family of the real exporter, including lunad's own process_* metrics."""
+    """Every family of the real exporter, including lunad's own process_* metrics and the
+    HTTP front's (registered on the same registry when `[http] listen` is set)."""
+    from daemon.http.metrics import HttpMetrics
     from daemon.metrics import Metrics
 
-    return families_of(Metrics(process_metrics=True).registry)
+    metrics = Metrics(process_metrics=True)
+    HttpMetrics(metrics.registry, ["luna"])
+    return families_of(metrics.registry)
 
 
 def series_index(families: dict[str, Family]) -> dict[str, Family]:
@@ -85,6 +89,7 @@ def enumerated_label_values() -> dict[tuple[str, str], frozenset[str]]:
     come from the config or the server's tools/list.
     """
     from daemon import metrics, observer, states
+    from daemon.http.wire import ERAS
 
     return {
         ("luna_sessions", "outcome"): frozenset(metrics.SESSION_OUTCOMES),
@@ -97,4 +102,5 @@ def enumerated_label_values() -> dict[tuple[str, str], frozenset[str]]:
         # metrics.py writes these two literally (DESIGN.md: in = client to server).
         ("luna_messages", "direction"): frozenset({"in", "out"}),
         ("luna_message_bytes", "direction"): frozenset({"in", "out"}),
+        ("luna_http_requests", "era"): frozenset(ERAS),
     }

@@ -123,11 +123,13 @@ class Lunad:
                  metrics: bool = True, metrics_port: int | None = None,
                  infra: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None,
-                 command: list[str] | None = None, user: User | None = None) -> None:
+                 command: list[str] | None = None, user: User | None = None,
+                 http: dict[str, Any] | None = None) -> None:
         """`infra` is the `[infra]` table (default: backend "none"); `metrics_port` pins the
         exporter's port (default: a free one); `env` is extra environment for lunad only;
         `command` runs lunad (default `python -m daemon.lunad`; `--config PATH` is added);
-        `user` runs it as that unprivileged user (tests/support/users.py)."""
+        `user` runs it as that unprivileged user (tests/support/users.py); `http` is the
+        `[http]` table (default: none, the front is off)."""
         self.user = user
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
@@ -142,6 +144,8 @@ class Lunad:
                  f'listen = "127.0.0.1:{self.metrics_port}"' if metrics else 'listen = ""',
                  "", "[infra]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in (infra or {"backend": "none"}).items()]
+        if http is not None:
+            lines += ["", "[http]"] + [f"{k} = {toml_value(v)}" for k, v in http.items()]
         for name, table in servers.items():
             lines += ["", f"[servers.{name}]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]

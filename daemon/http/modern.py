@@ -1,0 +1,169 @@
+"""2026-07-28 (stateless) requests: served by a few shared workers per server, never spawned
+per request.
+
+Each server gets a small pool of its own (`modern_workers` workers, same command and
+limits) whose readiness probe is `server/discover`: an SDK server serves, for life, the era
+of the first request it gets, so these workers must not see the legacy ping the main pool
+sends. The front holds each ready worker as a SharedWorker (shared.py) and sends every
+request to the one with the fewest in flight. A worker that dies answers what it had in
+flight with lunad's error and is replaced from its pool (with the pool's backoff).
+
+Per request, before any worker sees it (the spec's server validation, with the `mcp` SDK's
+own ladder so lunad and the SDK agree): POST only (405), Accept (406), Content-Type (415),
+body size and time (413/408), one JSON-RPC request (400), routing headers present once and
+matching the body, envelope complete, version supported (400 with HeaderMismatch,
+InvalidParams or UnsupportedProtocolVersion). Notifications get 202 and are dropped (the
+era defines none over HTTP; cancellation is closing the response). Answers that are
+JSON-RPC errors get the HTTP status the SDK maps them to (e.g. 404 for an unknown method).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
+
+from daemon import __version__
+from daemon.http import wire
+from daemon.http.shared import SharedWorker
+
+log = logging.getLogger("lunad.http")
+
+PROBE = {"method": "server/discover", "params": {"_meta": {
+    "io.modelcontextprotocol/protocolVersion": wire.MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "lunad", "version": __version__}}}}
+"""The readiness request of a modern worker: locks an SDK server into the 2026-07-28 era."""
+
+WAIT = 30.0  # seconds a request waits for a shared worker before 503
+
+
+def status_of(raw: bytes) -> int:
+    """The HTTP status of a final answer (the SDK's table for JSON-RPC errors, else 200)."""
+    if b'"error"' not in raw[:200] and b'"error"' not in raw:
+        return 200
+    try:
+        code = json.loads(raw).get("error", {}).get("code")
+    except (ValueError, AttributeError):
+        return 200
+    return ERROR_CODE_HTTP_STATUS.get(code, 200)
+
+
+class ModernWorkers:
+    """Per server: a pool of `count` discover-probed workers, held as SharedWorkers."""
+
+    def __init__(self, hosts: Mapping[str, Any], count: int,
+                 make_pool: Callable[..., Any], observe: Callable[[str], dict[str, Any]]
+                 ) -> None:
+        self.count = count
+        self.pools = {name: make_pool(dataclasses.replace(
+            host.config, min_idle=count, max_sessions=count), probe=PROBE)
+            for name, host in hosts.items()}
+        self.shared: dict[str, list[SharedWorker]] = {name: [] for name in hosts}
+        self._observe = observe  # server -> {"traffic": ..., "on_tool_call": ...}
+        self._ready = {name: asyncio.Event() for name in hosts}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name, pool in self.pools.items():
+            await pool.start()
+            for _ in range(self.count):
+                self._tasks.append(loop.create_task(self._hold(name), name=f"modern {name}"))
+
+    async def _hold(self, name: str) -> None:
+        """Keep one shared worker for `name`, taking a new one when it dies."""
+        pool = self.pools[name]
+        while not self._closing:
+            try:
+                worker = await pool.acquire(timeout=3600)
+            except Exception as exc:  # unavailable (backoff): try again shortly
+                log.info("%s: no modern worker yet: %s", name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            gone = asyncio.Event()
+            shared = SharedWorker(name, worker, **self._observe(name),
+                                  on_exit=lambda _s, gone=gone: gone.set())
+            self.shared[name].append(shared)
+            self._ready[name].set()
+            try:
+                await gone.wait()
+            finally:
+                with contextlib.suppress(ValueError):
+                    self.shared[name].remove(shared)
+                if not self.shared[name]:
+                    self._ready[name].clear()
+                await pool.release(worker, "crash" if not self._closing else "shutdown")
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(pool.stop() for pool in self.pools.values()),
+                             return_exceptions=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {name: [s.describe() for s in workers] for name, workers in self.shared.items()}
+
+    def workers(self) -> list[Any]:
+        return [w for pool in self.pools.values() for w in pool.workers()]
+
+    async def pick(self, name: str) -> SharedWorker | None:
+        if not self.shared[name]:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready[name].wait(), WAIT)
+        alive = [s for s in self.shared[name] if s.alive]
+        return min(alive, key=lambda s: len(s.in_flight)) if alive else None
+
+    # -- one request ------------------------------------------------------------------
+
+    async def handle(self, server: str, scope: dict[str, Any], receive: Any, send: Any,
+                     headers: dict[str, str], front: Any) -> int:
+        from daemon.http.app import plain
+
+        if scope["method"] != "POST":
+            return await plain(send, 405, b"", extra=[(b"allow", b"POST")])
+        posted = await front.read_message(receive, send, headers)
+        if isinstance(posted, int):
+            return posted
+        kind, message, _body = posted
+        if kind == wire.NOTIFICATION:
+            return await plain(send, 202, b"")
+        if kind == wire.RESPONSE:
+            return await plain(send, 400, wire.error_body(
+                None, wire.INVALID_REQUEST, "Invalid Request: clients send no responses in "
+                "the 2026-07-28 era"))
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        duplicated = find_duplicated_routing_header(raw_headers)
+        if duplicated is not None:
+            return await plain(send, 400, wire.error_body(
+                message["id"], -32020, f"{duplicated} header appears more than once"))
+        verdict = classify_inbound_request(message, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            return await plain(send, ERROR_CODE_HTTP_STATUS.get(verdict.code, 400),
+                               wire.error_body(message["id"], verdict.code, verdict.message,
+                                               verdict.data))
+        shared = await self.pick(server)
+        if shared is None:
+            return await plain(send, 503, wire.error_body(
+                message["id"], -32000, f"lunad: no {server} worker for 2026-07-28 requests is "
+                f"ready (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
+        stream = shared.send(message)
+        status = await front.respond(stream, receive, send, None, status_for=status_of,
+                                     priming=False)
+        if not stream.finished:
+            shared.cancel(stream)
+        return status

@@ -1,0 +1,182 @@
+"""One worker serving many stateless 2026-07-28 requests at once, ids rewritten.
+
+Requests from different HTTP clients may carry the same JSON-RPC id (and progress token),
+so each is sent to the worker under an id of ours (an int) and its answer is given back the
+client's id. Answers and the notifications of a request (progress, by its token; anything
+else while it is the only request in flight) go to that request's Stream (streams.py), which
+the app answers as JSON or SSE. A client closing its response is the 2026-07-28
+cancellation: the worker gets `notifications/cancelled` for our id. When the worker dies,
+every request in flight is answered with lunad's error (as a socket session's would be) and
+the owner takes another worker from the pool. The session Observer counts it all in the
+server's metrics (tool calls, messages, methods) like any session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.framing import FrameBuffer, FrameTooLarge
+from daemon.http.streams import Stream
+from daemon.observer import Observer, ToolCallSink, Traffic
+from daemon.session import STDERR_LINES, StdoutTap, error_frame
+
+log = logging.getLogger("lunad.http")
+
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class _Pending:
+    client_id: Any
+    stream: Stream
+    token: Any  # our progress token, when the client sent one
+    client_token: Any
+
+
+class SharedWorker:
+    def __init__(self, server: str, worker: Any, *, traffic: Traffic | None = None,
+                 on_tool_call: ToolCallSink | None = None,
+                 on_exit: Callable[[SharedWorker], None] = lambda w: None) -> None:
+        self.server = server
+        self.worker = worker
+        self.observer = (Observer(traffic, on_tool_call) if on_tool_call is not None
+                         else Observer(traffic))
+        self.in_flight: dict[int, _Pending] = {}
+        self.by_token: dict[Any, int] = {}
+        self.served = 0
+        self.alive = True
+        self._on_exit = on_exit
+        self._buf = FrameBuffer()
+        self._stdin = worker.stdin.transport
+        self._tap = StdoutTap(worker.stdout, self._data, self._eof)
+        if self._tap.pending:
+            self._data(self._tap.pending)
+        if self._tap.at_eof:
+            self._eof()
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.worker.pid, "in_flight": len(self.in_flight),
+                "served": self.served}
+
+    # -- client -> worker ---------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> Stream:
+        """Forward one request; its answer arrives on the returned stream."""
+        ours = next(_ids)
+        stream = Stream(ours, {ours})
+        pending = _Pending(message["id"], stream, None, None)
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and "progressToken" in meta:
+            pending.client_token = meta["progressToken"]
+            pending.token = f"luna-{ours}"
+            meta = {**meta, "progressToken": pending.token}
+            params = {**params, "_meta": meta}
+            self.by_token[pending.token] = ours
+        frame = json.dumps({**message, "id": ours, **({"params": params} if params is not None
+                                                      else {})},
+                           separators=(",", ":")).encode()
+        self.in_flight[ours] = pending
+        self.served += 1
+        if not self.alive:
+            self._answer(ours, error_frame(ours, f"lunad: the {self.server} worker is gone",
+                                           "worker_exited")[:-1])
+            return stream
+        self.observer.client_frame(frame)
+        self._stdin.write(frame + b"\n")
+        return stream
+
+    def cancel(self, stream: Stream) -> None:
+        """The client closed the request's response before its answer: cancel it."""
+        pending = self.in_flight.pop(stream.no, None)
+        if pending is None or not self.alive:
+            return
+        if pending.token is not None:
+            self.by_token.pop(pending.token, None)
+        frame = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": stream.no, "reason": "client closed the "
+                                       "HTTP response"}}, separators=(",", ":")).encode()
+        self.observer.client_frame(frame)
+        self._stdin.write(frame + b"\n")
+        stream.finish()
+
+    # -- worker -> client ---------------------------------------------------------------
+
+    def _data(self, data: bytes) -> None:
+        try:
+            _out, frames = self._buf.feed(data)
+        except FrameTooLarge as exc:
+            log.warning("%s modern worker pid %s sent a message over %d bytes; ending it",
+                        self.server, self.worker.pid, exc.limit)
+            self.worker.kill("crash", "lunad: a message over the size limit")
+            return
+        for frame in frames:
+            self.observer.server_frame(frame)
+            self._route(frame)
+
+    def _route(self, frame: bytes) -> None:
+        try:
+            message = json.loads(frame)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        if "method" not in message:
+            ours = message.get("id")
+            if type(ours) is int and ours in self.in_flight:
+                message["id"] = self.in_flight[ours].client_id
+                self._answer(ours, _dump(message))
+            return
+        if message.get("id") is not None:
+            log.info("%s modern worker sent a request (%s) on the stateless era: dropped",
+                     self.server, message.get("method"))
+            return
+        pending = None
+        params = message.get("params")
+        token = params.get("progressToken") if isinstance(params, dict) else None
+        if token is not None and token in self.by_token:
+            pending = self.in_flight.get(self.by_token[token])
+            if pending is not None:
+                params["progressToken"] = pending.client_token
+        elif len(self.in_flight) == 1:
+            pending = next(iter(self.in_flight.values()))
+        if pending is not None:
+            pending.stream.add(_dump(message))
+
+    def _answer(self, ours: int, raw: bytes) -> None:
+        pending = self.in_flight.pop(ours, None)
+        if pending is None:
+            return
+        if pending.token is not None:
+            self.by_token.pop(pending.token, None)
+        stream = pending.stream
+        stream.pending.clear()
+        if not stream.events:
+            stream.response = raw
+        else:
+            stream.add(raw)
+        stream.finish()
+
+    def _eof(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        how = self.worker.exit_description() or "closed its stdout"
+        tail = self.worker.stderr_tail(STDERR_LINES)
+        self.observer.worker_exited()
+        for ours, pending in list(self.in_flight.items()):
+            body = error_frame(pending.client_id, f"lunad: the {self.server} server (pid "
+                               f"{self.worker.pid}) {how}", "worker_exited", exit=how,
+                               stderr=tail)[:-1]
+            self._answer(ours, body)
+        log.warning("%s modern worker pid %s %s", self.server, self.worker.pid, how)
+        self._on_exit(self)
+
+
+def _dump(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()

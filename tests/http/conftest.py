@@ -1,0 +1,47 @@
+"""A lunad with the HTTP front on, hosting tests/conformance/server.py."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.lunad import Lunad
+from tests.support.ports import free_port
+from tests.support.processes import gone
+
+SERVER = str(Path(__file__).resolve().parents[1] / "conformance" / "server.py")
+
+
+def conformance_server(**keys: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {"command": sys.executable, "args": [SERVER], "min_idle": 1,
+                             "max_sessions": 4, "stop_timeout": 2}
+    table.update(keys)
+    return table
+
+
+class HttpLunad(Lunad):
+    def __init__(self, servers: dict[str, dict[str, Any]], **http: Any) -> None:
+        self.port = free_port()
+        super().__init__(servers, http={"listen": f"127.0.0.1:{self.port}", **http})
+
+    def url(self, server: str = "conf") -> str:
+        return f"http://127.0.0.1:{self.port}/{server}/mcp"
+
+    def stop_clean(self) -> None:
+        """Stop lunad; every process it ever had must be gone, none left to kill."""
+        pids = self.worker_pids()
+        assert self.stop() == 0, self.log()
+        assert all(gone(pid, 5.0) for pid in pids)
+
+
+@pytest.fixture(scope="module")
+def lunad() -> Iterator[HttpLunad]:
+    daemon = HttpLunad({"conf": conformance_server()}).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop_clean()

@@ -1,0 +1,94 @@
+"""The mcp SDK's own Streamable HTTP client against lunad's front, in both eras."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.http.conftest import HttpLunad
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _pids(url: str, mode: str, calls: int = 3) -> list[int]:
+    async with Client(streamable_http_client(url), mode=mode) as client:
+        assert client.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
+        result = await client.call_tool("add", {"a": 2, "b": 3})
+        assert result.structured_content == {"result": 5} and not result.is_error
+        return [int((await client.call_tool("pid", {})).content[0].text)  # type: ignore[union-attr]
+                for _ in range(calls)]
+
+
+def busy_pids(lunad: HttpLunad) -> set[int]:
+    return {s["pid"] for s in lunad.status()["servers"]["conf"]["sessions"]}
+
+
+def test_legacy_session_binds_one_pool_worker_and_delete_retires_it(lunad: HttpLunad) -> None:
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with Client(streamable_http_client(lunad.url()), mode="legacy") as client:
+            pid = int((await client.call_tool("pid", {})).content[0].text)  # type: ignore[union-attr]
+            again = int((await client.call_tool("pid", {})).content[0].text)  # type: ignore[union-attr]
+            assert pid == again  # one worker for the whole session
+            seen["pid"] = pid
+            seen["busy"] = busy_pids(lunad)
+            seen["http"] = lunad.status()["http"]
+
+    asyncio.run(main())
+    assert seen["pid"] in seen["busy"]  # a session of the pool, shown by `luna status`
+    assert seen["http"]["sessions"] == {"conf": 1}
+    # The client's DELETE ended the session: its worker is retired, not reused.
+    lunad.wait_for(lambda: seen["pid"] not in lunad.worker_pids(), what="worker retired")
+    assert lunad.status()["http"]["sessions"] == {}
+
+
+def test_two_legacy_sessions_get_two_workers(lunad: HttpLunad) -> None:
+    async def main() -> list[list[int]]:
+        return list(await asyncio.gather(_pids(lunad.url(), "legacy"),
+                                         _pids(lunad.url(), "legacy")))
+
+    first, second = asyncio.run(main())
+    assert len(set(first)) == 1 and len(set(second)) == 1 and first[0] != second[0]
+
+
+def test_modern_requests_share_a_ready_worker_without_spawning(lunad: HttpLunad) -> None:
+    before = lunad.worker_pids()
+
+    async def main() -> list[list[int]]:
+        return list(await asyncio.gather(*(_pids(lunad.url(), "2026-07-28", 5)
+                                           for _ in range(4))))
+
+    results = asyncio.run(main())
+    pids = {p for r in results for p in r}
+    assert len(pids) == 1  # modern_workers = 1: every request went to the same process
+    assert pids <= before  # already running before the first request: nothing spawned
+    assert lunad.worker_pids() <= before  # and none spawned since (only exits)
+    modern = lunad.status()["http"]["modern_workers"]["conf"]
+    assert [w["pid"] for w in modern] == list(pids) and modern[0]["served"] >= 24
+
+
+def test_auto_mode_client_picks_the_modern_era(lunad: HttpLunad) -> None:
+    async def main() -> str:
+        async with Client(streamable_http_client(lunad.url()), mode="auto") as client:
+            await client.list_tools()
+            return client.protocol_version
+
+    assert asyncio.run(main()) == "2026-07-28"
+
+
+def test_metrics_count_requests_by_era_and_http_sessions(lunad: HttpLunad) -> None:
+    asyncio.run(_pids(lunad.url(), "legacy", 1))
+    asyncio.run(_pids(lunad.url(), "2026-07-28", 1))
+    text = lunad.metrics_text()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line.startswith("luna_http_")}
+    assert values['luna_http_requests_total{era="2025-11-25",server="conf",status="200"}'] >= 3
+    assert values['luna_http_requests_total{era="2026-07-28",server="conf",status="200"}'] >= 2
+    assert values['luna_http_sessions_active{server="conf"}'] == 0
+    # The sessions' tool calls are counted like socket sessions' (same observer).
+    assert 'luna_tool_calls_total{outcome="ok",server="conf",tool="add"}' in text
