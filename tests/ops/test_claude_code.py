@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -94,3 +95,19 @@ def test_a_stale_entry_is_reported_failed_by_claude_code(tmp_path: Path) -> None
     listed = claude(home, "mcp", "list")
     line = next(x for x in listed.stdout.splitlines() if x.startswith("echo:"))
     assert "Connected" not in line.replace("Failed to connect", "") and "Failed" in line
+
+
+def test_the_suggested_claude_mcp_add_command_works_too(lunad: Lunad, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "LUNA_RUNTIME_DIR": str(lunad.runtime_dir)}
+    printed = subprocess.run([LUNA, "config", "claude-code", "--server", "echo"],
+                             capture_output=True, text=True, timeout=30, env=env)
+    [suggested] = [line.removeprefix("note: or run: ") for line in printed.stderr.splitlines()
+                   if line.startswith("note: or run: claude mcp add")]
+    argv = shlex.split(suggested)
+    added = claude(home, *argv[1:])
+    assert added.returncode == 0, added.stderr
+    listed = claude(home, "mcp", "list")
+    line = next(x for x in listed.stdout.splitlines() if x.startswith("echo:"))
+    assert re.search(r"[✓✔] Connected$", line), listed.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -240,6 +241,17 @@ def hint_missing(client: Client, entries: dict[str, dict[str, Any]]) -> None:
     path = client.user_file(sys.platform, os.environ)
     print(f"note: {client.title} reads these from \"{client.container}\" in {path}; "
           f"`luna config {client.name} --install` merges them in", file=sys.stderr)
+    if client.name == "claude-code":  # its own command does the same, for those who prefer it
+        for name, entry in entries.items():
+            if "url" in entry:
+                words = ["claude", "mcp", "add", "--scope", "user", "--transport", "http", name,
+                         entry["url"]]
+                words[5:5] = [w for k, v in entry.get("headers", {}).items()
+                              for w in ("--header", f"{k}: {v}")]
+            else:
+                words = ["claude", "mcp", "add", "--scope", "user", name, "--",
+                         entry["command"], *entry["args"]]
+            print(f"note: or run: {shlex.join(words)}", file=sys.stderr)
     shim = shim_path()
     if not shim.exists():
         print(f"note: {shim} does not exist; is luna installed in this environment?",
