@@ -41,6 +41,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -66,6 +67,10 @@ send `initialize` at once; only a silent one waits this long for its id-null err
 
 EARLY_LIMIT = 64 * 1024
 """Bytes of a refused client's first message kept to find its id (it is near the start)."""
+
+HANGUP_CHECK = 1.0
+"""Seconds between checks that a client we stopped reading (its worker does not read) is
+still connected."""
 
 CLOSE_WAIT = 5.0
 STDERR_LINES = 10
@@ -349,11 +354,32 @@ class Session(asyncio.Protocol):
     async def _resume_client_when_drained(self) -> None:
         worker = self.worker
         if worker is not None:
-            with contextlib.suppress(ConnectionError, OSError):
-                await worker.stdin.drain()
+            drained = self._loop.create_task(worker.stdin.drain())
+            # While we do not read the client, asyncio cannot see it hang up: a client that
+            # leaves while the worker does not read would hold the session (and a busy
+            # worker) for ever. Look for the hang-up on the socket itself meanwhile.
+            while not drained.done():
+                await asyncio.wait({drained}, timeout=HANGUP_CHECK)
+                if not drained.done() and self._client_hung_up():
+                    drained.cancel()
+                    self._client_paused = False
+                    self._client_gone()  # as at EOF: the worker is released, then we end
+                    return
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+                drained.result()
         self._client_paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def _client_hung_up(self) -> bool:
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or transport is None or transport.is_closing():
+            return self._client_lost
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP)
+        return any(events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+                   for _, events in poller.poll(0))
 
     # -- the worker side ------------------------------------------------------------------
 
@@ -498,10 +524,13 @@ class Session(asyncio.Protocol):
                     self.id, worker.pid, how, len(pending))
         frames = [error_frame(p.id, message, "worker_exited", exit=how, stderr=tail)
                   for p in pending if p.id is not None]
-        if frames and self._s_buf.pending:
-            # It died mid-message: end that line so our errors parse as frames of their own.
-            self._s_buf.take_pending()
-            frames.insert(0, b"\n")
+        if self._s_buf.pending:
+            # It died mid-message. Only whole frames are ever forwarded, so the client has
+            # none of that line: drop it (a lone newline would reach the client as an empty,
+            # unparsable line before our errors).
+            dropped = len(self._s_buf.take_pending())
+            log.warning("session %s: worker pid %s died %d bytes into a message; dropped",
+                        self.id, worker.pid, dropped)
         return frames
 
     async def _write_and_close(self, data: bytes) -> None:

@@ -42,7 +42,8 @@ def edge(*args: str, **keys: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def lunad() -> Iterator[Lunad]:
-    daemon = Lunad({"edge": edge(), "single": edge(min_idle=0, max_sessions=1)},
+    daemon = Lunad({"edge": edge(),
+                    "single": edge("--ready-delay", "1.5", min_idle=0, max_sessions=1)},
                    metrics=False).start(timeout=60)
     yield daemon
     daemon.stop()
@@ -145,10 +146,14 @@ def test_worker_dying_mid_line_gives_the_client_only_whole_json_lines(lunad: Lun
         c.initialize()
         c.tool(3, "echo", text="first")
         c.tool(4, "half")
-        lines = []
-        while (line := c.recv_line()) != b"":
-            lines.append(line)
+        parts = [c.buf]
+        while chunk := c.sock.recv(1 << 16):
+            parts.append(chunk)
+    data = b"".join(parts)
     # Every line the client got parses on its own: no half frame, no empty line.
+    assert data.endswith(b"\n"), data
+    lines = data[:-1].split(b"\n")
+    assert all(lines), f"an empty line reached the client: {data!r}"
     messages = [json.loads(line) for line in lines]
     assert [m["id"] for m in messages] == [3, 4], lines
     error = messages[1]["error"]
@@ -157,18 +162,18 @@ def test_worker_dying_mid_line_gives_the_client_only_whole_json_lines(lunad: Lun
 
 
 def test_client_leaving_while_it_waits_for_a_worker_leaks_no_slot(lunad: Lunad) -> None:
-    # max_sessions 1, min_idle 0: a second client waits for the pool; it gives up.
-    with RawClient(lunad.socket_path("single")) as holder:
-        holder.initialize()
-        waiter = RawClient(lunad.socket_path("single"))
-        waiter.call(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                                      "clientInfo": {"name": "w", "version": "1"}})
-        time.sleep(0.5)
-        waiter.close()
-        holder.tool(2, "echo", text="still mine")
-        assert holder.recv()["result"]["content"][0]["text"] == "still mine"
+    # min_idle 0 and a worker that takes 1.5 s to start: the client waits for the pool's
+    # spawn, and leaves before it is ready. With max_sessions 1, a slot leaked by that
+    # session would refuse every later client.
+    waiter = RawClient(lunad.socket_path("single"))
+    waiter.call(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                  "clientInfo": {"name": "w", "version": "1"}})
+    lunad.wait_for(lambda: server_status(lunad, "single")["pool"]["starting"] == 1, 10,
+                   "the spawn the client waits for")
+    waiter.close()
     settled(lunad, "single")
-    # The single slot is free again: a new client gets it.
-    with RawClient(lunad.socket_path("single")) as c:
+    with RawClient(lunad.socket_path("single"), timeout=20) as c:
         assert c.initialize()["result"]["serverInfo"]["name"] == "edge"
+        c.tool(2, "echo", text="the slot is free")
+        assert c.recv()["result"]["content"][0]["text"] == "the slot is free"
     settled(lunad, "single")

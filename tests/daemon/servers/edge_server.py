@@ -11,6 +11,7 @@ Answers `ping`, `initialize`, `tools/list`; `notifications/*` are ignored. `tool
 Options:
   --ping-error          answer `ping` with a JSON-RPC error (as a server that wants
                         `initialize` first might): alive, so ready
+  --ready-delay S       sleep S seconds before reading stdin (a slow spawn)
   --noise-kb N          before reading stdin, write a non-JSON line and one line of N KiB
                         (over the worker's stdout line limit when N > 65537)
 """
@@ -68,6 +69,8 @@ def main() -> int:
         size = int(sys.argv[sys.argv.index("--noise-kb") + 1]) << 10
         OUT.write(b"edge_server: starting up, this is not JSON\n" + b"y" * size + b"\n")
         OUT.flush()
+    if "--ready-delay" in sys.argv:
+        time.sleep(float(sys.argv[sys.argv.index("--ready-delay") + 1]))
     for raw in sys.stdin.buffer:
         message = json.loads(raw)
         method, req_id = message.get("method"), message.get("id")
