@@ -10,7 +10,8 @@ official image does, so the compose file is the same for both:
   wget for the health check.
 - grafana/grafana:11.3.0: a STAND-IN, not Grafana (Grafana is packaged nowhere reachable
   here). socat answers every request on GF_SERVER_HTTP_ADDR:GF_SERVER_HTTP_PORT with Grafana's
-  /api/health body, or 503 while /tmp/unhealthy exists (so a test can make it unhealthy).
+  /api/health body, or 503 while /tmp/unhealthy exists (so a test can make it unhealthy, and
+  since the file outlives a restart, keep it so until the test removes it).
 
 Build by hand against any engine: `python -m tests.infra.images` (DOCKER_HOST as usual).
 """
@@ -90,7 +91,7 @@ def _prometheus(root: Path) -> list[str]:
 
 
 def _grafana_stand_in(root: Path) -> list[str]:
-    make_rootfs(root, {"socat": "socat", "wget": "wget", "sh": "dash"})
+    make_rootfs(root, {"socat": "socat", "wget": "wget", "sh": "dash", "rm": "rm"})
     for name, text in (("reply", "#!/bin/sh\n" + GRAFANA_STAND_IN_REPLY),
                        ("grafana-stand-in", GRAFANA_STAND_IN_START)):
         (root / "usr" / "bin" / name).write_text(text)
