@@ -141,7 +141,7 @@ def http_front(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
         raise apply.ClientConfigError(str(exc)) from exc
     if not http.enabled:
         raise UsageError(f"{args.luna_config}: [http] listen is not set, so lunad serves no "
-                         "HTTP front; set it (docs/configuration.md, [http]) or leave out --http")
+                         "HTTP front; set it (docs/http.md) or leave out --http")
     host, port = split_listen(http.listen)
     if port == 0:
         raise UsageError(f"{args.luna_config}: [http] listen {http.listen!r} takes a free port "
