@@ -29,6 +29,7 @@ from typing import Any
 from daemon.config import DaemonConfig, ServerConfig, load_config, parse_listen
 from daemon.control_client import START_HINT, ControlUnavailable, request
 from daemon.errors import ConfigError
+from daemon.infra.config import InfraConfig
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 DISTRIBUTION = "luna"
@@ -179,7 +180,7 @@ def check_server_command(server: ServerConfig) -> Finding:
 # ---------------------------------------------------------------- infrastructure
 
 def check_infra(config: DaemonConfig, status: dict[str, Any] | None) -> list[Finding]:
-    from daemon.infra.detect import choose_backend
+    from daemon.infra.detect import docker_problem
 
     if status is not None and "infra" in status:
         infra = status["infra"]
@@ -192,12 +193,49 @@ def check_infra(config: DaemonConfig, status: dict[str, Any] | None) -> list[Fin
                 f"{svc.get('state')} {svc.get('detail', '')}".strip(),
                 "" if up else "see `luna status` and lunad's log; lunad restarts it by itself"))
         return findings
-    backend, why = choose_backend(config.infra)
+    return explain_backend(config.infra, docker_problem())
+
+
+def explain_backend(infra: InfraConfig, docker: tuple[str, str] | None,
+                    redis_found: bool | None = None) -> list[Finding]:
+    """Which backend lunad will pick and why, each missing piece with what to install or set.
+
+    `docker` is detect.docker_problem()'s answer (None: engine and compose plugin answer).
+    """
+    from daemon.infra.detect import find_binary
+
+    if redis_found is None:
+        redis_found = find_binary(infra.redis_binary) is not None
+    backend = infra.backend
     if backend == "none":
-        return [Finding("infra", WARN, f"no Docker engine and no redis-server ({why})",
-                        "Luna runs from files alone; for the shared index install "
-                        "redis-server (and prometheus), or Docker")]
-    return [Finding("infra", OK, f"lunad will use the {backend} backend ({why})")]
+        return [Finding("infra", OK, "infra.backend = none: lunad runs no Redis; Luna works "
+                        "from its files")]
+    if backend == "compose":
+        if docker is None:
+            return [Finding("infra", OK, "compose: the Docker engine and the compose plugin "
+                            "answer")]
+        return [Finding("infra", FAIL, f"infra.backend = compose, but {docker[0]}",
+                        f"{docker[1]}; or set infra.backend = native")]
+    redis_fix = (f"install redis-server (apt-get install redis-server prometheus), or set "
+                 f"infra.redis_binary (now {infra.redis_binary!r})")
+    if backend == "native":
+        if redis_found:
+            return [Finding("infra", OK, f"native: {infra.redis_binary} found")]
+        return [Finding("infra", FAIL, f"infra.backend = native, but {infra.redis_binary} "
+                        "not found", redis_fix)]
+    # auto: compose, else native, else none; say what each step lacked.
+    if docker is None:
+        return [Finding("infra", OK, "auto picks compose: the Docker engine and the compose "
+                        "plugin answer")]
+    compose_missing = Finding("infra compose", WARN, f"auto skips compose: {docker[0]}",
+                              docker[1])
+    if redis_found:
+        return [compose_missing,
+                Finding("infra", OK, f"auto picks native: {infra.redis_binary} found")]
+    return [compose_missing,
+            Finding("infra", WARN, f"auto picks none: {infra.redis_binary} not found either",
+                    f"Luna runs from files alone; for the shared index {redis_fix}, or make "
+                    "the compose backend available")]
 
 
 def check_redis(url: str) -> Finding:

@@ -35,8 +35,9 @@ import redis
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from daemon.doctor import OK, WARN, explain_backend
 from daemon.infra.config import parse_infra_config
-from daemon.infra.detect import choose_backend
+from daemon.infra.detect import choose_backend, docker_problem
 from tests.infra.docker_engine import DockerEngine
 from tests.support.lunad import ROOT, Lunad, shim_command
 from tests.support.ports import free_port
@@ -291,3 +292,11 @@ def test_auto_picks_compose_only_while_the_engine_answers(engine: DockerEngine) 
     gone = {**engine.env, "DOCKER_HOST": f"unix://{engine.root}/no-such.sock"}
     backend, why = choose_backend(config, gone)
     assert backend == "native" and "docker info` exited 1: Cannot connect" in why, why
+    # `luna doctor` says the same, with what to do about it.
+    said = explain_backend(config, docker_problem(engine.env), redis_found=True)
+    assert [(f.severity, f.detail) for f in said] == [
+        (OK, "auto picks compose: the Docker engine and the compose plugin answer")]
+    said = explain_backend(config, docker_problem(gone), redis_found=True)
+    assert said[0].severity == WARN and "Cannot connect" in said[0].detail
+    assert "DOCKER_HOST" in said[0].fix
+    assert said[1].detail == "auto picks native: redis-server found"
