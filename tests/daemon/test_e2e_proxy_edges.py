@@ -43,7 +43,7 @@ def edge(*args: str, **keys: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def lunad() -> Iterator[Lunad]:
     daemon = Lunad({"edge": edge(),
-                    "single": edge("--ready-delay", "1.5", min_idle=0, max_sessions=1)},
+                    "single": edge("--ready-delay", "3", min_idle=0, max_sessions=1)},
                    metrics=False).start(timeout=60)
     yield daemon
     daemon.stop()
@@ -162,14 +162,17 @@ def test_worker_dying_mid_line_gives_the_client_only_whole_json_lines(lunad: Lun
 
 
 def test_client_leaving_while_it_waits_for_a_worker_leaks_no_slot(lunad: Lunad) -> None:
-    # min_idle 0 and a worker that takes 1.5 s to start: the client waits for the pool's
+    # min_idle 0 and a worker that takes 3 s to start: the client waits for the pool's
     # spawn, and leaves before it is ready. With max_sessions 1, a slot leaked by that
     # session would refuse every later client.
     waiter = RawClient(lunad.socket_path("single"))
     waiter.call(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
                                   "clientInfo": {"name": "w", "version": "1"}})
-    lunad.wait_for(lambda: server_status(lunad, "single")["pool"]["starting"] == 1, 10,
-                   "the spawn the client waits for")
+    def waiting() -> bool:  # the control socket, not the CLI: fast enough for the window
+        single = lunad.status()["servers"]["single"]
+        return single["pool"]["starting"] == 1 and [s["pid"] for s in single["sessions"]] == [None]
+
+    lunad.wait_for(waiting, 10, "the client waiting for the spawn")
     waiter.close()
     settled(lunad, "single")
     with RawClient(lunad.socket_path("single"), timeout=20) as c:
