@@ -1,10 +1,11 @@
 """A unix socket that accepts only allowed peers (SO_PEERCRED) and hands them on.
 
 One `Listener` per server (`<runtime>/<server>.sock`) and one for the control socket. The
-socket file is created 0600 (0660 and chgrp'ed with `daemon.socket_group`) inside the 0700
-runtime dir. A stale file from a lunad that died is removed; a file another live lunad
-listens on is an error (two daemons must not steal each other's clients), and on the way out
-a listener removes only the file it bound itself (same inode), never another lunad's.
+socket file is born 0600 (`bind_private`; the umask is never touched, workers inherit it) and
+made 0660 and chgrp'ed with `daemon.socket_group`, inside the runtime dir. A stale file
+from a lunad that died is removed; a file another live lunad listens on is an error (two
+daemons must not steal each other's clients), and on the way out a listener removes only the
+file it bound itself (same inode), never another lunad's.
 
 Each accepted connection's peer uid comes from the kernel (SO_PEERCRED), not from anything
 the client says. root and `allowed_uids` pass; anyone else gets one JSON-RPC error line
@@ -75,6 +76,27 @@ def remove_stale(path: Path) -> None:
                       "(luna status shows its pid) or use another runtime dir")
 
 
+def bind_private(path: Path) -> socket.socket:
+    """A unix socket bound at `path`, its file born 0600 whatever the umask.
+
+    Never by changing the umask: it is process-wide, and a worker spawned meanwhile (by another
+    thread, or while the event loop runs something else) would inherit it; workers born with
+    0177 could not create a single directory they can enter. On Linux, bind() gives the file
+    the mode of the socket's inode minus the umask, and fchmod() on the unbound socket sets
+    that inode mode: so the file never exists with more than 0600, for anyone.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.fchmod(sock.fileno(), 0o600)
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _Gate(asyncio.Protocol):
     """The first protocol of every connection: checks the peer, then hands the transport on."""
 
@@ -121,12 +143,13 @@ class Listener:
     async def start(self) -> None:
         remove_stale(self.path)
         loop = asyncio.get_running_loop()
-        old_umask = os.umask(0o177)  # the file is born 0600: no window where others can connect
+        sock = bind_private(self.path)
         try:
-            self._server = await loop.create_unix_server(
-                lambda: _Gate(self), path=str(self.path), backlog=512)
-        finally:
-            os.umask(old_umask)
+            self._server = await loop.create_unix_server(lambda: _Gate(self), sock=sock,
+                                                         backlog=512)
+        except BaseException:
+            sock.close()
+            raise
         st = os.stat(self.path)
         self._bound = (st.st_dev, st.st_ino)
         if self.socket_group:

@@ -9,6 +9,8 @@
   and the kernel releases the lock when a holder dies (SIGKILL included).
 - `append_line` / `read_lines`: the append-only JSON-lines catalogs. A crash can leave a torn
   last line; readers skip it and `truncate_torn_tail` cuts it off before the next append.
+- `private_dir`: Luna's data is its owner's only: directories 0700, files 0600, set by the
+  calls that create them (never through the umask, which the server does not own).
 """
 
 from __future__ import annotations
@@ -57,6 +59,29 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parents 0700 (a parent made by mkdir(parents=True) would
+    get the umask's mode instead); directories that exist are left as they are."""
+    missing = []
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            break
+        missing.append(candidate)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a concurrent creator: fine
+            directory.mkdir(mode=PRIVATE_DIR)
+            os.chmod(directory, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def _open_private(path: Path, flags: int) -> int:
+    return os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+
+
 def atomic_write_json(path: Path, data: Any, *, sync: bool = True) -> None:
     atomic_write_bytes(path, dumps(data), sync=sync)
 
@@ -69,8 +94,8 @@ def read_json(path: Path) -> Any:
 
 @contextlib.contextmanager
 def file_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
+    private_dir(lock_path.parent)
+    with os.fdopen(_open_private(lock_path, os.O_RDWR), "r+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -102,7 +127,7 @@ def truncate_torn_tail(path: Path) -> int:
 def append_line(path: Path, record: Any, *, sync: bool = True) -> int:
     """Append one JSON line (caller holds the lock and has cut any torn tail); new size."""
     line = json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
-    with open(path, "ab") as handle:
+    with os.fdopen(_open_private(path, os.O_WRONLY | os.O_APPEND), "ab") as handle:
         handle.write(line)
         handle.flush()
         if sync:

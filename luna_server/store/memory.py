@@ -28,6 +28,7 @@ from luna_server.store.files import (
     atomic_write_bytes,
     atomic_write_json,
     file_lock,
+    private_dir,
     read_json,
     read_lines,
     truncate_torn_tail,
@@ -79,7 +80,7 @@ class MemoryStore:
     def store(self, memory_type: str, content: str, metadata: dict[str, Any]) -> dict[str, Any]:
         """Write one memory durably (arguments already validated); returns its record."""
         folder = self.folder(memory_type)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         record = new_record(memory_type, content, metadata)
         atomic_write_json(folder / f"{record['id']}.json", record)
         self._append_to_folder(memory_type, [catalog_entry(record)])
@@ -90,7 +91,7 @@ class MemoryStore:
                    metadata: dict[str, Any] | None = None) -> list[str]:
         """Many memories in one go (benchmarks, imports): one sync instead of one per file."""
         folder = self.folder(memory_type)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         entries = []
         for content in contents:
             record = new_record(memory_type, content, metadata or {})

@@ -39,6 +39,7 @@ from typing import Any
 import redis
 
 from luna_server.relevance import PHRASE_FLOOR, TOP, Hit, SearchResult, best
+from luna_server.store.files import private_dir
 from luna_server.store.layout import STALE_FLAG, memory_type_of
 from luna_server.timeutil import sort_key_us
 from luna_server.tokens import phrase_present, tokenize
@@ -64,8 +65,8 @@ def flag_redis_stale(root: Path) -> None:
     flag = root / STALE_FLAG
     if not flag.exists():
         with contextlib.suppress(OSError):
-            root.mkdir(parents=True, exist_ok=True)
-            flag.touch()
+            private_dir(root)
+            flag.touch(mode=0o600)
 
 
 class RedisUnavailable(Exception):

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from luna_server.coevolution import CoEvolutionHistory
 from luna_server.consciousness import ConsciousnessState
-from luna_server.store.files import atomic_write_json, file_lock, read_json
+from luna_server.store.files import atomic_write_json, file_lock, private_dir, read_json
 from luna_server.store.layout import COEVOLUTION_FILE, CONSCIOUSNESS_FILE, lock_path
 from luna_server.store.redis_index import RedisIndex, RedisUnavailable, flag_redis_stale
 from luna_server.timeutil import iso_now
@@ -67,7 +67,7 @@ class SharedState:
     def _update(self, name: str, apply: Callable[[dict[str, Any]], tuple[dict[str, Any], T]],
                 ) -> T:
         path = self._path(name)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         with file_lock(lock_path(self.root, name)):
             current = self._read_file(name)
             if current.pop("__unreadable__", False):

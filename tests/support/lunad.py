@@ -204,8 +204,9 @@ class Lunad:
         log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
         as_user: dict[str, Any] = {}
         if self.user:
+            # a desktop session's usual umask, whatever the runner's
             as_user = {"user": self.user.uid, "group": self.user.gid,
-                       "extra_groups": self.user.groups}
+                       "extra_groups": self.user.groups, "umask": 0o022}
         self.proc = subprocess.Popen(
             [*self.command, "--config", str(self.config_path)],
             cwd=self.user.src if self.user else ROOT, env={**self.env, **self.daemon_env},

@@ -92,6 +92,7 @@ class UserVenv:
                     shutil.copy2(entry, target)
             (site / "luna-src.pth").write_text(f"{self.src}\n")
             self._write_console_scripts()
+            self._write_metadata(site)
             # Dependencies chosen by environment markers can differ between patch releases
             # (redis needs async_timeout before 3.11.3): let pip fill in what is missing.
             subprocess.run([sys.executable, "-m", "pip", "--python", self.python, "install",
@@ -122,6 +123,18 @@ class UserVenv:
         cfg.read(self.src / "setup.cfg")
         lines = cfg.get("options", "install_requires", fallback="").splitlines()
         return [line.strip() for line in lines if line.strip()]
+
+    def _write_metadata(self, site: Path) -> None:
+        """The distribution's metadata (what `luna doctor` checks), as an install has it."""
+        cfg = ConfigParser()
+        cfg.read(self.src / "setup.cfg")
+        name, version = cfg.get("metadata", "name"), cfg.get("metadata", "version")
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir()
+        requires = "".join(f"Requires-Dist: {r}\n" for r in self._requirements())
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\n"
+                                       f"Version: {version}\n{requires}")
+        (info / "INSTALLER").write_text("tests/support/users.py\n")
 
     def _write_console_scripts(self) -> None:
         """The setup.cfg console scripts, as pip would write them for an editable install."""

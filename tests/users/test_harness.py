@@ -46,7 +46,7 @@ def test_lunad_runs_as_the_user_with_its_workers(unprivileged_user: User) -> Non
         assert status.returncode == 0, status.stderr
         answers = daemon.mcp("echo", [{"list_tools": True},
                                       {"tool": "echo", "arguments": {"text": "as a user"}}])
-        assert answers[0]["tools"] == ["crash", "echo", "fail", "sleep"]
+        assert {"echo", "fail", "crash"} <= set(answers[0]["tools"])
         assert answers[1] == {"is_error": False, "text": "as a user"}
     finally:
         daemon.stop()
