@@ -10,9 +10,11 @@ client with `isError: true`.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -20,12 +22,21 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 
 from luna_server import __version__
 from luna_server.service import TOOLS, Luna, ToolSpec
+from luna_server.stdio import run_stdio
 from luna_server.validation import InputError, known_arguments
 
 SERVER_NAME = "luna-consciousness"
 INSTRUCTIONS = ("Luna: deterministic consciousness heuristics over a fractal memory shared by "
                 "every session. All parameters are strings.")
 SPECS = {spec.name: spec for spec in TOOLS}
+
+
+def no_space_message(root: Path, exc: OSError) -> str:
+    """The client's text when the memory's file system is full (or the quota used up)."""
+    what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    where = exc.filename or root
+    return (f"Error: {what} holding Luna's memory ({where}); the call did not complete. "
+            f"Free some space on the file system of {root}, then call it again")
 
 
 def tool_function(luna: Luna, spec: ToolSpec) -> Callable[..., str]:
@@ -38,6 +49,10 @@ def tool_function(luna: Luna, spec: ToolSpec) -> Callable[..., str]:
             return method(**arguments)
         except InputError as exc:
             raise ToolError(str(exc)) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ToolError(no_space_message(luna.root, exc)) from exc
+            raise
 
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=str)
@@ -75,6 +90,10 @@ class LunaServer(MCPServer[Any]):
             if isinstance(cause, ToolError) and str(cause).startswith("Error:"):
                 raise cause from None
             raise
+
+    async def run_stdio_async(self) -> None:
+        # The SDK's transport, screened: a request it cannot read still gets an answer.
+        await run_stdio(self)
 
 
 def build_server(luna: Luna | None = None) -> LunaServer:

@@ -24,6 +24,7 @@ from luna_server import (
     patterns,
     relevance,
 )
+from luna_server.store.files import remove_stale_temps
 from luna_server.store.layout import TYPES, resolve
 from luna_server.store.memory import MemoryStore
 from luna_server.store.redis_index import RedisIndex
@@ -91,6 +92,10 @@ class Luna:
     def __init__(self, memory_path: str | Path | None = None,
                  redis_url: str | None = None) -> None:
         self.root = resolve(memory_path)
+        leftovers = remove_stale_temps(self.root)
+        if leftovers:
+            log.info("removed %d temp file(s) left by interrupted writes: %s", len(leftovers),
+                     ", ".join(str(p) for p in leftovers[:5]))
         url = redis_url if redis_url is not None else os.environ.get("LUNA_REDIS_URL") or None
         self.redis = redis_index_or_none(url, self.root)
         self.state = SharedState(self.root, self.redis, lambda: self.memory.redis_ready())

@@ -4,6 +4,9 @@
   over the target, fsync the directory. A crash at any point leaves the old file or the new
   one, never a torn one. The one implementation of this in the repo: lunad's installers use
   it too (daemon/atomicfile.py adds mode keeping and backups on top).
+- `remove_stale_temps`: the temp files an interrupted atomic write left (a SIGKILL between
+  mkstemp and rename), removed when the server starts. Only those older than STALE_TEMP_AGE:
+  another server process sharing the directory may be writing one right now.
 - `file_lock`: an exclusive `fcntl.flock` on a lock file under `<memory>/.locks/`. flock locks
   belong to the open file description, so two threads of one process exclude each other too,
   and the kernel releases the lock when a holder dies (SIGKILL included).
@@ -19,7 +22,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,30 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True,
         raise
     if sync:
         fsync_dir(path.parent)
+
+
+STALE_TEMP_AGE = 60.0
+"""Seconds after which a temp file of atomic_write_bytes is a leftover, not a write going on."""
+
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # mkstemp(prefix=".<name>.", suffix=".tmp")
+
+
+def remove_stale_temps(root: Path, *, older_than: float = STALE_TEMP_AGE,
+                       now: float | None = None) -> list[Path]:
+    """Remove atomic_write_bytes' leftovers in `root` and its direct subfolders."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    folders = [root, *(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if not _TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+    return removed
 
 
 def dumps(data: Any) -> bytes:
