@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -19,9 +18,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def lunad() -> Iterator[Lunad]:
-    servers = {"echo": echo_server(min_idle=2)}
-    if importlib.util.find_spec("luna_server.server") is not None:
-        servers["luna"] = {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2}
+    servers = {"echo": echo_server(min_idle=2),
+               "luna": {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2}}
     daemon = Lunad(servers).start(timeout=60)
     yield daemon
     daemon.stop()
@@ -68,8 +66,6 @@ async def test_worker_crash_mid_call_reaches_the_client_as_an_error(lunad: Lunad
 
 @pytest.mark.anyio
 async def test_real_luna_server_through_lunad(lunad: Lunad) -> None:
-    if "luna" not in lunad.servers:
-        pytest.skip("luna_server.server has not landed yet: only the echo server is proxied")
     async with stdio_client(params(lunad, "luna")) as (read, write), \
             ClientSession(read, write) as session:
         init = await session.initialize()

@@ -9,7 +9,6 @@ proven to span the middle calls: status shows Redis in backoff, unrestarted, bef
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -26,11 +25,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from tests.support.lunad import ROOT, Lunad, shim_command
 from tests.support.ports import free_port
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(importlib.util.find_spec("luna_server.server") is None,
-                       reason="luna_server has not landed"),
-]
+pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "zephyrquill"  # a word nothing else stores, so retrieval finds exactly ours
 
