@@ -329,14 +329,18 @@ def check_claude_desktop(config_file: Path, shim: Path, runtime: Path) -> Findin
 # ---------------------------------------------------------------- the other MCP clients
 
 def check_clients(shim: Path, runtime: Path, platform: str = sys.platform,
-                  environ: dict[str, str] | None = None) -> list[Finding]:
-    """Per client whose user file has luna-shim entries: which servers, and the stale ones.
+                  environ: dict[str, str] | None = None,
+                  http_base: str | None = None) -> list[Finding]:
+    """Per client whose user file has Luna entries: which servers, and the stale ones.
+
+    Luna entries run a luna-shim, or (with the HTTP front on, `http_base` its
+    "http://HOST:PORT") name a URL under it.
 
     Stale: the luna-shim path no longer exists, it is another install's, or the socket is not
     in this install's runtime dir. Claude Desktop is check_claude_desktop's (it predates this).
     """
     from daemon.commands.clients.apply import ClientConfigError, read_servers
-    from daemon.commands.clients.registry import CLIENTS, entry_socket, is_luna_entry
+    from daemon.commands.clients.registry import CLIENTS, entry_socket, entry_url, is_luna_entry
 
     env = dict(os.environ) if environ is None else environ
     findings = []
@@ -355,10 +359,12 @@ def check_clients(shim: Path, runtime: Path, platform: str = sys.platform,
                                     "fix the file by hand; luna will not overwrite it"))
             continue
         ours = {name: entry for name, entry in servers.items() if is_luna_entry(entry)}
-        if not ours:
+        by_url = [name for name, entry in servers.items() if http_base and isinstance(entry, dict)
+                  and (entry_url(entry) or "").startswith(http_base + "/")]
+        if not ours and not by_url:
             continue
         problems: list[tuple[str, str]] = []
-        served = []
+        served = [f"{name} (http)" for name in by_url]
         for name, entry in ours.items():
             command = entry["command"]
             command = Path(command["path"] if isinstance(command, dict) else command)
@@ -387,6 +393,13 @@ def check_clients(shim: Path, runtime: Path, platform: str = sys.platform,
     return findings
 
 
+def http_base(config: DaemonConfig) -> str | None:
+    """"http://HOST:PORT" of the HTTP front as clients name it, when it is on."""
+    from daemon.commands.clients.command import base_url
+
+    return base_url(config.http.listen) if config.http.enabled else None
+
+
 # ---------------------------------------------------------------- all of it
 
 def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
@@ -409,5 +422,5 @@ def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
         findings.append(check_redis(url))
     findings.extend(check_ports(config, status is not None))
     findings.append(check_claude_desktop(claude_config, shim, runtime))
-    findings.extend(check_clients(shim, runtime))
+    findings.extend(check_clients(shim, runtime, http_base=http_base(config)))
     return findings

@@ -173,3 +173,20 @@ def test_clients_listed_with_their_servers_and_stale_entries_flagged(tmp_path: P
     assert findings["client vscode"].severity == FAIL
     assert "line 1 column" in findings["client vscode"].detail
     assert "luna config codex --install" in findings["client codex"].fix
+
+
+def test_clients_with_url_entries_for_the_http_front(tmp_path: Path) -> None:
+    from daemon.doctor import check_clients, http_base
+
+    config = parse_config({"http": {"listen": "127.0.0.1:8765"}}, "t.toml")
+    base = http_base(config)
+    assert base == "http://127.0.0.1:8765"
+    assert http_base(parse_config({}, "t.toml")) is None
+    gemini = tmp_path / ".gemini" / "settings.json"
+    gemini.parent.mkdir()
+    gemini.write_text(json.dumps({"mcpServers": {
+        "luna": {"httpUrl": "http://127.0.0.1:8765/luna/mcp"},
+        "else": {"httpUrl": "http://127.0.0.1:9999/x/mcp"}}}))
+    shim = Path(sys.executable).parent / "luna-shim"
+    [finding] = check_clients(shim, tmp_path, "linux", {"HOME": str(tmp_path)}, base)
+    assert finding.severity == OK and finding.detail == f"{gemini}: luna (http)"

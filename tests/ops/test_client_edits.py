@@ -231,3 +231,13 @@ def test_user_files_per_platform() -> None:
     assert str(CLIENTS["codex"].user_file("linux", {"CODEX_HOME": "/c"})) == "/c/config.toml"
     assert str(CLIENTS["claude-code"].user_file(
         "linux", {"HOME": "/h", "CLAUDE_CONFIG_DIR": "/cc"})) == "/cc/.claude.json"
+
+
+def test_base_url_of_a_listen_address() -> None:
+    from daemon.commands.clients.command import base_url
+
+    assert base_url("127.0.0.1:8765") == "http://127.0.0.1:8765"
+    assert base_url("0.0.0.0:80") == "http://127.0.0.1:80"
+    assert base_url("[::]:9000") == "http://[::1]:9000"
+    assert base_url("[::1]:9000") == "http://[::1]:9000"
+    assert base_url("localhost:1") == "http://localhost:1"

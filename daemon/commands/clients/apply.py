@@ -23,7 +23,7 @@ from typing import Any
 
 from daemon.atomicfile import backup, write_atomic
 from daemon.commands.clients import jsonedit, tomledit
-from daemon.commands.clients.registry import Client, is_luna_entry
+from daemon.commands.clients.registry import Client, entry_url, is_luna_entry
 
 
 class ClientConfigError(Exception):
@@ -145,8 +145,8 @@ def luna_names(servers: dict[str, Any], names: Iterable[str] | None,
 
     def ours(name: str, entry: Any) -> bool:
         url = urls.get(name)
-        return is_luna_entry(entry) or (url is not None and isinstance(entry, dict) and any(
-            entry.get(k) == url for k in ("url", "httpUrl", "serverUrl")))
+        return is_luna_entry(entry) or (
+            url is not None and isinstance(entry, dict) and entry_url(entry) == url)
 
     if names is None:
         return {n: "remove" for n, e in servers.items() if ours(n, e)}

@@ -21,7 +21,7 @@ from typing import Any
 
 from daemon import paths
 from daemon.commands.clients import apply, tomledit
-from daemon.commands.clients.registry import CLIENTS, Client
+from daemon.commands.clients.registry import CLIENTS, Client, entry_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -142,13 +142,9 @@ def http_front(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
     if not http.enabled:
         raise UsageError(f"{args.luna_config}: [http] listen is not set, so lunad serves no "
                          "HTTP front; set it (docs/http.md) or leave out --http")
-    host, port = split_listen(http.listen)
-    if port == 0:
+    if split_listen(http.listen)[1] == 0:
         raise UsageError(f"{args.luna_config}: [http] listen {http.listen!r} takes a free port "
                          "at each start, so no URL can name it; set a fixed port")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    if ":" in host:
-        host = f"[{host}]"
     headers = {}
     if http.token_file:
         try:
@@ -157,7 +153,17 @@ def http_front(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
             raise apply.ClientConfigError(f"cannot read http.token_file {http.token_file}: "
                                           f"{exc}") from exc
         headers = {"Authorization": f"Bearer {token}"}
-    return f"http://{host}:{port}", headers
+    return base_url(http.listen), headers
+
+
+def base_url(listen: str) -> str:
+    """"http://HOST:PORT" for a listen address, as a client on this host names it (a wildcard
+    address becomes loopback)."""
+    from daemon.http.config import split_listen
+
+    host, port = split_listen(listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def config_file(args: argparse.Namespace, client: Client) -> tuple[Path, bool]:
@@ -207,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
             path, _ = config_file(args, client)
             existing = apply.read_existing(path)
             names = [args.name] if args.name else args.server
-            urls = ({n: e.get("url") or e.get("httpUrl") or e.get("serverUrl")
-                     for n, e in server_entries(args, client, args.server or ["luna"]).items()}
+            urls = ({n: entry_url(e) or "" for n, e in
+                     server_entries(args, client, args.server or ["luna"]).items()}
                     if args.http else None)
             text, outcomes = apply.plan_remove(existing, client, names, str(path), urls)
             saved = (apply.write_change(path, existing, text, private=True)

@@ -186,3 +186,11 @@ def entry_socket(entry: dict[str, Any]) -> Path | None:
     if "--socket" in args[:-1]:
         return Path(args[args.index("--socket") + 1])
     return None
+
+
+def entry_url(entry: dict[str, Any]) -> str | None:
+    """The URL of a URL-form entry, under whichever key its client uses."""
+    for key in ("url", "httpUrl", "serverUrl"):
+        if isinstance(entry.get(key), str):
+            return entry[key]
+    return None
