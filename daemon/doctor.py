@@ -238,6 +238,11 @@ def explain_backend(infra: InfraConfig, docker: tuple[str, str] | None,
                     "the compose backend available")]
 
 
+def redact(url: str) -> str:
+    """`url` without its password, for printing."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def check_redis(url: str) -> Finding:
     import redis
 
@@ -245,11 +250,40 @@ def check_redis(url: str) -> Finding:
     try:
         client.ping()
     except redis.RedisError as exc:
-        return Finding("redis", WARN, f"{url} not reachable ({exc})",
+        return Finding("redis", WARN, f"{redact(url)} not reachable ({exc})",
                        "lunad's infra backend starts it; Luna works from files meanwhile")
     finally:
         client.close()
-    return Finding("redis", OK, f"{url} answers PING")
+    return Finding("redis", OK, f"{redact(url)} answers PING")
+
+
+def check_redis_refuses_strangers(url: str) -> Finding:
+    """Luna's Redis must answer nothing to a client without its password: any local user can
+    reach a loopback port, and Redis holds memory contents and Luna's state."""
+    import redis
+
+    bare = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    bare.connection_pool.connection_kwargs.pop("password", None)
+    bare.connection_pool.connection_kwargs.pop("username", None)
+    where = redact(url)
+    try:
+        bare.ping()
+    except redis.AuthenticationError:
+        return Finding("redis access", OK, f"{where} refuses clients without the password")
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "NOPERM" in str(exc):
+            return Finding("redis access", OK, f"{where} refuses clients without the password")
+        return Finding("redis access", WARN, f"{where}: unexpected answer ({exc})", "")
+    except redis.RedisError as exc:
+        return Finding("redis access", WARN, f"{where} not reachable ({exc})",
+                       "lunad's infra backend starts it")
+    finally:
+        bare.close()
+    return Finding("redis access", FAIL,
+                   f"{where} answers clients without a password: every local user can read "
+                   "and rewrite Luna's memories", "let lunad run Redis (infra.backend native or "
+                   "compose: both set a password), or set requirepass on this Redis and put "
+                   "it in LUNA_REDIS_URL")
 
 
 def redis_url_for(config: DaemonConfig, status: dict[str, Any] | None) -> str | None:
@@ -258,7 +292,15 @@ def redis_url_for(config: DaemonConfig, status: dict[str, Any] | None) -> str | 
     backend = status.get("infra", {}).get("backend") if status else config.infra.backend
     if backend in ("none",):
         return None
-    return f"redis://127.0.0.1:{config.infra.redis_port}/0"
+    from daemon.infra.native import REDIS_SECRET
+    from daemon.secrets import SecretError, read_existing
+
+    try:
+        password = read_existing(config.state_dir, REDIS_SECRET)
+    except (SecretError, OSError):
+        password = None  # not ours to read (another uid's lunad): try without, and say so
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}127.0.0.1:{config.infra.redis_port}/0"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -420,6 +462,7 @@ def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
     url = redis_url_for(config, status)
     if url:
         findings.append(check_redis(url))
+        findings.append(check_redis_refuses_strangers(url))
     findings.extend(check_ports(config, status is not None))
     findings.append(check_claude_desktop(claude_config, shim, runtime))
     findings.extend(check_clients(shim, runtime, http_base=http_base(config)))

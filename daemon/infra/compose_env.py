@@ -23,10 +23,9 @@ from pathlib import Path
 
 from daemon.atomicfile import write_atomic
 from daemon.infra.config import InfraConfig
-from daemon.infra.native import prometheus_conf
+from daemon.infra.native import REDIS_SECRET, prometheus_conf
 from daemon.secrets import read_or_create, secret_path
 
-REDIS_SECRET = "redis-password"
 GRAFANA_SECRET = "grafana-admin-password"
 GRAFANA_ENV = "GRAFANA_ADMIN_PASSWORD"
 # Where the compose file mounts etc/prometheus/ and the generated config inside the container.

@@ -13,12 +13,17 @@ import contextlib
 PROBE_TIMEOUT = 2.0
 
 
-async def _exchange(port: int, request: bytes, timeout: float) -> bytes:
+async def _exchange(port: int, request: bytes, timeout: float, lines: int = 1) -> bytes:
+    """Send `request`, return the last of the first `lines` answer lines."""
     async def talk() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(request)
             await writer.drain()
+            for _ in range(lines - 1):
+                first = await reader.readline()
+                if not first.startswith(b"+"):
+                    return first  # AUTH refused: that is the answer
             return await reader.readline()
         finally:
             writer.close()
@@ -29,9 +34,14 @@ async def _exchange(port: int, request: bytes, timeout: float) -> bytes:
         return await talk()
 
 
-async def redis_ping(port: int, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+async def redis_ping(port: int, timeout: float = PROBE_TIMEOUT, *,
+                     password: str | None = None) -> tuple[bool, str]:
+    """PING (after AUTH with `password`, which never appears in what this returns)."""
+    request, lines = b"PING\r\n", 1
+    if password is not None:
+        request, lines = b"AUTH " + password.encode() + b"\r\n" + request, 2
     try:
-        line = await _exchange(port, b"PING\r\n", timeout)
+        line = await _exchange(port, request, timeout, lines)
     except TimeoutError:
         return False, f"PING to 127.0.0.1:{port}: no answer within {timeout:g}s"
     except OSError as e:

@@ -35,7 +35,9 @@ def test_workers_get_the_supervised_redis_url() -> None:
             c.initialize()
             c.tool(1, "crash")
             error = c.recv()["error"]
-        assert f"redis url: redis://127.0.0.1:{port}" in error["message"]
+        # the password too: the workers get it in their environment, never in argv
+        password = (lunad.state_dir / "secrets" / "redis-password").read_text().strip()
+        assert f"redis url: redis://:{password}@127.0.0.1:{port}/0" in error["message"]
         text = lunad.metrics_text()
         assert 'luna_infra_up{service="redis"} 1.0' in text
     finally:

@@ -77,7 +77,8 @@ async def store(session: ClientSession, label: str) -> str:
 async def test_redis_sigkilled_under_luna_calls_loses_nothing(lunad: NativeInfraLunad) -> None:
     redis_status = lunad.redis_status()
     assert redis_status["up"], redis_status
-    url = f"redis://127.0.0.1:{redis_status['detail'].split(':')[-1]}/0"
+    password = (lunad.state_dir / "secrets" / "redis-password").read_text().strip()
+    url = f"redis://:{password}@127.0.0.1:{redis_status['detail'].split(':')[-1]}/0"
     # Workers are told where the supervised Redis is.
     workers = [psutil.Process(p) for p in lunad.worker_pids()
                if psutil.Process(p).name() != "redis-server"]

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -104,7 +105,16 @@ async def test_redis_up_persistent_and_stopped_without_leftovers(
     assert "infra.prometheus = false" in status["services"]["prometheus"]["detail"]
 
     url = sup.redis_url()
-    assert url == f"redis://127.0.0.1:{cfg.redis_port}/0"
+    password = (tmp_path / "secrets" / "redis-password").read_text().strip()
+    assert url == f"redis://:{password}@127.0.0.1:{cfg.redis_port}/0"
+    # Any local user reaches the port; without the password it gets nothing.
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=cfg.redis_port).ping()
+    secret_mode = stat.S_IMODE(os.stat(tmp_path / "secrets" / "redis-password").st_mode)
+    conf_mode = stat.S_IMODE(os.stat(tmp_path / "infra" / "redis" / "redis.conf").st_mode)
+    assert (secret_mode, conf_mode) == (0o600, 0o600)
+    cmdline = Path(f"/proc/{pid_of(sup, 'redis')}/cmdline").read_bytes()
+    assert password.encode() not in cmdline  # argv is world-readable
     client = redis.Redis.from_url(url)
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert client.config_get("bind") == {"bind": "127.0.0.1"}
