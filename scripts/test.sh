@@ -42,6 +42,7 @@ if [[ -f tests/outside-client/package.json ]]; then
 fi
 
 bash scripts/install/claude-code.sh
+bash scripts/install/conformance.sh  # MCP conformance suite + Node 22 for tests/http
 
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .

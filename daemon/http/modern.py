@@ -32,7 +32,9 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    validate_mcp_param_headers,
 )
+from starlette.datastructures import Headers
 
 from daemon import __version__
 from daemon.http import wire
@@ -156,14 +158,46 @@ class ModernWorkers:
             return await plain(send, ERROR_CODE_HTTP_STATUS.get(verdict.code, 400),
                                wire.error_body(message["id"], verdict.code, verdict.message,
                                                verdict.data))
+        if message["method"] == "initialize":
+            # Gone in this era; the worker would call it a version mismatch, the spec says
+            # a method the server does not implement.
+            return await plain(send, 404, wire.error_body(
+                message["id"], wire.METHOD_NOT_FOUND, "Method not found: initialize is not "
+                "part of 2026-07-28 (requests carry their version in _meta; see "
+                "server/discover)"))
         shared = await self.pick(server)
         if shared is None:
             return await plain(send, 503, wire.error_body(
                 message["id"], -32000, f"lunad: no {server} worker for 2026-07-28 requests is "
                 f"ready (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
+        rejection = await self._param_headers(shared, message, scope)
+        if rejection is not None:
+            return await plain(send, 400, wire.error_body(
+                message["id"], rejection.code, rejection.message, rejection.data))
         stream = shared.send(message)
         status = await front.respond(stream, receive, send, None, status_for=status_of,
                                      priming=False)
         if not stream.finished:
             shared.cancel(stream)
         return status
+
+    @staticmethod
+    async def _param_headers(shared: SharedWorker, message: dict[str, Any],
+                             scope: dict[str, Any]) -> InboundLadderRejection | None:
+        """Mcp-Param-* headers of a tools/call checked against the tool's x-mcp-header
+        annotations (the server's listed inputSchema) and the body's arguments."""
+        if message["method"] != "tools/call":
+            return None
+        params = message.get("params") or {}
+        name, arguments = params.get("name"), params.get("arguments") or {}
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            return None
+        headers = Headers(raw=scope["headers"])
+        if not arguments and not any(k.startswith("mcp-param-") for k in headers):
+            return None
+        meta = {k: v for k, v in (params.get("_meta") or {}).items()
+                if k.startswith("io.modelcontextprotocol/")}
+        schema = await shared.tool_schema(name, meta)
+        if schema is None:
+            return None
+        return validate_mcp_param_headers(schema, arguments, headers)

@@ -13,6 +13,7 @@ server's metrics (tool calls, messages, methods) like any session.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -30,12 +31,16 @@ log = logging.getLogger("lunad.http")
 _ids = itertools.count(1)
 
 
+LIST_PAGES = 50  # tools/list pages lunad reads for the schemas before giving up
+
+
 @dataclass(slots=True)
 class _Pending:
     client_id: Any
     stream: Stream
     token: Any  # our progress token, when the client sent one
     client_token: Any
+    method: str = ""
 
 
 class SharedWorker:
@@ -50,6 +55,9 @@ class SharedWorker:
         self.by_token: dict[Any, int] = {}
         self.served = 0
         self.alive = True
+        # Tool name -> inputSchema, from every tools/list answer seen (for Mcp-Param checks).
+        self.schemas: dict[str, Any] = {}
+        self._own: dict[int, asyncio.Future[dict[str, Any]]] = {}  # lunad's own requests
         self._on_exit = on_exit
         self._buf = FrameBuffer()
         self._stdin = worker.stdin.transport
@@ -69,7 +77,7 @@ class SharedWorker:
         """Forward one request; its answer arrives on the returned stream."""
         ours = next(_ids)
         stream = Stream(ours, {ours})
-        pending = _Pending(message["id"], stream, None, None)
+        pending = _Pending(message["id"], stream, None, None, message.get("method", ""))
         params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         if isinstance(meta, dict) and "progressToken" in meta:
@@ -90,6 +98,46 @@ class SharedWorker:
         self.observer.client_frame(frame)
         self._stdin.write(frame + b"\n")
         return stream
+
+    async def tool_schema(self, name: str, meta: dict[str, Any]) -> Any:
+        """The inputSchema the server lists for tool `name` (None if it lists none): from
+        the answers seen so far, else from a tools/list of lunad's own (with the caller's
+        `_meta` envelope, so it sees what that caller would)."""
+        if name not in self.schemas and self.alive:
+            cursor: str | None = None
+            for _ in range(LIST_PAGES):
+                params: dict[str, Any] = {"_meta": meta}
+                if cursor is not None:
+                    params["cursor"] = cursor
+                answer = await self._ask("tools/list", params)
+                result = answer.get("result")
+                if not isinstance(result, dict):
+                    break
+                self._learn(result)
+                cursor = result.get("nextCursor")
+                if name in self.schemas or not isinstance(cursor, str):
+                    break
+        return self.schemas.get(name)
+
+    async def _ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        ours = next(_ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._own[ours] = future
+        self._stdin.write(_dump({"jsonrpc": "2.0", "id": ours, "method": method,
+                                 "params": params}) + b"\n")
+        try:
+            return await asyncio.wait_for(future, 10.0)
+        except TimeoutError:
+            return {}
+        finally:
+            self._own.pop(ours, None)
+
+    def _learn(self, result: dict[str, Any]) -> None:
+        tools = result.get("tools")
+        if isinstance(tools, list):
+            for tool in tools:
+                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                    self.schemas[tool["name"]] = tool.get("inputSchema")
 
     def cancel(self, stream: Stream) -> None:
         """The client closed the request's response before its answer: cancel it."""
@@ -129,8 +177,13 @@ class SharedWorker:
         if "method" not in message:
             ours = message.get("id")
             if type(ours) is int and ours in self.in_flight:
-                message["id"] = self.in_flight[ours].client_id
+                pending = self.in_flight[ours]
+                if pending.method == "tools/list" and isinstance(message.get("result"), dict):
+                    self._learn(message["result"])
+                message["id"] = pending.client_id
                 self._answer(ours, _dump(message))
+            elif type(ours) is int and ours in self._own and not self._own[ours].done():
+                self._own[ours].set_result(message)
             return
         if message.get("id") is not None:
             log.info("%s modern worker sent a request (%s) on the stateless era: dropped",
@@ -166,6 +219,9 @@ class SharedWorker:
         if not self.alive:
             return
         self.alive = False
+        for future in self._own.values():
+            if not future.done():
+                future.set_result({})
         how = self.worker.exit_description() or "closed its stdout"
         tail = self.worker.stderr_tail(STDERR_LINES)
         self.observer.worker_exited()
