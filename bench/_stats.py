@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS_ENV = "LUNA_BENCH_RESULTS"
+"""Where save_results writes instead of bench/results (the smoke test's private dir)."""
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -45,8 +47,10 @@ def machine() -> str:
 
 
 def save_results(name: str, **data: Any) -> Path:
-    """Write `data` and the machine line to bench/results/<name>.json (not committed)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write `data` and the machine line to bench/results/<name>.json (not committed), or
+    under $LUNA_BENCH_RESULTS when set."""
+    where = Path(os.environ.get(RESULTS_ENV) or RESULTS)
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2))
     return path

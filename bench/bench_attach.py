@@ -15,6 +15,8 @@ session meets a worker that was started and proven ready (ping) beforehand. Meas
 Between lunad runs the bench waits (untimed) for the pool to be full again with no spawn in
 flight, as a client arriving seconds after the previous one would find it. The real Luna
 server is the default; `--server echo` uses the stdlib echo test server instead.
+
+Smoke test (tests/bench/test_bench_smoke.py): --runs 2 --direct-runs 1 --server echo
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ directory and no Redis. Measured per run:
 - RSS after `initialize`, `tools/list` and one `phi_consciousness_calculate` (a used worker).
 Both `python -m luna_server` and the `luna-server` console script are measured. Prints a
 Markdown block for docs/BENCHMARKS.md and writes bench/results/cold_start.json.
+
+Smoke test (tests/bench/test_bench_smoke.py): --runs 1
 """
 
 from __future__ import annotations

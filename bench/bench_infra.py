@@ -11,6 +11,8 @@ TSDB to replay):
   figure is lunad's and Redis's own work, not the configured wait (default base: 1 s).
 Then idle cost: CPU seconds this process spends supervising both services for `--idle` seconds
 at the default poll_interval (2 s), i.e. the health checks lunad runs forever.
+
+Smoke test (tests/bench/test_bench_smoke.py): --rounds 1 --idle 0.5
 """
 
 from __future__ import annotations

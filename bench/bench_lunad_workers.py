@@ -9,6 +9,8 @@ Twice: with lunad as it is (PidfdChildWatcher on Python 3.11, reaping through pi
 the loop), and with `use_pidfd_watcher` disabled, i.e. asyncio's default
 ThreadedChildWatcher (one waitpid thread per child). Also how long the pools took to fill.
 Prints a Markdown table.
+
+Smoke test (tests/bench/test_bench_smoke.py): --workers 3
 """
 
 from __future__ import annotations

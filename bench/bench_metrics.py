@@ -19,6 +19,8 @@ then stay connected). Reported: scrape time (median and p95, client side, HTTP i
 and body size. Scrapes are sequential, as Prometheus does them.
 
 Figures go to docs/BENCHMARKS.md (## Metrics) with the command and the machine.
+
+Smoke test (tests/bench/test_bench_smoke.py): --sessions 2 --scrapes 2
 """
 
 from __future__ import annotations

@@ -9,11 +9,15 @@ measured, not an MCP SDK:
    direct stdio (the server as our child, pipes) vs socat (UNIX-LISTEN -> EXEC, a C relay)
    vs lunad (unix socket -> session pump with the observer -> worker pipes; /metrics on).
    "Added" = p50 through the proxy minus p50 direct.
-2. Throughput: 32 sessions at once, each pipelining 16 calls, through lunad vs direct.
+2. Throughput: 32 sessions at once, each pipelining 16 calls, through lunad vs direct, timed
+   from when every session is connected and initialized.
 3. lunad's RSS per session: RSS with 200 sessions open (each initialized) minus RSS with none,
    divided by 200.
 
 Prints a Markdown block for docs/BENCHMARKS.md.
+
+Smoke test (tests/bench/test_bench_smoke.py):
+    --calls 50 --rounds 1 --sessions 2 --seconds 0.3 --rss-sessions 2
 """
 
 from __future__ import annotations
@@ -153,10 +157,13 @@ def latency_socat(calls: int, workdir: Path) -> list[float] | None:
 
 
 def throughput(connect: Connect, sessions: int, seconds: float, window: int = 16) -> float:
-    """Calls per second summed over `sessions` concurrent pipelining clients."""
+    """Calls per second summed over `sessions` concurrent pipelining clients, timed from the
+    moment every client is connected and initialized (a direct client spawns its server
+    first: that start-up is not part of the window) to the last client's last answer."""
     counts = [0] * sessions
-    stop_at = time.monotonic() + seconds
-    barrier = threading.Barrier(sessions)
+    began: list[float] = []
+    barrier = threading.Barrier(sessions, action=lambda: began.append(time.monotonic()))
+    finished = [0.0] * sessions
 
     def client(n: int) -> None:
         send, reader, close = connect()
@@ -165,21 +172,22 @@ def throughput(connect: Connect, sessions: int, seconds: float, window: int = 16
             reader.line()
             batch = b"".join(frame(i) for i in range(window))
             barrier.wait()
+            stop_at = began[0] + seconds
             while time.monotonic() < stop_at:
                 send(batch)
                 for _ in range(window):
                     reader.line()
                 counts[n] += window
+            finished[n] = time.monotonic()
         finally:
             close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(sessions)]
-    t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.monotonic() - t0)
+    return sum(counts) / (max(finished) - began[0])
 
 
 def socket_connector(path: str) -> Connect:

@@ -14,6 +14,8 @@ words drawn uniformly from the vocabulary: names, topics) and "zipf" queries (1-
 with text frequencies, so they often contain very common words that match a large share of
 all memories). Every path's answer is checked identical for the measured queries. Prints a
 Markdown block for docs/BENCHMARKS.md and writes bench/results/retrieve.json.
+
+Smoke test (tests/bench/test_bench_smoke.py): --sizes 50 --queries 3
 """
 
 from __future__ import annotations

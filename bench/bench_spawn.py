@@ -10,6 +10,8 @@
 3. Hand-out: Pool.acquire() with an idle worker waiting (the session's share of attach time).
 4. Stop: Pool.release() -> the worker's process is gone (stdin close is enough for both).
 Prints a Markdown table; run on an otherwise idle machine for stable figures.
+
+Smoke test (tests/bench/test_bench_smoke.py): --rounds 1 --refill 2
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ RSS is ~30 MiB idle), and times (1) the subprocess_exec call, (2) the longest st
 ticker task saw meanwhile, (3) spawn until the child has exited (what the setpriv and
 shell execs add to a worker's start, outside the loop). Rounds of the two spawn paths are
 interleaved, per watcher. Prints a Markdown table.
+
+Smoke test (tests/bench/test_bench_smoke.py): --rounds 2 --ballast-mib 1
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ worker), starts a real supervisord running a real lunad, then measures:
   4. with lunad frozen by SIGSTOP: `supervisor.getState` answered by supervisord while a
      `luna.status` call is pending on the frozen lunad (the loop is held at most 0.1 s).
 Prints one table (median and p95, milliseconds) for docs/BENCHMARKS.md, then stops everything.
+
+Smoke test (tests/bench/test_bench_smoke.py): --rounds 2
 """
 
 from __future__ import annotations

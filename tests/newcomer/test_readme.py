@@ -179,11 +179,28 @@ def runnable_doc_blocks() -> list[tuple[str, int, str]]:
     return blocks
 
 
+def private_tmp(block: str, where: Path) -> str:
+    """`block` with each /tmp/ path moved under `where` (a private directory)."""
+    return re.sub(r"(?<![\w/.])/tmp/", f"{where}/", block)
+
+
+def test_private_tmp_moves_only_tmp_paths(tmp_path: Path) -> None:
+    block = "mkdir -p /tmp/a && cat /tmp/a/b /var/tmp/c ./tmp/d"
+    assert private_tmp(block, tmp_path) == \
+        f"mkdir -p {tmp_path}/a && cat {tmp_path}/a/b /var/tmp/c ./tmp/d"
+    assert not any("/tmp/" in private_tmp(b, Path("/private")) for _, _, b in
+                   runnable_doc_blocks())
+
+
 @pytest.mark.parametrize(("doc", "index", "block"), runnable_doc_blocks(),
                          ids=[f"{d}#{i}" for d, i, _ in runnable_doc_blocks()])
-def test_doc_command_runs(installed: Installation, doc: str, index: int, block: str) -> None:
+def test_doc_command_runs(installed: Installation, doc: str, index: int, block: str,
+                         tmp_path: Path) -> None:
     env = dict(installed.env)
     env["PATH"] = f"{installed.bin}{os.pathsep}{env['PATH']}"
+    # The docs write to /tmp/<something> for readability; run them in a private directory
+    # instead, so two runs on one machine (or a reader's own files) cannot collide.
+    block = private_tmp(block, tmp_path)
     before = live_children()
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=installed.work,
                           env=env, capture_output=True, text=True, timeout=180,
