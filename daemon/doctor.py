@@ -239,8 +239,10 @@ def explain_backend(infra: InfraConfig, docker: tuple[str, str] | None,
 
 
 def redact(url: str) -> str:
-    """`url` without its password, for printing."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """`url` without its password, for printing (luna_server's one implementation)."""
+    from luna_server.store.redis_index import redacted
+
+    return redacted(url)
 
 
 def check_redis(url: str) -> Finding:

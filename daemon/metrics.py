@@ -386,7 +386,9 @@ class _DaemonCollector(Collector):
             for kind in MEMORY_TYPES:
                 memories.add_metric([kind], float(counts.get(kind, 0)))
         except Exception:
-            log.exception("metrics: read_summary(%s, %s) failed", memory_path, redis_url)
+            from luna_server.store.redis_index import redacted
+            log.exception("metrics: read_summary(%s, %s) failed", memory_path,
+                          redacted(redis_url) if redis_url else None)
 
 
 __all__ = ["OUTCOMES", "SESSION_OUTCOMES", "Metrics", "Snapshot", "WorkerSample",

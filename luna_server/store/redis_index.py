@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -69,6 +70,15 @@ def flag_redis_stale(root: Path) -> None:
             flag.touch(mode=0o600)
 
 
+def redacted(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs (lunad's compose Redis has one)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 class RedisUnavailable(Exception):
     """Redis could not be used for this call; the caller falls back to the files."""
 
@@ -90,7 +100,7 @@ class RedisIndex:
 
     def mark_down(self, exc: Exception) -> None:
         if self.usable():
-            log.warning("redis at %s unavailable (%s); using files", self.url, exc)
+            log.warning("redis at %s unavailable (%s); using files", redacted(self.url), exc)
         self._down_until = time.monotonic() + RETRY_AFTER
 
     def run(self, action: Callable[[], Any]) -> Any:

@@ -35,7 +35,8 @@ import redis
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from daemon.doctor import OK, WARN, explain_backend
+from daemon.config import load_config
+from daemon.doctor import OK, WARN, check_redis, explain_backend, redis_url_for
 from daemon.infra.config import parse_infra_config
 from daemon.infra.detect import choose_backend, docker_problem
 from tests.infra.docker_engine import DockerEngine
@@ -238,6 +239,12 @@ async def test_shipped_file_up_healthy_redis_protected_luna_survives_a_killed_re
     groups = get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
     rules = {r["name"] for g in groups for r in g["rules"]}
     assert "LunadDown" in rules, rules
+
+    # `luna doctor` reaches the compose Redis with the password, and prints it nowhere.
+    config = load_config(lunad.config_path)
+    finding = check_redis(redis_url_for(config, lunad.status()) or "")
+    assert finding.severity == OK, finding
+    assert password not in finding.detail and ":***@" in finding.detail
 
     # SIGTERM: lunad ends cleanly and, down_on_stop = false, the containers keep running.
     stopped = lunad.stop(timeout=60)
