@@ -1,0 +1,255 @@
+"""lunad's HTTP front end to end: security checks, sessions bound to pool workers (and what
+happens when a worker dies, the pool is full, the client drops a stream), the shared
+2026-07-28 workers, and no process left behind (the fixture's stop() checks)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.http.conftest import HttpLunad, conformance_server
+from tests.http.raw import MODERN_META, call, in_session, initialize, modern, request
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# ---------------------------------------------------------------- who may talk to it
+
+@pytest.mark.parametrize("headers", [
+    {"Host": "evil.example:80"},                       # DNS rebinding: a foreign Host
+    {"Origin": "http://evil.example"},                 # a foreign page in a browser
+    {"Origin": "null"},                                 # a sandboxed page / file://
+])
+def test_foreign_host_or_origin_is_forbidden(lunad: HttpLunad, headers: dict[str, str]) -> None:
+    reply = request(lunad.url(), body=call(1, "initialize", {}), headers=headers)
+    assert reply.status == 403
+    body = reply.json()
+    assert body["id"] is None and "Forbidden" in body["error"]["message"]
+
+
+def test_loopback_origins_pass(lunad: HttpLunad) -> None:
+    for origin in ("http://localhost:3000", "http://127.0.0.1", "https://[::1]:8443"):
+        sid = initialize(lunad.url(), Origin=origin)
+        request(lunad.url(), "DELETE", headers={"Mcp-Session-Id": sid}).close()
+
+
+def test_bad_requests_get_clear_errors(lunad: HttpLunad) -> None:
+    url = lunad.url()
+    cases: list[tuple[dict[str, Any], int]] = [
+        ({"method": "POST", "body": b"{nope", "headers": {}}, 400),
+        ({"method": "POST", "body": [call(1, "ping")], "headers": {}}, 400),  # a batch
+        ({"method": "POST", "body": call(1, "tools/list"), "headers": {}}, 400),  # no session
+        ({"method": "POST", "body": call(1, "tools/list"),
+          "headers": {"Mcp-Session-Id": "nope"}}, 404),
+        ({"method": "POST", "body": call(1, "ping"), "headers": {"Accept": "application/json"}},
+         406),
+        ({"method": "POST", "body": call(1, "ping"), "headers": {"Content-Type": "text/plain"}},
+         415),
+        ({"method": "GET", "body": None, "headers": {}}, 400),
+        ({"method": "PUT", "body": None, "headers": {}}, 405),
+    ]
+    for case, status in cases:
+        reply = request(url, case["method"], case["body"], headers=case["headers"])
+        assert reply.status == status, (case, reply.status, reply.response.read())
+        reply.close()
+    unknown = request(lunad.url("nope"), body=call(1, "ping"))
+    assert unknown.status == 404 and "/conf/mcp" in unknown.json()["error"]["message"]
+
+
+def test_body_over_max_body_is_refused(lunad: HttpLunad) -> None:
+    before = {s["id"] for s in lunad.status()["servers"]["conf"]["sessions"]}
+    big = call(1, "initialize", {"pad": "x" * (4 * 1024 * 1024)})
+    reply = request(lunad.url(), body=big)
+    assert reply.status == 413 and "http.max_body" in reply.json()["error"]["message"]
+    after = {s["id"] for s in lunad.status()["servers"]["conf"]["sessions"]}
+    assert after <= before  # no worker was bound for it
+
+
+def test_token_required_beyond_loopback(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("correct horse battery staple\n")
+    token.chmod(0o600)
+    daemon = HttpLunad({"conf": conformance_server(min_idle=1)}, token_file=str(token))
+    daemon.daemon_env = {}
+    # Listen on every address: allowed only because a token is configured.
+    daemon.config_path.write_text(daemon.config_path.read_text().replace(
+        f'listen = "127.0.0.1:{daemon.port}"', f'listen = "0.0.0.0:{daemon.port}"'))
+    daemon.start()
+    try:
+        ping = call(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "t", "version": "1"}})
+        assert request(daemon.url(), body=ping).status == 401
+        wrong = request(daemon.url(), body=ping, headers={"Authorization": "Bearer wrong"})
+        assert wrong.status == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+        right = request(daemon.url(), body=ping,
+                        headers={"Authorization": "Bearer correct horse battery staple"})
+        assert right.status == 200 and right.json()["result"]["protocolVersion"] == "2025-11-25"
+        assert "0.0.0.0" in daemon.status()["http"]["url"]
+    finally:
+        daemon.stop()
+
+
+# ---------------------------------------------------------------- 2025-11-25 sessions
+
+def test_worker_death_answers_in_flight_requests_then_the_session_is_gone(
+        lunad: HttpLunad) -> None:
+    sid = initialize(lunad.url())
+    headers = in_session(sid)
+    waiting: dict[str, Any] = {}
+
+    def slow_call() -> None:
+        reply = request(lunad.url(), body=call(7, "tools/call", {
+            "name": "sleep", "arguments": {"seconds": 30}}), headers=headers)
+        waiting["reply"] = (reply.status, reply.json())
+
+    thread = threading.Thread(target=slow_call)
+    thread.start()
+    time.sleep(0.5)  # the sleep call is in flight
+    crash = request(lunad.url(), body=call(8, "tools/call", {"name": "crash", "arguments": {}}),
+                    headers=headers)
+    assert crash.status == 200
+    answer = crash.json()
+    assert answer["id"] == 8 and answer["error"]["data"]["lunad"] == "worker_exited"
+    assert "exited with code 3" in answer["error"]["message"]
+    thread.join(10)
+    status, slow = waiting["reply"]
+    assert status == 200 and slow["id"] == 7 and slow["error"]["data"]["lunad"] == "worker_exited"
+    gone = request(lunad.url(), body=call(9, "ping"), headers=headers)
+    assert gone.status == 404  # the spec: the client must start a new session
+    assert 'outcome="worker_exited",server="conf"' in lunad.metrics_text()
+
+
+def test_sse_stream_resumes_with_last_event_id(lunad: HttpLunad) -> None:
+    sid = initialize(lunad.url())
+    reply = request(lunad.url(), body=call(3, "tools/call", {
+        "name": "progress", "arguments": {"steps": 4},
+        "_meta": {"progressToken": "p1"}}), headers=in_session(sid))
+    assert reply.status == 200 and reply.sse  # notifications before the answer: SSE
+    (_priming, empty), (first_id, first) = reply.events(2)
+    assert empty is None and first["method"] == "notifications/progress"
+    reply.close()  # the connection drops mid-stream
+    resumed = request(lunad.url(), "GET", headers={**in_session(sid),
+                                                    "Last-Event-ID": first_id,
+                                                    "Accept": "text/event-stream"})
+    assert resumed.status == 200 and resumed.sse
+    rest = resumed.events()
+    messages = [data for _id, data in rest]
+    assert [m["params"]["progress"] for m in messages[:-1]] == [2, 3, 4]
+    assert messages[-1]["id"] == 3 and messages[-1]["result"]["content"][0]["text"] == "4 steps"
+    assert all(i.split(".")[0] == first_id.split(".")[0] for i, _ in rest)  # same stream
+    request(lunad.url(), "DELETE", headers=in_session(sid)).close()
+
+
+def test_luna_kill_ends_an_http_session(lunad: HttpLunad) -> None:
+    before = {s["id"] for s in lunad.status()["servers"]["conf"]["sessions"]}
+    sid = initialize(lunad.url())
+    (session,) = [s for s in lunad.status()["servers"]["conf"]["sessions"]
+                  if s["id"] not in before]
+    assert lunad.control({"cmd": "kill", "session": session["id"]})["ok"]
+    lunad.wait_for(lambda: request(lunad.url(), body=call(1, "ping"),
+                                   headers=in_session(sid)).status == 404,
+                   what="the killed session's id to answer 404")
+    lunad.wait_for(lambda: session["pid"] not in lunad.worker_pids(), what="worker retired")
+
+
+def test_full_pool_refuses_initialize_with_503() -> None:
+    daemon = HttpLunad({"conf": conformance_server(min_idle=1, max_sessions=1)}).start()
+    try:
+        first = initialize(daemon.url())
+        refused = request(daemon.url(), body=call(1, "initialize", {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}))
+        assert refused.status == 503 and "mcp-session-id" not in refused.headers
+        error = refused.json()["error"]
+        assert error["data"]["lunad"] == "pool_exhausted" and "max_sessions" in error["message"]
+        request(daemon.url(), "DELETE", headers=in_session(first)).close()
+    finally:
+        daemon.stop()
+
+
+def test_idle_session_times_out() -> None:
+    daemon = HttpLunad({"conf": conformance_server(min_idle=1, idle_timeout=1)}).start()
+    try:
+        sid = initialize(daemon.url())
+        assert daemon.status()["http"]["sessions"] == {"conf": 1}
+        # Watched through `luna status`: a request would be traffic, keeping it alive.
+        daemon.wait_for(lambda: daemon.status()["http"]["sessions"] == {},
+                        what="the idle session to end")
+        assert request(daemon.url(), body=call(1, "ping"), headers=in_session(sid)).status == 404
+        assert 'luna_sessions_total{outcome="timeout",server="conf"} 1.0' in daemon.metrics_text()
+    finally:
+        daemon.stop()
+
+
+# ---------------------------------------------------------------- 2026-07-28
+
+def _modern_call(lunad: HttpLunad, req_id: int, tool: str, **arguments: Any) -> Any:
+    reply = request(lunad.url(), body=call(req_id, "tools/call", {
+        "name": tool, "arguments": arguments, "_meta": MODERN_META}),
+        headers={**modern("tools/call"), "Mcp-Name": tool})
+    return reply.status, reply.json()
+
+
+def test_modern_header_mismatch_is_refused_before_any_worker(lunad: HttpLunad) -> None:
+    reply = request(lunad.url(), body=call(1, "tools/call", {
+        "name": "add", "arguments": {"a": 1, "b": 2}, "_meta": MODERN_META}),
+        headers={**modern("tools/list"), "Mcp-Name": "add"})
+    assert reply.status == 400 and reply.json()["error"]["code"] == -32020  # HeaderMismatch
+    assert request(lunad.url(), "GET", headers=modern("x")).status == 405
+    assert request(lunad.url(), body=call(1, "initialize", {"_meta": MODERN_META}),
+                   headers=modern("initialize")).status == 404
+
+
+def test_modern_worker_death_is_answered_and_replaced_without_per_request_spawns(
+        lunad: HttpLunad) -> None:
+    status, first = _modern_call(lunad, 1, "pid")
+    assert status == 200
+    old = int(first["result"]["content"][0]["text"])
+    status, crashed = _modern_call(lunad, 2, "crash")
+    assert crashed["id"] == 2 and crashed["error"]["data"]["lunad"] == "worker_exited"
+
+    def new_pid() -> int | None:
+        status, answer = _modern_call(lunad, 3, "pid")
+        pid = int(answer["result"]["content"][0]["text"]) if status == 200 else None
+        return pid if pid != old else None
+
+    replacement = lunad.wait_for(new_pid, what="a replacement modern worker")
+    spawned = lunad.worker_pids()
+    for n in range(20):  # many requests, one process
+        assert _modern_call(lunad, 10 + n, "pid")[1]["result"]["content"][0]["text"] == str(
+            replacement)
+    assert lunad.worker_pids() <= spawned
+
+
+def test_two_clients_with_the_same_ids_do_not_mix(lunad: HttpLunad) -> None:
+    results: dict[int, Any] = {}
+
+    def client(n: int) -> None:
+        results[n] = _modern_call(lunad, 1, "add", a=n, b=1000)  # both use id 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    for n, (status, answer) in results.items():
+        assert status == 200 and answer["id"] == 1
+        assert answer["result"]["structuredContent"] == {"result": n + 1000}
+
+
+def test_no_worker_process_is_left_when_lunad_stops_with_open_sessions() -> None:
+    daemon = HttpLunad({"conf": conformance_server(min_idle=1)}).start()
+    sid = initialize(daemon.url())
+    stream = request(daemon.url(), "GET", headers={**in_session(sid),
+                                                   "Accept": "text/event-stream"})
+    assert stream.status == 200
+    pids = daemon.worker_pids()
+    assert len(pids) >= 3  # the session's, a warm one, the shared 2026-07-28 one
+    daemon.stop()  # checks lunad exits 0 and nothing it started survives
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    assert stream.events() == []  # the open stream ended with lunad
