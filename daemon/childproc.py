@@ -115,15 +115,23 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
 
 
 def launch(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None,
-           *, use_setpriv: bool = True) -> Launch:
+           *, use_setpriv: bool = True,
+           wrap: Callable[[list[str]], list[str]] | None = None) -> Launch:
     """How to start `argv` so that it dies with this process (see the module docstring).
 
     Raises FileNotFoundError / PermissionError for a command that cannot be executed.
-    `use_setpriv=False` forces the preexec_fn fallback (tests, benchmarks).
+    `use_setpriv=False` forces the preexec_fn fallback (tests, benchmarks). `wrap` turns the
+    resolved argv into the one to exec (a containment, daemon/containment.py), inside the
+    parent-death chain so that the containment root is the process that dies with lunad.
     """
     full_env = child_env(env)
     command = resolve(argv[0], full_env, cwd)
-    rest = list(argv[1:])
+    if wrap is not None:
+        wrapped = wrap([command, *argv[1:]])
+        command = wrapped[0]
+        rest = wrapped[1:]
+    else:
+        rest = list(argv[1:])
     tool = setpriv() if use_setpriv else None
     if tool is None:
         return Launch([command, *rest], full_env, _pdeathsig_preexec(os.getpid()))

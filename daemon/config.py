@@ -8,7 +8,8 @@ only server is `luna` = `<this python> -m luna_server`. Sections:
   [infra]           parsed by daemon.infra.parse_infra_config (the infra helper's module)
   [http]            parsed by daemon.http.config.parse_http_config (the HTTP front; off)
   [servers.NAME]    command, args, env, cwd, min_idle, max_sessions, memory_limit,
-                    idle_timeout, stop_timeout, ready_timeout
+                    idle_timeout, stop_timeout, ready_timeout, containment, sandbox,
+                    sandbox_writable, sandbox_max_processes, sandbox_memory
 
 Each bad value raises `daemon.errors.ConfigError(source, key, expected, got)`: the file, the
 dotted key (`servers.luna.min_idle`), what is allowed and what was found. Unknown sections and
@@ -74,6 +75,11 @@ class ServerConfig:
     idle_timeout: float = 1800.0      # session silent both ways this long -> closed; 0 = never
     stop_timeout: float = 5.0         # stdin close -> SIGTERM, and SIGTERM -> SIGKILL
     ready_timeout: float = 30.0       # exec -> readiness ping answered
+    containment: str = "auto"         # auto, pidns, cgroup, pgroup (daemon/containment.py)
+    sandbox: bool = False             # own net/mount namespaces, read-only fs, private /tmp
+    sandbox_writable: tuple[str, ...] = ()  # absolute paths left writable in the sandbox
+    sandbox_max_processes: int = 256  # RLIMIT_NPROC in the sandbox (not binding for root)
+    sandbox_memory: int | None = None  # RLIMIT_DATA bytes in the sandbox; None = none
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,9 @@ class _Table:
 _DAEMON_KEYS = ("runtime_dir", "state_dir", "allowed_uids", "socket_group", "drain_timeout")
 _METRICS_KEYS = ("listen",)
 _SERVER_KEYS = ("command", "args", "env", "cwd", "min_idle", "max_sessions", "memory_limit",
-                "idle_timeout", "stop_timeout", "ready_timeout")
+                "idle_timeout", "stop_timeout", "ready_timeout", "containment", "sandbox",
+                "sandbox_writable", "sandbox_max_processes", "sandbox_memory")
+CONTAINMENTS = ("auto", "pidns", "cgroup", "pgroup")  # daemon.containment.PREFERENCES
 _TOP_KEYS = ("daemon", "metrics", "infra", "http", "servers")
 
 
@@ -192,6 +200,21 @@ def _resolve_command(t: _Table, command: str, environ: Mapping[str, str]) -> str
         raise t.error("command", "a program found on PATH "
                       f"({environ.get('PATH', os.defpath)}) or a path to an executable", command)
     return found
+
+
+def _optional_size(t: _Table, key: str, what: str) -> int | None:
+    """A size of at least 1 MiB under `key`, or None when the key is absent."""
+    if not t.has(key):
+        return None
+    raw = t.data[key]
+    try:
+        size = parse_size(raw)
+    except ValueError:
+        size = -1
+    if size < MIN_MEMORY_LIMIT:
+        raise t.error(key, 'bytes as an integer, or a size such as "512MiB", '
+                      f'"1GiB", "500MB", at least 1MiB (omit the key for no {what})', raw)
+    return size
 
 
 def _parse_server(name: str, data: Any, source: str, state: Path,
@@ -225,16 +248,25 @@ def _parse_server(name: str, data: Any, source: str, state: Path,
     if cwd is not None and not os.path.isdir(cwd):
         raise t.error("cwd", "an existing directory", cwd)
 
-    memory_limit: int | None = None
-    if t.has("memory_limit"):
-        raw = t.data["memory_limit"]
-        try:
-            memory_limit = parse_size(raw)
-        except ValueError:
-            memory_limit = -1
-        if memory_limit < MIN_MEMORY_LIMIT:
-            raise t.error("memory_limit", 'bytes as an integer, or a size such as "512MiB", '
-                          '"1GiB", "500MB", at least 1MiB (omit the key for no limit)', raw)
+    memory_limit = _optional_size(t, "memory_limit", "limit")
+
+    containment = t.data.get("containment", "auto")
+    if containment not in CONTAINMENTS:
+        raise t.error("containment", "one of " + ", ".join(CONTAINMENTS), containment)
+    sandbox = t.data.get("sandbox", False)
+    if not isinstance(sandbox, bool):
+        raise t.error("sandbox", "true or false", sandbox)
+    if sandbox and containment not in ("auto", "pidns"):
+        raise t.error("containment", '"auto" or "pidns" (sandbox = true needs namespaces)',
+                      containment)
+    writable = t.data.get("sandbox_writable", [])
+    if not isinstance(writable, list) or not all(
+            isinstance(w, str) and w.startswith("/") and "\0" not in w for w in writable):
+        raise t.error("sandbox_writable", "a list of absolute paths", writable)
+    writable = [os.path.normpath(w) for w in writable]
+    if sandbox and is_luna and env["LUNA_MEMORY_PATH"] not in writable:
+        writable.append(env["LUNA_MEMORY_PATH"])  # Luna keeps its memories there
+    sandbox_memory = _optional_size(t, "sandbox_memory", "cap")
 
     return ServerConfig(
         name=name,
@@ -248,6 +280,11 @@ def _parse_server(name: str, data: Any, source: str, state: Path,
         idle_timeout=t.seconds("idle_timeout", 1800.0, 0, 7 * 86400, zero_ok=True),
         stop_timeout=t.seconds("stop_timeout", 5.0, 0, 300),
         ready_timeout=t.seconds("ready_timeout", 30.0, 0, 600),
+        containment=containment,
+        sandbox=sandbox,
+        sandbox_writable=tuple(writable),
+        sandbox_max_processes=t.integer("sandbox_max_processes", 256, 1, 1_000_000),
+        sandbox_memory=sandbox_memory,
     )
 
 

@@ -36,8 +36,9 @@ Interfaces
 Exec birth (daemon/worker.py): `policy = detect(preference, sandbox)` once per server, then
 `policy.wrap(argv)` turns a resolved argv into the argv to exec (util-linux `unshare` plus a
 /bin/sh init for plain `pidns`, the cheapest; this file run by Python for a sandbox).
-`policy.server_depth` says how many processes sit between the root and the server (for
-per-worker metrics), `decode_returncode()` reads its exit status.
+`for_server(config)` does both for a [servers.NAME] entry. `server_process(root, policy)` finds
+the server's pid under the root (for per-worker metrics), `decode_returncode()` reads its exit
+status.
 
 Fork birth (a Python template that forks workers): in the freshly forked child, single
 threaded, call
@@ -69,6 +70,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 PIDNS, CGROUP, PGROUP = "pidns", "cgroup", "pgroup"
 MODES = (PIDNS, CGROUP, PGROUP)
@@ -270,6 +272,40 @@ def detect(preference: str = "auto", sandbox: Sandbox | None = None) -> Policy:
         if preference == CGROUP:
             raise ContainmentError("the cgroup containment is not available: " + why)
     return Policy(PGROUP, reason="; ".join(reasons) if reasons else "asked for")
+
+
+class _ServerLike(Protocol):
+    containment: str
+    sandbox: bool
+    sandbox_writable: tuple[str, ...]
+    sandbox_max_processes: int
+    sandbox_memory: int | None
+
+
+def for_server(config: _ServerLike) -> Policy:
+    """The policy for a [servers.NAME] entry (daemon.config.ServerConfig); ContainmentError
+    when what it asks for cannot be had here. Cheap after the first call (probes cached)."""
+    sandbox = None
+    if config.sandbox:
+        sandbox = Sandbox(config.sandbox_writable, config.sandbox_max_processes,
+                          config.sandbox_memory)
+    return detect(config.containment, sandbox)
+
+
+def server_process(root: int, policy: Policy) -> int:
+    """The pid of the server under containment root `root` (the root itself for pgroup):
+    what per-worker metrics should measure. The root when the chain is not (yet) there."""
+    pid = root
+    for _ in range(policy.server_depth):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+                children = f.read().split()
+        except OSError:
+            return root
+        if not children:
+            return root
+        pid = int(children[0])  # the oldest child: the init's first is the server
+    return pid
 
 
 # ---------------------------------------------------------------- entering (in a child)

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from daemon import containment
 from daemon.config import DaemonConfig, ServerConfig, load_config, parse_listen
 from daemon.control_client import START_HINT, ControlUnavailable, request
 from daemon.errors import ConfigError
@@ -175,6 +176,23 @@ def check_server_command(server: ServerConfig) -> Finding:
                        "hand to see why")
     return Finding(item, OK, f"{server.command} {' '.join(server.args)}: ready in "
                    f"{seconds * 1000:.0f} ms")
+
+
+def check_containment(server: ServerConfig) -> Finding:
+    """Which containment the server's workers get here, and what it leaves uncovered."""
+    item = f"containment {server.name}"
+    try:
+        policy = containment.for_server(server)
+    except containment.ContainmentError as exc:
+        return Finding(item, FAIL, str(exc),
+                       f"set servers.{server.name}.sandbox = false or containment = \"auto\", "
+                       "or allow user namespaces (sysctl user.max_user_namespaces, "
+                       "kernel.unprivileged_userns_clone)")
+    if policy.mode == containment.PIDNS:
+        return Finding(item, OK, policy.describe())
+    return Finding(item, WARN, f"{policy.mode}: not covered: {policy.gaps} ({policy.reason})",
+                   "allow (unprivileged) user and PID namespaces and install util-linux "
+                   "`unshare` so each worker gets its own PID namespace")
 
 
 # ---------------------------------------------------------------- infrastructure
@@ -460,6 +478,7 @@ def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
     findings.append(daemon_finding)
     if start_servers:
         findings.extend(check_server_command(s) for s in config.servers.values())
+    findings.extend(check_containment(s) for s in config.servers.values())
     findings.extend(check_infra(config, status))
     url = redis_url_for(config, status)
     if url:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__, childproc, notify, paths, runlock, shipped
+from daemon import __version__, childproc, containment, notify, paths, runlock, shipped
 from daemon.config import DaemonConfig, ServerConfig, load_config
 from daemon.control import ControlError, ControlServer
 from daemon.errors import ConfigError
@@ -151,6 +151,7 @@ class Daemon:
         try:
             for name, server in cfg.servers.items():
                 self.metrics.add_server(name)
+                self._log_containment(server)
                 pool = self.make_pool(server)
                 host = ServerHost(server, pool, paths.server_socket(cfg.runtime_dir, name))
                 self.hosts[name] = host
@@ -338,6 +339,17 @@ class Daemon:
                 session.transport.abort()
         finally:
             host.sessions.pop(session.id, None)
+
+    @staticmethod
+    def _log_containment(server: ServerConfig) -> None:
+        """Probe the containment now (cached), not at the first spawn, and say what it is."""
+        try:
+            policy = containment.for_server(server)
+        except containment.ContainmentError as exc:
+            log.error("server %s: %s; its workers cannot start", server.name, exc)
+            return
+        log.info("server %s: containment %s%s", server.name, policy.describe(),
+                 "" if policy.mode == containment.PIDNS else f"; not covered: {policy.gaps}")
 
     # -- ControlTarget ------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector
 
+from daemon.containment import MODES as CONTAINMENT_MODES
 from daemon.observer import OUTCOMES, ToolCallSink, ToolNames, Traffic
 from daemon.states import EXIT_REASONS, POOL_STATES
 
@@ -285,6 +286,9 @@ class _DaemonCollector(Collector):
                                 labels=["service"]),
             GaugeMetricFamily("luna_phi_value", "Luna's integrated-information value φ."),
             GaugeMetricFamily("luna_memories", "Luna's memories by type.", labels=["type"]),
+            GaugeMetricFamily("luna_worker_containment",
+                              "1 for the containment mode in force for the server's workers.",
+                              labels=["server", "mode"]),
         ]
 
     def _snapshot(self) -> Snapshot:
@@ -308,7 +312,8 @@ class _DaemonCollector(Collector):
         with self._lock:  # concurrent scrapes would only double the psutil work
             families = self._families()
             (sessions, workers, backoff, rss, cpu, fds, tool_calls, tool_durations, requests,
-             messages, nbytes, unparsed, infra_up, infra_restarts, phi, memories) = families
+             messages, nbytes, unparsed, infra_up, infra_restarts, phi, memories,
+             contained) = families
             try:
                 snap = self._snapshot()
             except Exception:
@@ -322,6 +327,9 @@ class _DaemonCollector(Collector):
                     workers.add_metric([server, state], states.get(state, 0))
                 active = bool(pool.get("backoff", {}).get("active"))
                 backoff.add_metric([server], 1.0 if active else 0.0)
+                in_force = pool.get("containment", {}).get("mode")
+                for mode in CONTAINMENT_MODES:
+                    contained.add_metric([server, mode], 1.0 if mode == in_force else 0.0)
             self._sample_workers(snap.workers, rss, cpu, fds)
             for (server, tool), st in list(self.metrics._tools.items()):
                 for outcome, count in dict(st.outcomes).items():

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from daemon import states
+from daemon import containment, states
 from daemon.backoff import Backoff
 from daemon.config import ServerConfig
 from daemon.worker import SpawnError, Worker
@@ -140,6 +140,15 @@ def over_memory_limit(rss: int, limit: int | None) -> bool:
     return limit is not None and rss > limit
 
 
+def containment_snapshot(config: ServerConfig) -> dict[str, Any]:
+    """The containment its workers get (mode, what it leaves uncovered), or why none can."""
+    try:
+        return containment.for_server(config).snapshot()
+    except containment.ContainmentError as e:
+        return {"mode": "unavailable", "userns": False, "gaps": str(e), "sandbox": None,
+                "reason": str(e)}
+
+
 def format_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
@@ -225,7 +234,8 @@ class Pool:
             if worker.state in counts:
                 counts[worker.state] += 1
         return {"pool": counts, "min_idle": self.config.min_idle,
-                "max_sessions": self.config.max_sessions, "backoff": self._backoff.snapshot()}
+                "max_sessions": self.config.max_sessions, "backoff": self._backoff.snapshot(),
+                "containment": containment_snapshot(self.config)}
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -1,6 +1,9 @@
 """One worker: a stdio MCP server process started by lunad, proven ready, stopped for sure.
 
 start() execs the server command with
+- its containment (daemon/containment.py, per server): by default its own PID namespace, so
+  that the worker's end, or lunad's, ends everything the server started, setsid()ed or not;
+  `self.pid` is then the containment root, `self.process` the server itself;
 - its own process group (start_new_session=True), so stop() and the memory watch signal the
   server and everything it started, never lunad;
 - PR_SET_PDEATHSIG=SIGKILL, so a SIGKILLed lunad leaves no orphan, set by
@@ -44,7 +47,7 @@ from typing import Any
 
 import psutil
 
-from daemon import childproc, states
+from daemon import childproc, containment, states
 from daemon.config import ServerConfig
 
 STDOUT_LIMIT = 64 * 1024 * 1024 + 1024  # a 64 MiB frame plus its newline and some slack
@@ -165,6 +168,7 @@ class Worker:
         self.exit_note: str | None = None
         # The state it was in when the process exited: IDLE means it died unused.
         self.state_at_exit: str | None = None
+        self.policy = containment.Policy(containment.PGROUP)  # set by start()
         self.stdin: asyncio.StreamWriter
         self.stdout: asyncio.StreamReader
         self._extra_env = dict(extra_env or {})
@@ -197,7 +201,10 @@ class Worker:
 
     @property
     def returncode(self) -> int | None:
-        return None if self._transport is None else self._transport.get_returncode()
+        """How the server ended (its containment's init reports a signal as 128+N)."""
+        if self._transport is None:
+            return None
+        return containment.decode_returncode(self._transport.get_returncode(), self.policy)
 
     def exit_description(self) -> str | None:
         """How it ended, for logs and the client's error; None while it runs."""
@@ -233,8 +240,13 @@ class Worker:
         env.update(self.config.env)  # the server's own env wins over lunad's extras
         self.started_at = time.monotonic()
         try:
+            self.policy = containment.for_server(self.config)
+        except containment.ContainmentError as e:
+            self.set_state(states.EXITED)
+            raise SpawnError(self.server, f"containment: {e}", []) from e
+        try:
             how = childproc.launch([self.config.command, *self.config.args], env,
-                                   self.config.cwd)
+                                   self.config.cwd, wrap=self.policy.wrap)
             transport, protocol = await loop.subprocess_exec(
                 lambda: _WorkerProtocol(STDOUT_LIMIT, loop), *how.argv,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -266,6 +278,7 @@ class Worker:
             raise
         if cause is None and self.returncode is None:
             self.ready_seconds = time.monotonic() - self.started_at
+            self._find_server_process()
             self.set_state(states.IDLE)
             return
         if cause is None:
@@ -285,6 +298,14 @@ class Worker:
             await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_EOF_WAIT)
         self._signal_group(signal.SIGKILL)
         raise SpawnError(self.server, cause, self.stderr_tail())
+
+    def _find_server_process(self) -> None:
+        """Per-worker metrics measure the server, not its containment root and init."""
+        assert self.pid is not None
+        server = containment.server_process(self.pid, self.policy)
+        if server != self.pid:
+            with contextlib.suppress(psutil.Error):
+                self.process = psutil.Process(server)
 
     async def _await_ready(self) -> str | None:
         """None when the ping is answered, "exit" when stdout ended first, else why not."""

@@ -48,6 +48,13 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"server {name}: {s['state']}  socket {s['socket']}")
         lines.append(f"  workers: {workers}  (min_idle {s['min_idle']}, "
                      f"max_sessions {s['max_sessions']})")
+        c = s.get("containment")
+        if c:
+            lines.append(f"  containment: {c['mode']}"
+                         + (" (user namespace)" if c.get("userns") else "")
+                         + f"; not covered: {c['gaps']}")
+            if c.get("sandbox"):
+                lines.append(f"  sandbox: {c['sandbox']}")
         b = s["backoff"]
         if b.get("active"):
             lines.append(f"  BACKOFF: {b['failures']} failed spawn(s), retry in "
