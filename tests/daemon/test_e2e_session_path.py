@@ -140,7 +140,9 @@ def test_requests_past_the_in_flight_bound_get_an_error_and_the_session_goes_on(
     with RawClient(lunad.socket_path("stalled"), timeout=20) as c:
         c.initialize()
         [session] = lunad.wait_for(lambda: _sessions(lunad, "stalled") or None, what="session")
-        os.kill(session["pid"], signal.SIGSTOP)  # a server that answers nothing for now
+        # A server that answers nothing for now (the pid is its containment root: the group
+        # holds the server).
+        os.killpg(session["pid"], signal.SIGSTOP)
         try:
             c.send(b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % n
                             for n in range(MAX_IN_FLIGHT + 1)))
@@ -149,7 +151,7 @@ def test_requests_past_the_in_flight_bound_get_an_error_and_the_session_goes_on(
             assert refused["error"]["data"]["lunad"] == "too_many_in_flight"
             assert f"{MAX_IN_FLIGHT} requests waiting" in refused["error"]["message"]
         finally:
-            os.kill(session["pid"], signal.SIGCONT)
+            os.killpg(session["pid"], signal.SIGCONT)
         answered = {c.recv()["id"] for _ in range(MAX_IN_FLIGHT)}
         assert answered == set(range(MAX_IN_FLIGHT))  # the others reached the server
         c.tool("after", "echo", text="the session goes on")
