@@ -2,7 +2,9 @@
 
 Shows each server (state, socket, pool workers by state, backoff with the last failure and
 the failing worker's last stderr lines), its live sessions (id, age, worker pid, tool calls,
-idle time), and the infra backend (with why it was chosen, when known) and its services.
+idle time; `http` for those of the HTTP front), the HTTP front when it is on (URL, sessions,
+requests per protocol era, the shared 2026-07-28 workers), and the infra backend (with why
+it was chosen, when known) and its services.
 `--json` prints the control protocol's status result as is (BRIEF.md), for scripts. When
 lunad is not running it says so, with the socket it tried and how to start lunad, and exits 1.
 """
@@ -40,6 +42,16 @@ def render(status: dict[str, Any]) -> str:
     d = status["daemon"]
     lines = [f"lunad {d['version']}  pid {d['pid']}  up {_age(d['uptime'])}  "
              f"runtime {d['runtime_dir']}  metrics {d['metrics'] or 'off'}"]
+    http = status.get("http")
+    over_http = set(http.get("session_ids", ())) if http else set()
+    if http:
+        requests = ", ".join(f"{era} {n}" for era, n in sorted(http["requests"].items()))
+        lines.append(f"http {http['url']}/<server>/mcp  sessions "
+                     f"{sum(http['sessions'].values())}  requests: {requests}")
+        for name, shared in (http.get("modern_workers") or {}).items():
+            held = ", ".join(f"pid {w['pid']} (served {w['served']}, in flight "
+                             f"{w['in_flight']})" for w in shared) or "none ready"
+            lines.append(f"  {name} 2026-07-28 workers: {held}")
     for name, s in status["servers"].items():
         pool = s["pool"]
         workers = ", ".join(f"{k} {pool.get(k, 0)}"
@@ -65,7 +77,8 @@ def render(status: dict[str, Any]) -> str:
             for sess in sessions:
                 lines.append(f"  {sess['id']:<14} {_age(sess['age']):>8} "
                              f"{sess['pid'] if sess['pid'] is not None else '-':>8} "
-                             f"{sess['calls']:>7} {_age(sess['idle']):>8}")
+                             f"{sess['calls']:>7} {_age(sess['idle']):>8}"
+                             + ("  http" if sess["id"] in over_http else ""))
         else:
             lines.append("  no sessions")
     infra = status.get("infra") or {}

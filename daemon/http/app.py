@@ -59,7 +59,8 @@ class Front:
         per_server: dict[str, int] = {}
         for s in self.sessions.values():
             per_server[s.server] = per_server.get(s.server, 0) + 1
-        return {"sessions": per_server, "requests": self.metrics.counts()}
+        return {"sessions": per_server, "requests": self.metrics.counts(),
+                "session_ids": sorted(s.session.id for s in self.sessions.values())}
 
     # -- entry ----------------------------------------------------------------------------
 

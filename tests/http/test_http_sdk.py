@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.http.conftest import HttpLunad
+from tests.support.lunad import venv_script
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,10 +40,18 @@ def test_legacy_session_binds_one_pool_worker_and_delete_retires_it(lunad: HttpL
             seen["pid"] = pid
             seen["busy"] = busy_pids(lunad)
             seen["http"] = lunad.status()["http"]
+            seen["text"] = subprocess.run(
+                [venv_script("luna"), "status", "--runtime-dir", str(lunad.runtime_dir)],
+                capture_output=True, text=True, timeout=10).stdout
 
     asyncio.run(main())
     assert seen["pid"] in seen["busy"]  # a session of the pool, shown by `luna status`
     assert seen["http"]["sessions"] == {"conf": 1}
+    text = seen["text"]  # `luna status` for people: the front, and which session is HTTP's
+    assert f"http http://127.0.0.1:{lunad.port}/<server>/mcp  sessions 1" in text
+    assert "conf 2026-07-28 workers: " in text
+    (row,) = [line for line in text.splitlines() if f" {seen['pid']} " in line]
+    assert row.endswith("  http")
     # The client's DELETE ended the session: its worker is retired, not reused.
     lunad.wait_for(lambda: seen["pid"] not in lunad.worker_pids(), what="worker retired")
     assert lunad.status()["http"]["sessions"] == {}
