@@ -11,6 +11,9 @@ with `backend = "compose"` and the real docker CLI, exactly as a user's would.
   restarts after its backoff) and every memory ends up indexed in the compose Redis;
   Prometheus scrapes lunad (target up) and loads the alert rules; SIGTERM of lunad leaves the
   containers running (down_on_stop = false).
+- test_compose_backend_as_an_unprivileged_user: lunad as an ordinary uid in the engine's
+  socket group (as a desktop user in group `docker`): its secrets are its own, 0600; another
+  uid gets only NOAUTH from the compose Redis; a memory stored through luna-shim is indexed.
 - test_unhealthy_...: the same file with health checks every second instead of every 5-10 s
   (nothing else differs), so failures show quickly: a container made unhealthy is restarted
   with growing waits until it is healthy again; a removed container is created again; SIGTERM
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -42,6 +46,7 @@ from daemon.infra.detect import choose_backend, docker_problem
 from tests.infra.docker_engine import DockerEngine
 from tests.support.lunad import ROOT, Lunad, shim_command
 from tests.support.ports import free_port
+from tests.support.users import User
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -57,7 +62,7 @@ class EngineLunad(Lunad):
     """lunad on backend compose, its docker CLI pointed at the private engine."""
 
     def __init__(self, engine: DockerEngine, project: str, *, down_on_stop: bool,
-                 backoff: float, fast_checks: bool = False) -> None:
+                 backoff: float, fast_checks: bool = False, user: User | None = None) -> None:
         self.engine = engine
         self.project = project
         self.ports = {"redis_port": free_port(), "prometheus_port": free_port(),
@@ -66,12 +71,19 @@ class EngineLunad(Lunad):
             "backend": "compose", "project": project, "down_on_stop": down_on_stop,
             "poll_interval": 0.3, "start_wait": 60, "restart_backoff_base": backoff,
             "restart_backoff_cap": backoff * 4, **self.ports}
+        env = {"DOCKER_HOST": engine.env["DOCKER_HOST"],
+                   "DOCKER_CONFIG": engine.env["DOCKER_CONFIG"]}
         super().__init__({"luna": {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2}},
-                         infra=infra, env={k: engine.env[k]
-                                           for k in ("DOCKER_HOST", "DOCKER_CONFIG")})
+                         infra=infra, env=env, user=user)
+        if user is not None:  # the CLI writes its config dir: one of the user's own
+            env["DOCKER_CONFIG"] = str(self.dir / "docker-cfg")
+            (self.dir / "docker-cfg").mkdir()
+            user.chown(self.dir / "docker-cfg")
         if fast_checks:
+            etc = Path(user.src if user else ROOT) / "etc"  # where lunad's user reads etc/
             self.config_path.write_text(self.config_path.read_text().replace(
-                "[infra]\n", f"[infra]\ncompose_file = \"{fast_compose_file(self.dir)}\"\n"))
+                "[infra]\n",
+                f"[infra]\ncompose_file = \"{fast_compose_file(self.dir, etc)}\"\n"))
 
     def services(self) -> dict[str, dict[str, Any]]:
         return self.status()["infra"]["services"]
@@ -104,13 +116,13 @@ class EngineLunad(Lunad):
             self.engine.docker("volume", "rm", "-f", *volumes, check=False)
 
 
-def fast_compose_file(where: Path) -> Path:
-    """docker-compose.infra.yml with health checks every second, beside a link to etc/."""
+def fast_compose_file(where: Path, etc: Path) -> Path:
+    """docker-compose.infra.yml with health checks every second, beside a link to `etc`."""
     text = (ROOT / "docker-compose.infra.yml").read_text()
     for key, value in (("interval", "1s"), ("timeout", "2s"), ("start_period", "2s"),
                        ("retries", "2")):
         text = re.sub(rf"^(\s+{key}:) \S+$", rf"\1 {value}", text, flags=re.M)
-    (where / "etc").symlink_to(ROOT / "etc")
+    (where / "etc").symlink_to(etc)
     path = where / "docker-compose.infra.yml"
     path.write_text(text)
     return path
@@ -307,3 +319,41 @@ def test_auto_picks_compose_only_while_the_engine_answers(engine: DockerEngine) 
     assert said[0].severity == WARN and "Cannot connect" in said[0].detail
     assert "DOCKER_HOST" in said[0].fix
     assert said[1].detail == "auto picks native: redis-server found"
+
+
+def test_compose_backend_as_an_unprivileged_user(engine: DockerEngine, unprivileged_user: User,
+                                                 other_user: User) -> None:
+    # The engine's socket, as Debian's docker.socket gives it to group `docker`.
+    gid = unprivileged_user.add_group("lunadock")
+    os.chown(engine.socket, 0, gid)
+    engine.socket.chmod(0o660)
+    engine.root.chmod(0o711)
+    lunad = EngineLunad(engine, "lunauser", down_on_stop=True, backoff=2.0,
+                        fast_checks=True, user=unprivileged_user)
+    try:
+        lunad.start(timeout=120)
+        lunad.wait_for(lunad.all_up, 120, "every service up and healthy")
+        secret = lunad.state_dir / "secrets" / "redis-password"
+        st = secret.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (unprivileged_user.uid, 0o600)
+        password = secret.read_text().strip()
+        port = str(lunad.ports["redis_port"])
+        for command in (["PING"], ["KEYS", "*"]):
+            done = other_user.run(["redis-cli", "-p", port, *command])
+            assert "NOAUTH" in done.stdout + done.stderr, (command, done)
+        assert other_user.run(["cat", str(secret)]).returncode != 0
+        assert processes_showing(password) == []
+
+        stored = lunad.mcp("luna", [{"tool": "fractal_memory_store", "arguments": {
+            "memory_type": "leaf", "content": f"{TOKEN} stored by an ordinary user"}}])
+        assert stored[0]["is_error"] is False, stored
+        mid = re.findall(r"leaf_[0-9a-f]{12}", stored[0]["text"])[0]
+        client = redis.Redis(port=int(port), password=password, socket_timeout=3)
+        assert client.keys(f"luna:*:mem:{mid}"), "not indexed in the compose Redis"
+        client.close()
+        assert lunad.stop(timeout=60).returncode == 0
+        assert lunad.containers() == {}
+    finally:
+        lunad.stop(timeout=60, check=False)
+        lunad.remove_project()
+        engine.socket.chmod(0o600)
