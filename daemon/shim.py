@@ -12,7 +12,8 @@ It imports next to nothing (no asyncio, no json on the data path, not even pathl
 an MCP client waits for it on every session start.
 
 When lunad is not reachable it says on stderr which socket it tried and how to start lunad,
-and exits 1. When lunad itself ended the session with an error of its own (pool full, server
+and exits 1; when lunad runs but has no such server, it lists the servers lunad has instead.
+When lunad itself ended the session with an error of its own (pool full, server
 failing to start, worker died, oversized message; marked `"data": {"lunad": ...}`), those are
 the last bytes before the socket closes: the shim prints their message on stderr too (the
 client gets them as JSON-RPC errors anyway), and exits 1.
@@ -122,13 +123,40 @@ def lunad_errors(tail: bytes) -> list[str]:
     return messages
 
 
+def _configured_servers(runtime: str) -> list[str] | None:
+    """The servers of the lunad answering in `runtime`, or None when none answers. Only on
+    this error path does the shim pay for the control client's imports."""
+    from daemon.control_client import ControlUnavailable, request
+
+    try:
+        status = request({"cmd": "status"}, runtime_dir=runtime, timeout=2.0)
+    except (ControlUnavailable, OSError, ValueError):
+        return None
+    servers = status.get("result", {}).get("servers", {})
+    return sorted(servers) if isinstance(servers, dict) else []
+
+
+def unreachable_hint(server: str, sock_path: str) -> str:
+    """What to do when `sock_path` cannot be reached: start lunad, or, when a lunad answers
+    in that runtime dir but has no such server, which servers it has."""
+    runtime = os.path.dirname(sock_path) or "."
+    names = _configured_servers(runtime)
+    if names is None:
+        return START_HINT
+    listed = ", ".join(names) if names else "none"
+    return (f"lunad is running (runtime dir {runtime}) but serves no server {server!r}; its "
+            f"servers: {listed}. Use one of those names, or add [servers.{server}] to "
+            "luna.toml and restart lunad")
+
+
 def run(server: str, sock_path: str) -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(sock_path)
     except OSError as exc:
         sys.stderr.write(f"luna-shim: cannot reach lunad for server {server!r} at {sock_path}: "
-                         f"{exc.strerror or exc}\nluna-shim: {START_HINT}\n")
+                         f"{exc.strerror or exc}\nluna-shim: "
+                         f"{unreachable_hint(server, sock_path)}\n")
         return 1
     threading.Thread(target=_stdin_to_socket, args=(sock,), daemon=True).start()
     recv = sock.recv

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.observer import MAX_IN_FLIGHT
-from tests.support.lunad import ROOT, Lunad, RawClient, echo_server
+from tests.support.lunad import ROOT, Lunad, RawClient, echo_server, shim_command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -255,3 +255,13 @@ def test_tool_calls_are_counted_by_name_though_no_client_listed_the_tools(lunad:
                                   outcome="ok") == 1 or None, what="the call counted as echo")
     assert metric(lunad, "luna_tool_calls_total", server="named", tool="other",
                   outcome="rpc_error") == 1
+
+
+def test_shim_for_a_server_lunad_does_not_have_lists_the_ones_it_has(lunad: Lunad) -> None:
+    done = subprocess.run([*shim_command("lunaa")], input=b"", capture_output=True,
+                          timeout=30, env=lunad.env)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "serves no server 'lunaa'" in err and "start the daemon" not in err, err
+    listed = err.split("its servers: ", 1)[1].split(".", 1)[0].split(", ")
+    assert sorted(listed) == sorted(lunad.servers), err
