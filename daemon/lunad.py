@@ -46,6 +46,7 @@ from typing import Any
 
 from daemon import (
     __version__,
+    banner,
     childproc,
     containment,
     notify,
@@ -69,6 +70,7 @@ log = logging.getLogger("lunad")
 PROJECT_DIR = shipped.project_dir()
 SERVING = "serving"
 DRAINING = "draining"
+BACKOFF = "backoff"  # shown for a serving server while its spawns fail (status only)
 
 
 class StartError(Exception):
@@ -111,7 +113,9 @@ class ServerHost:
 
     def describe(self) -> dict[str, Any]:
         snap = self.pool.snapshot()
-        return {"socket": str(self.socket_path), "state": self.state, **snap,
+        # A serving server whose spawns fail serves nobody: say so, not "serving".
+        state = BACKOFF if self.state == SERVING and snap["backoff"]["active"] else self.state
+        return {"socket": str(self.socket_path), "state": state, **snap,
                 "tools_learned": self.tools_learned,
                 "sessions": [s.describe() for s in self.sessions.values()]}
 
@@ -149,6 +153,8 @@ class Daemon:
 
     async def _run_locked(self) -> int:
         cfg = self.config
+        log.info("%s", banner.starting_line(__version__, str(cfg.source), str(cfg.runtime_dir),
+                                            str(cfg.state_dir)))
         cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,6 +167,12 @@ class Daemon:
         self.infra = create_supervisor(cfg.infra, cfg.state_dir, self.project_dir,
                                        metrics_address=cfg.metrics_listen)
         await self.infra.start()
+        for line in banner.infra_lines(self.infra.status()):
+            log.info("%s", line)
+        inherited = os.environ.get("LUNA_REDIS_URL")
+        used = self.infra.redis_url()
+        if inherited and used and inherited != used:
+            log.warning("%s", banner.redis_override_line(inherited, self.infra.backend, used))
         try:
             for name, server in cfg.servers.items():
                 self.metrics.add_server(name)
@@ -202,6 +214,8 @@ class Daemon:
                         "turn the HTTP front off") from None
             log.info("lunad %s ready: runtime %s, servers %s, metrics %s", __version__,
                      cfg.runtime_dir, ", ".join(self.hosts), self.metrics_address or "off")
+            log.info("%s", banner.next_line({n: str(h.socket_path)
+                                             for n, h in self.hosts.items()}))
             # Everything allocated so far lives as long as lunad: keep the cyclic GC from
             # rescanning it on every full collection (the hot path allocates per message).
             gc.collect()

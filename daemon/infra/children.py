@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections import deque
 
@@ -36,6 +37,16 @@ def describe_returncode(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+_TROUBLE = re.compile(r"error|fatal|fail|warn|denied|cannot|can't|unable", re.I)
+
+
+def output_level(line: str) -> int:
+    """The log level of one line a service printed: its routine chatter (Redis's start
+    banner, Prometheus's info lines) at DEBUG, out of a newcomer's way; anything that reads
+    like trouble at WARNING. The last lines are kept in `tail` for status either way."""
+    return logging.WARNING if _TROUBLE.search(line) else logging.DEBUG
 
 
 class Child:
@@ -78,7 +89,7 @@ class Child:
                 return
             text = line.decode(errors="replace").rstrip()
             self.tail.append(text)
-            log.info("infra %s[%d]: %s", self.name, self.proc.pid, text)
+            log.log(output_level(text), "infra %s[%d]: %s", self.name, self.proc.pid, text)
 
     async def wait(self, timeout: float | None = None) -> int | None:
         """The exit code once exited, or None if still running after `timeout` seconds."""

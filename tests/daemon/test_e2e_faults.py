@@ -151,7 +151,9 @@ def test_server_that_exits_at_once_backs_off_then_recovers(lunad: Lunad, flag_fi
         assert refusal["id"] == 1  # its first request is the one answered
         assert "is missing" in refusal["error"]["message"]  # the worker's last stderr line
         assert c.recv_line() == b""
-    backoff = lunad.status()["servers"]["broken"]["backoff"]
+    broken = lunad.status()["servers"]["broken"]
+    assert broken["state"] == "backoff"  # not "serving": it serves nobody while it fails
+    backoff = broken["backoff"]
     assert backoff["active"] and backoff["failures"] >= 1
     assert "exited with code 2" in backoff["last_error"]
     assert "is missing" in backoff["last_error"]  # the worker's stderr, in status too
@@ -160,12 +162,14 @@ def test_server_that_exits_at_once_backs_off_then_recovers(lunad: Lunad, flag_fi
                            cwd=ROOT)
     assert shown.returncode == 0, shown.stderr
     assert "BACKOFF" in shown.stdout and "is missing" in shown.stdout
+    assert "server broken: backoff" in shown.stdout
     assert "infra: none  (" in shown.stdout  # and why there is no infra
     flag_file.write_text("fixed")
     lunad.wait_for(lambda: lunad.status()["servers"]["broken"]["pool"]["idle"] >= 1,
                    timeout=45, what="recovery after the fix")
     with RawClient(lunad.socket_path("broken")) as c:
         assert c.initialize()["result"]["serverInfo"]["name"] == "echo"
+    assert lunad.status()["servers"]["broken"]["state"] == "serving"
 
 
 def test_server_flooding_stderr_keeps_working(lunad: Lunad) -> None:
