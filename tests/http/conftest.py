@@ -11,21 +11,25 @@ import pytest
 
 from tests.support.lunad import Lunad
 from tests.support.ports import free_port
+from tests.support.users import User
 
 SERVER = str(Path(__file__).resolve().parents[1] / "conformance" / "server.py")
 
 
-def conformance_server(**keys: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {"command": sys.executable, "args": [SERVER], "min_idle": 1,
+def conformance_server(user: User | None = None, **keys: Any) -> dict[str, Any]:
+    """A [servers.NAME] table running tests/conformance/server.py (as `user` can)."""
+    command, script = (user.python, user.path(SERVER)) if user else (sys.executable, SERVER)
+    table: dict[str, Any] = {"command": command, "args": [script], "min_idle": 1,
                              "max_sessions": 4, "stop_timeout": 2}
     table.update(keys)
     return table
 
 
 class HttpLunad(Lunad):
-    def __init__(self, servers: dict[str, dict[str, Any]], **http: Any) -> None:
+    def __init__(self, servers: dict[str, dict[str, Any]], *, user: User | None = None,
+                 **http: Any) -> None:
         self.port = free_port()
-        super().__init__(servers, http={"listen": f"127.0.0.1:{self.port}", **http})
+        super().__init__(servers, user=user, http={"listen": f"127.0.0.1:{self.port}", **http})
 
     def url(self, server: str = "conf") -> str:
         return f"http://127.0.0.1:{self.port}/{server}/mcp"
