@@ -31,10 +31,16 @@ EXPECTED: dict[str, dict[str, tuple[str, bool]]] = {
     "array-form-prometheus-unhealthy.json": {"redis": (UP, False),
                                              "prometheus": (UNHEALTHY, True),
                                              "grafana": (UP, False)},
-    # Captured from dockerd 20.10 + Compose 2.40.3 (tests/infra/test_real_engine.py's setup):
-    # host network, so no Publishers.
+    # Captured from dockerd 20.10 + Compose 2.40.3 by tests/infra/capture_ps.py: host
+    # network, so no Publishers.
     "engine-all-healthy.jsonl": {"redis": (UP, False), "prometheus": (UP, False),
                                  "grafana": (UP, False)},
+    "engine-starting.jsonl": {"redis": (UP, False), "prometheus": (UP, False),
+                              "grafana": (STARTING, False)},
+    "engine-grafana-unhealthy.jsonl": {"redis": (UP, False), "prometheus": (UP, False),
+                                       "grafana": (UNHEALTHY, True)},
+    "engine-redis-exited.jsonl": {"redis": (UNHEALTHY, True), "prometheus": (UP, False),
+                                  "grafana": (UP, False)},
     "grafana-restarting.jsonl": {"redis": (UP, False), "prometheus": (UP, False),
                                  "grafana": (RESTARTING, False)},
     "none.jsonl": {},
