@@ -206,10 +206,16 @@ def check_infra(config: DaemonConfig, status: dict[str, Any] | None) -> list[Fin
         for name, svc in infra.get("services", {}).items():
             up = svc.get("up")
             unavailable = svc.get("state") == "unavailable"
+            if up:
+                fix = ""
+            elif unavailable:  # not installed, or turned off: nothing will restart it
+                fix = ("lunad does not run it (see the reason); install it or turn it on in "
+                       "luna.toml if you want it")
+            else:
+                fix = "see `luna status` and lunad's log; lunad restarts it by itself"
             findings.append(Finding(
                 f"infra {name}", OK if up else WARN if unavailable else FAIL,
-                f"{svc.get('state')} {svc.get('detail', '')}".strip(),
-                "" if up else "see `luna status` and lunad's log; lunad restarts it by itself"))
+                f"{svc.get('state')} {svc.get('detail', '')}".strip(), fix))
         return findings
     return explain_backend(config.infra, docker_problem())
 
@@ -333,9 +339,49 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def check_ports(config: DaemonConfig, daemon_running: bool,
-                in_use: Callable[[str, int], bool] = port_in_use) -> list[Finding]:
-    """The ports lunad will bind: free now, or (daemon running) held, presumably by it."""
+def port_holder(host: str, port: int) -> tuple[int | None, str] | None:
+    """(pid, "name (pid N)") of the process listening on host:port; pid None when the kernel
+    will not say (another user's socket, seen without root); None when nobody listens."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return None
+    for conn in conns:
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port != port:
+            continue
+        if conn.laddr.ip not in (host, "0.0.0.0", "::", "::ffff:" + host):
+            continue
+        if conn.pid is None:
+            return None, "a process of another user (run luna doctor as root to name it)"
+        try:
+            proc = psutil.Process(conn.pid)
+            return conn.pid, f"{proc.name()} (pid {conn.pid}: {' '.join(proc.cmdline())[:120]})"
+        except psutil.Error:
+            return conn.pid, f"pid {conn.pid}"
+    return None
+
+
+def lunad_family(lunad_pid: int | None) -> set[int]:
+    """lunad and every process under it (its Redis and Prometheus hold its ports)."""
+    if lunad_pid is None:
+        return set()
+    import psutil
+
+    try:
+        root = psutil.Process(lunad_pid)
+        return {lunad_pid, *(p.pid for p in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+def check_ports(config: DaemonConfig, lunad_pid: int | None,
+                in_use: Callable[[str, int], bool] = port_in_use,
+                holder: Callable[[str, int], tuple[int | None, str] | None] = port_holder
+                ) -> list[Finding]:
+    """The ports lunad will bind: free now, or held by lunad (pid `lunad_pid`, None when no
+    lunad answers) or one of its children; anyone else holding one is named."""
     wanted: list[tuple[str, str, int]] = []
     if config.metrics_listen:
         host, port = parse_listen(config.metrics_listen)
@@ -344,18 +390,21 @@ def check_ports(config: DaemonConfig, daemon_running: bool,
         wanted.append(("infra.redis_port", "127.0.0.1", config.infra.redis_port))
         if config.infra.prometheus:
             wanted.append(("infra.prometheus_port", "127.0.0.1", config.infra.prometheus_port))
+    family = lunad_family(lunad_pid)
     findings = []
     for key, host, port in wanted:
-        busy = in_use(host, port)
-        if not busy:
+        if not in_use(host, port):
             findings.append(Finding(f"port {port}", OK, f"{host}:{port} free ({key})"))
-        elif daemon_running:
-            findings.append(Finding(f"port {port}", OK, f"{host}:{port} in use, lunad is "
-                                    f"running ({key})"))
+            continue
+        held = holder(host, port)
+        pid, who = held if held is not None else (None, "a process doctor cannot see")
+        if pid is not None and pid in family:
+            findings.append(Finding(f"port {port}", OK, f"{host}:{port} held by lunad's "
+                                    f"{who} ({key})"))
         else:
-            findings.append(Finding(f"port {port}", FAIL, f"{host}:{port} is taken by another "
-                                    f"program ({key})", f"stop that program or set {key} in "
-                                    "luna.toml"))
+            findings.append(Finding(f"port {port}", FAIL, f"{host}:{port} ({key}) is taken by "
+                                    f"{who}, not by lunad", f"stop that program or set {key} "
+                                    "in luna.toml to a free port"))
     return findings
 
 
@@ -484,7 +533,7 @@ def run_checks(config_path: Path | None, claude_config: Path, shim: Path,
     if url:
         findings.append(check_redis(url))
         findings.append(check_redis_refuses_strangers(url))
-    findings.extend(check_ports(config, status is not None))
+    findings.extend(check_ports(config, (status or {}).get("daemon", {}).get("pid")))
     findings.append(check_claude_desktop(claude_config, shim, runtime))
     findings.extend(check_clients(shim, runtime, http_base=http_base(config)))
     return findings

@@ -18,6 +18,7 @@ from daemon.doctor import (
     WARN,
     check_claude_desktop,
     check_directory,
+    check_infra,
     check_packages,
     check_ports,
     check_server_command,
@@ -65,12 +66,33 @@ def test_ports_taken_by_another_program_fail_until_lunad_holds_them() -> None:
         port = holder.getsockname()[1]
         config = parse_config({"metrics": {"listen": f"127.0.0.1:{port}"},
                                "infra": {"backend": "none"}}, "t.toml", environ={})
-        [finding] = check_ports(config, daemon_running=False)
+        [finding] = check_ports(config, lunad_pid=None)
         assert finding.severity == FAIL and "metrics.listen" in finding.fix
-        [finding] = check_ports(config, daemon_running=True)
-        assert finding.severity == OK
-    [finding] = check_ports(config, daemon_running=False)
+        # The holder is named, and a running lunad is not blamed for someone else's port.
+        assert f"pid {os.getpid()}" in finding.detail and "not by lunad" in finding.detail
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            [finding] = check_ports(config, lunad_pid=other.pid)
+        finally:
+            other.kill()
+            other.wait()
+        assert finding.severity == FAIL and f"pid {os.getpid()}" in finding.detail
+        [finding] = check_ports(config, lunad_pid=os.getpid())  # held by "lunad" itself
+        assert finding.severity == OK and "held by lunad's" in finding.detail
+    [finding] = check_ports(config, lunad_pid=None)
     assert finding.severity == OK
+
+
+def test_infra_not_installed_or_turned_off_is_not_promised_a_restart() -> None:
+    config = parse_config({"infra": {"backend": "native"}}, "t.toml", environ={})
+    status = {"infra": {"backend": "native", "services": {
+        "redis": {"up": False, "state": "backoff", "detail": "exited with code 1"},
+        "prometheus": {"up": False, "state": "unavailable",
+                       "detail": "not run: infra.prometheus = false"}}}}
+    by_item = {f.item: f for f in check_infra(config, status)}
+    assert "restarts it by itself" in by_item["infra redis"].fix
+    assert "restarts it by itself" not in by_item["infra prometheus"].fix
+    assert "does not run it" in by_item["infra prometheus"].fix
 
 
 def test_claude_desktop_config(tmp_path: Path) -> None:
