@@ -14,7 +14,8 @@ session meets a worker that was started and proven ready (ping) beforehand. Meas
 
 Between lunad runs the bench waits (untimed) for the pool to be full again with no spawn in
 flight, as a client arriving seconds after the previous one would find it. The real Luna
-server is the default; `--server echo` uses the stdlib echo test server instead.
+server is the default; `--server echo` uses the stdlib echo test server instead. The direct
+spawns are interleaved with the lunad runs (spread evenly), so machine load hits both alike.
 
 Smoke test (tests/bench/test_bench_smoke.py): --runs 2 --direct-runs 1 --server echo
 """
@@ -143,12 +144,19 @@ def main() -> int:
     lunad = Lunad({args.server: table}).start(timeout=90)
     try:
         shim_env = {**lunad.env, "PYTHONPATH": str(ROOT)}
-        direct = [direct_once(args.server, env) for _ in range(args.direct_runs)]
+        # Direct spawns interleaved with the lunad runs (spread evenly over them), so that
+        # load from elsewhere on the machine hits both alike.
+        direct_at = {k * max(args.runs, 1) // max(args.direct_runs, 1)
+                     for k in range(args.direct_runs)}
+        extra = args.direct_runs - len(direct_at)  # more direct runs than lunad runs
+        direct = [direct_once(args.server, env) for _ in range(extra)]
         through: list[float] = []
         via_shim: list[float] = []
         via_fast: list[float] = []
         fast = [*FAST_SHIM, args.server, "--socket", lunad.socket_path(args.server)]
-        for _ in range(args.runs):
+        for i in range(args.runs):
+            if i in direct_at:
+                direct.append(direct_once(args.server, env))
             wait_idle(lunad, args.server)
             through.append(socket_once(lunad.socket_path(args.server)))
             wait_idle(lunad, args.server)

@@ -63,7 +63,8 @@ def main() -> int:
         rows.append((label, *measure(command, args.workers)))
     print(f"`python bench/bench_lunad_workers.py --workers {args.workers}` on "
           f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.1f} at the end\n")
+          f"load average {os.getloadavg()[0]:.1f} at the end; one run per row (single "
+          "samples)\n")
     print("| lunad child watcher | idle workers | lunad RSS MiB | lunad virtual MiB | "
           "lunad threads | pools filled in s |")
     print("|---|---|---|---|---|---|")

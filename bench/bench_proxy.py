@@ -7,7 +7,8 @@ measured, not an MCP SDK:
 
 1. Round-trip latency of one `tools/call` (echo), sequential, from this process:
    direct stdio (the server as our child, pipes) vs socat (UNIX-LISTEN -> EXEC, a C relay)
-   vs lunad (unix socket -> session pump with the observer -> worker pipes; /metrics on).
+   vs a minimal asyncio relay (bench/_minimal_relay.py: copies bytes, nothing else) vs lunad
+   (unix socket -> session pump with the observer -> worker pipes; /metrics on).
    "Added" = p50 through the proxy minus p50 direct.
 2. Throughput: 32 sessions at once, each pipelining 16 calls, through lunad vs direct, timed
    from when every session is connected and initialized.
@@ -141,19 +142,38 @@ def latency_socat(calls: int, workdir: Path) -> list[float] | None:
     proc = subprocess.Popen([socat, f"UNIX-LISTEN:{path},fork",
                              f"EXEC:{sys.executable} {ECHO}"])
     try:
-        for _ in range(300):  # the file exists from bind(), connections work from listen()
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(path))
-                break
-            except OSError:
-                time.sleep(0.01)
-            finally:
-                probe.close()
+        wait_connectable(path)
         return latency_socket(str(path), calls)
     finally:
         proc.kill()
         proc.wait()
+
+
+def latency_relay(calls: int, workdir: Path) -> list[float]:
+    """Through bench/_minimal_relay.py: an asyncio relay doing nothing but copy bytes."""
+    path = workdir / "relay.sock"
+    path.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_minimal_relay.py"),
+                             str(path), sys.executable, ECHO])
+    try:
+        wait_connectable(path)
+        return latency_socket(str(path), calls)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def wait_connectable(path: Path) -> None:
+    for _ in range(500):  # the file exists from bind(), connections work from listen()
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.01)
+        finally:
+            probe.close()
+    raise RuntimeError(f"nothing listens on {path}")
 
 
 def throughput(connect: Connect, sessions: int, seconds: float, window: int = 16) -> float:
@@ -246,7 +266,7 @@ def latency_rounds(lunad: Lunad, calls: int, rounds: int, workdir: Path
     """p50 per round for each path (interleaved, so load from elsewhere hits all alike),
     and lunad's own CPU time per round trip (user+system, from /proc: noise-free)."""
     per = max(calls // rounds, 500)
-    p50s: dict[str, list[float]] = {"direct": [], "socat": [], "lunad": []}
+    p50s: dict[str, list[float]] = {"direct": [], "socat": [], "relay": [], "lunad": []}
     proc = psutil.Process(lunad.proc.pid)
     cpu = 0.0
     for _ in range(rounds):
@@ -254,6 +274,7 @@ def latency_rounds(lunad: Lunad, calls: int, rounds: int, workdir: Path
         socat = latency_socat(per, workdir)
         if socat:
             p50s["socat"].append(percentiles(socat)["p50"])
+        p50s["relay"].append(percentiles(latency_relay(per, workdir))["p50"])
         before = proc.cpu_times()
         p50s["lunad"].append(percentiles(latency_socket(lunad.socket_path("echo"), per))["p50"])
         after = proc.cpu_times()
@@ -296,6 +317,7 @@ def main() -> int:
     d_med, d_min = statistics.median(p50s["direct"]), min(p50s["direct"])
     for name, label in (("direct", "direct stdio (pipes)"),
                         ("socat", "socat UNIX-LISTEN → EXEC"),
+                        ("relay", "minimal asyncio relay (bench/_minimal_relay.py)"),
                         ("lunad", "lunad (observer + /metrics on)")):
         if not p50s[name]:
             continue
@@ -303,6 +325,10 @@ def main() -> int:
         added = "—" if name == "direct" else f"{med - d_med:+.1f}"
         added_best = "—" if name == "direct" else f"{best - d_min:+.1f}"
         print(f"| {label} | {med:.1f} | {best:.1f} | {added} | {added_best} |")
+    if p50s["relay"]:
+        own = statistics.median(p50s["lunad"]) - statistics.median(p50s["relay"])
+        print(f"\nlunad minus the minimal relay (lunad's own work per round trip, median of "
+              f"rounds): {own:+.1f} µs.")
     print(f"\nlunad CPU time per round trip (two frames observed and forwarded): "
           f"{cpu_per_call:.1f} µs.")
     print(f"\nThroughput, {args.sessions} sessions × 16 pipelined calls, {args.seconds:g} s: "

@@ -115,6 +115,16 @@ def summary(times: list[float]) -> dict[str, float]:
     return {"n": len(times), "p50_ms": statistics.median(times), "p99_ms": percentile(times, 0.99)}
 
 
+P99_MIN_SAMPLES = 100
+"""Below this many samples a p99 is just the maximum of a few runs: not printed."""
+
+
+def cell(stats: dict[str, float]) -> str:
+    """`p50 / p99 ms (n)`, with `–` for the p99 when n < P99_MIN_SAMPLES."""
+    p99 = f"{stats['p99_ms']:.2f}" if stats["n"] >= P99_MIN_SAMPLES else "–"
+    return f"{stats['p50_ms']:.2f} / {p99} ms ({stats['n']})"
+
+
 def longest_list(luna: Luna, queries: list[str]) -> float:
     """Median over queries of the longest posting list among the query's words."""
     index = luna.redis
@@ -188,8 +198,7 @@ def main() -> int:
           "| files p50 / p99 (n) | naive p50 / p99 (n) |")
     print("|---:|---|---:|---|---|---|")
     for r in rows:
-        cells = [f"{r[k]['p50_ms']:.2f} / {r[k]['p99_ms']:.2f} ms ({r[k]['n']})"
-                 for k in ("redis", "files", "naive")]
+        cells = [cell(r[k]) for k in ("redis", "files", "naive")]
         print(f"| {r['memories']:,} | {r['queries']} | {r['median_longest_list']:,.0f} | "
               + " | ".join(cells) + " |")
     save_results("retrieve", rows=rows)

@@ -109,8 +109,8 @@ async def main() -> None:
             for parallel in (None, 1):
                 seconds = await refill_time(config, args.refill, parallel)
                 cap = "default cap" if parallel is None else "one at a time"
-                print(f"| {label} | refill {args.refill} idle from empty ({cap}) | "
-                      f"{seconds * 1000:.0f} | - |", flush=True)
+                print(f"| {label} | refill {args.refill} idle from empty ({cap}), one run | "
+                      f"{seconds * 1000:.0f} (single sample) | - |", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from daemon import (
     paths,
     runlock,
     shipped,
+    states,
     toolnames,
 )
 from daemon.config import DaemonConfig, ServerConfig, load_config
@@ -364,6 +365,7 @@ class Daemon:
                                  "sessions", "draining")
             return
         host.sessions[session.id] = session
+        worker = None
         try:
             try:
                 worker = await host.pool.acquire()
@@ -394,8 +396,12 @@ class Daemon:
             await session.run(worker, host.pool, closed)
         except Exception:
             log.exception("session %s failed", session.id)
+            host.sessions.pop(session.id, None)
             if session.transport is not None:
                 session.transport.abort()
+            if worker is not None:  # a failed session still gives its worker back (no-op
+                # if it did already): else it stays busy for ever, holding a max_sessions slot
+                await host.pool.release(worker, states.SESSION_END)
         finally:
             host.sessions.pop(session.id, None)
 
