@@ -138,23 +138,21 @@ def latency_socat(calls: int, workdir: Path) -> list[float] | None:
     if socat is None:
         return None
     path = workdir / "socat.sock"
-    path.unlink(missing_ok=True)  # a killed socat leaves its socket file behind
-    proc = subprocess.Popen([socat, f"UNIX-LISTEN:{path},fork",
-                             f"EXEC:{sys.executable} {ECHO}"])
-    try:
-        wait_connectable(path)
-        return latency_socket(str(path), calls)
-    finally:
-        proc.kill()
-        proc.wait()
+    return latency_relayed([socat, f"UNIX-LISTEN:{path},fork",
+                            f"EXEC:{sys.executable} {ECHO}"], path, calls)
 
 
 def latency_relay(calls: int, workdir: Path) -> list[float]:
     """Through bench/_minimal_relay.py: an asyncio relay doing nothing but copy bytes."""
     path = workdir / "relay.sock"
-    path.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_minimal_relay.py"),
-                             str(path), sys.executable, ECHO])
+    return latency_relayed([sys.executable, str(ROOT / "bench" / "_minimal_relay.py"),
+                            str(path), sys.executable, ECHO], path, calls)
+
+
+def latency_relayed(argv: list[str], path: Path, calls: int) -> list[float]:
+    """Round trips through a relay process `argv` listening on `path`."""
+    path.unlink(missing_ok=True)  # a killed relay leaves its socket file behind
+    proc = subprocess.Popen(argv)
     try:
         wait_connectable(path)
         return latency_socket(str(path), calls)
