@@ -43,6 +43,7 @@ fi
 
 bash scripts/install/claude-code.sh
 bash scripts/install/conformance.sh  # MCP conformance suite + Node 22 for tests/http
+bash scripts/install/thirdparty.sh  # npm + PyPI MCP servers for tests/daemon/test_e2e_thirdparty.py
 
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
