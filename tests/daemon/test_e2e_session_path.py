@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.observer import MAX_IN_FLIGHT
 from tests.support.lunad import ROOT, Lunad, RawClient, echo_server, shim_command
+from tests.support.users import User
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -265,3 +266,35 @@ def test_shim_for_a_server_lunad_does_not_have_lists_the_ones_it_has(lunad: Luna
     assert "serves no server 'lunaa'" in err and "start the daemon" not in err, err
     listed = err.split("its servers: ", 1)[1].split(".", 1)[0].split(", ")
     assert sorted(listed) == sorted(lunad.servers), err
+
+
+def test_as_an_unprivileged_user(unprivileged_user: User) -> None:
+    """The exit seen at exit, a harmless second lunad and the shim's server list, all with
+    lunad, its workers and the second lunad running as an ordinary uid."""
+    user = unprivileged_user
+    daemon = Lunad({"orphan": echo_server("--grandchild", user=user)}, user=user)
+    daemon.start(timeout=60)
+    try:
+        with RawClient(daemon.socket_path("orphan"), timeout=8) as c:
+            c.initialize()
+            c.tool(5, "sleep", seconds=60)
+            c.tool(7, "crash")
+            assert {c.recv()["id"] for _ in range(2)} == {5, 7}  # not a 30-minute wait
+            assert c.recv_line() == b""
+        lunad_wait_no_sessions(daemon, "orphan")
+        second = user.run([user.python, "-m", "daemon.lunad", "--config",
+                           str(daemon.config_path)], cwd=user.src,
+                          env={"LUNA_RUNTIME_DIR": str(daemon.runtime_dir)}, timeout=30)
+        assert second.returncode == 1
+        assert f"another lunad (pid {daemon.proc.pid}) is running" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+        assert os.path.exists(daemon.socket_path("orphan"))
+        shim = user.run([*daemon.shim_command("nope")], input="", cwd=user.src,
+                        env={"LUNA_RUNTIME_DIR": str(daemon.runtime_dir)}, timeout=30)
+        assert shim.returncode == 1 and "its servers: orphan." in shim.stderr, shim.stderr
+    finally:
+        daemon.stop()
+
+
+def lunad_wait_no_sessions(lunad: Lunad, server: str) -> None:
+    lunad.wait_for(lambda: not _sessions(lunad, server) or None, what="no session left")
