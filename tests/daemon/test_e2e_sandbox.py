@@ -1,0 +1,85 @@
+"""End to end: sandboxed servers under a real lunad. A probe server cannot write outside its
+paths or reach the network; the Luna server works sandboxed (memories stored, found again by
+another session, on the host's disk)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests.support.lunad import ROOT, Lunad, shim_command
+
+pytestmark = pytest.mark.timeout(180)
+PROBE = ROOT / "tests" / "daemon" / "servers" / "sandbox_probe.py"
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A dir outside /tmp (a sandbox's /tmp is its own, so tmp_path would be hidden)."""
+    path = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="luna-sandbox-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_sandboxed_server_cannot_write_outside_its_paths_or_connect(outside: Path,
+                                                                     tmp_path: Path) -> None:
+    allowed = outside / "allowed"
+    probe = {"command": sys.executable, "args": [str(PROBE), str(outside), str(allowed)],
+             "min_idle": 1, "max_sessions": 2, "stop_timeout": 1, "sandbox": True,
+             "sandbox_writable": [str(allowed)]}
+    lunad = Lunad({"probe": probe}).start(timeout=60)
+    try:
+        found = lunad.wait_for(lambda: re.search(r"sandbox probe (\{.*\})", lunad.log()),
+                               what="the probe's report")
+        seen = json.loads(found.group(1))
+        assert seen == {"write_outside": "EROFS", "write_allowed": "ok", "write_tmp": "ok",
+                        "tcp_out": "ENETUNREACH", "loopback": "ok"}
+        assert not (outside / "probe").exists() and (allowed / "probe").exists()
+        assert not Path("/tmp/luna-sandbox-probe").exists()  # its /tmp was its own
+        c = lunad.status()["servers"]["probe"]["containment"]
+        assert c["mode"] == "pidns" and c["userns"] is True
+        assert "no network" in c["sandbox"] and str(allowed) in c["sandbox"]
+    finally:
+        lunad.stop()
+
+
+def params(lunad: Lunad) -> StdioServerParameters:
+    command = shim_command("luna")
+    return StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
+                                 env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir),
+                                      "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.anyio
+async def test_the_luna_server_works_sandboxed() -> None:
+    lunad = Lunad({"luna": {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2,
+                            "sandbox": True}}).start(timeout=90)
+    try:
+        assert "no network" in lunad.status()["servers"]["luna"]["containment"]["sandbox"]
+        async with stdio_client(params(lunad)) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            assert len((await session.list_tools()).tools) == 12
+            stored = await session.call_tool("fractal_memory_store", {
+                "memory_type": "leaf", "content": "sandboxed luna remembers"})
+            assert stored.is_error is False, stored
+        async with stdio_client(params(lunad)) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            found = await session.call_tool("fractal_memory_retrieve",
+                                            {"query": "sandboxed luna"})
+            assert "sandboxed luna remembers" in found.content[0].text
+        memory = lunad.state_dir / "memory"
+        assert any("sandboxed luna remembers" in p.read_text(errors="replace")
+                   for p in memory.rglob("*") if p.is_file())
+    finally:
+        lunad.stop()
