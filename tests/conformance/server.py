@@ -9,7 +9,8 @@ answers follow the suite's scenarios (tools `test_*`, resources `test://...`, pr
 `test_*`).
 
 Tools for lunad's tests: `add`, `pid` (which worker answered), `sleep` (stays in flight),
-`crash` (the worker exits without answering), `progress`.
+`crash` (the worker exits without answering), `progress`. `server.py --http PORT` serves the
+same code with the SDK's own Streamable HTTP transport instead (bench/bench_http.py).
 """
 
 from __future__ import annotations
@@ -534,4 +535,9 @@ async def complete(ref: PromptReference | ResourceTemplateReference,
 
 
 if __name__ == "__main__":
-    app.run()
+    import sys
+
+    if sys.argv[1:2] == ["--http"]:  # the SDK's own HTTP server, for bench/bench_http.py
+        app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        app.run()
