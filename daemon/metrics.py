@@ -12,10 +12,11 @@ Two kinds of source:
   observer bumps without locks), infra status, and Luna's φ and memory counts from
   `luna_server.summary.read_summary`.
 
-The scrape runs in prometheus_client's HTTP thread. The daemon's state lives on the event
-loop, so the collector asks the loop for a `Snapshot` (`call_soon_threadsafe`, bounded wait)
-and does the slow parts (psutil syscalls, reading Luna's summary) in the scrape thread, off
-the loop. Without a loop (unit tests) the view is called directly.
+The scrape runs on the exporter's render thread (daemon/exporter.py: bounded connections and
+time). The daemon's state lives on the event loop, so the collector asks the loop for a
+`Snapshot` (`call_soon_threadsafe`, bounded wait) and does the slow parts (psutil syscalls,
+reading Luna's summary) in the scrape thread, off the loop. Without a loop (unit tests) the
+view is called directly.
 
 Labels stay bounded: server names come from the config, `slot` is bounded by pool size, tool
 names by the server's own `tools/list` (see observer.py), never a session id or a pid.
@@ -41,10 +42,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from daemon.containment import MODES as CONTAINMENT_MODES
+from daemon.exporter import Exporter
 from daemon.observer import OUTCOMES, ToolCallSink, ToolNames, Traffic
 from daemon.states import EXIT_REASONS, POOL_STATES
 
@@ -137,7 +139,7 @@ class Metrics:
         r.register(self._collector)
         if process_metrics:
             ProcessCollector(registry=r)
-        self._http: Any = None
+        self._http: Exporter | None = None
 
     def _counter(self, name: str, documentation: str, label: str,
                  values: tuple[str, ...]) -> Counter:
@@ -212,18 +214,18 @@ class Metrics:
         return generate_latest(self.registry)
 
     def serve(self, listen: str) -> tuple[str, int]:
-        """Serve /metrics on "host:port" in prometheus_client's thread; returns the address."""
+        """Serve /metrics on "host:port" (daemon/exporter.py: its own thread, bounded
+        connections and time); returns the address bound."""
         host, port = parse_listen(listen)
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
-        bound = server.server_address
-        return str(bound[0]), int(bound[1])
+        exporter = Exporter(self.render)
+        bound = exporter.start(host, port)
+        self._http = exporter
+        return bound
 
     def close(self) -> None:
         """Stop the HTTP server (if serving)."""
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None
 
 
