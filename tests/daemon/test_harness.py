@@ -72,10 +72,12 @@ def test_a_start_that_times_out_ends_lunad_and_keeps_its_log() -> None:
 
 
 def test_stop_fails_on_a_process_that_outlived_lunad_and_kills_it() -> None:
-    # A worker that puts a child in a session of its own: neither the pool's process-group
-    # kill nor the parent-death signal reaches it, so it outlives lunad. stop() must say so.
+    # A worker that puts a child in a session of its own: under the pgroup containment (the
+    # last resort; pidns would end it) neither the pool's process-group kill nor the
+    # parent-death signal reaches it, so it outlives lunad. stop() must say so.
     escape = f"setsid sleep 300 & exec {sys.executable} {ECHO}"
-    lunad = Lunad({"echo": echo_server(command="/bin/sh", args=["-c", escape])}).start()
+    lunad = Lunad({"echo": echo_server(command="/bin/sh", args=["-c", escape],
+                                       containment="pgroup")}).start()
     sleeper = next(p for p in lunad.worker_pids() if psutil.Process(p).name() == "sleep")
     with pytest.raises(AssertionError, match=f"outlived lunad.*{sleeper} sleep"):
         lunad.stop()
