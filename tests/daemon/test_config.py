@@ -191,6 +191,17 @@ INVALID = [
     ('[servers.x]\ncommand = "sh"\nmin_iddle = 1\n', "servers.x.min_iddle",
      "one of the keys command, args"),
     ("[servers]\nx = 3\n", "servers.x", "a table"),
+    ('[servers.x]\ncommand = "sh"\ncontainment = "docker"\n', "servers.x.containment",
+     "one of auto, pidns, cgroup, pgroup"),
+    ('[servers.x]\ncommand = "sh"\nsandbox = "yes"\n', "servers.x.sandbox", "true or false"),
+    ('[servers.x]\ncommand = "sh"\nsandbox = true\ncontainment = "pgroup"\n',
+     "servers.x.containment", "sandbox = true needs namespaces"),
+    ('[servers.x]\ncommand = "sh"\nsandbox_writable = ["data"]\n', "servers.x.sandbox_writable",
+     "a list of absolute paths"),
+    ('[servers.x]\ncommand = "sh"\nsandbox_max_processes = 0\n',
+     "servers.x.sandbox_max_processes", "an integer from 1"),
+    ('[servers.x]\ncommand = "sh"\nsandbox_memory = "lots"\n', "servers.x.sandbox_memory",
+     "omit the key for no cap"),
 ]
 
 
@@ -236,3 +247,14 @@ def test_shipped_example_documents_valid_infra_keys() -> None:
     table = tomllib.loads("\n".join(shown))
     assert "backend" in table and len(table) >= 10
     parse_infra_config(table, "etc/luna.toml")
+
+
+def test_sandbox_keys_and_luna_keeps_its_memory_writable(tmp_path: Path) -> None:
+    path = write(tmp_path, '[servers.luna]\nsandbox = true\nsandbox_writable = ["/srv/a/"]\n'
+                 'sandbox_memory = "256MiB"\n\n[servers.x]\ncommand = "sh"\n')
+    config = load_config(path, environ=ENV)
+    luna, other = config.servers["luna"], config.servers["x"]
+    assert luna.sandbox is True and luna.sandbox_memory == 256 * 1024 * 1024
+    assert luna.sandbox_writable == ("/srv/a", luna.env["LUNA_MEMORY_PATH"])
+    assert luna.containment == "auto" and luna.sandbox_max_processes == 256
+    assert other.sandbox is False and other.sandbox_writable == ()

@@ -134,6 +134,23 @@ def test_render_shows_sessions_backoff_and_infra() -> None:
     assert f"infra: none  ({why})" in text
 
 
+def test_render_says_which_containment_and_what_it_leaves_uncovered() -> None:
+    server = {"socket": "/r/echo.sock", "state": "serving",
+              "pool": {"starting": 0, "idle": 1, "busy": 0, "stopping": 0}, "min_idle": 1,
+              "max_sessions": 4, "backoff": {"active": False}, "sessions": [],
+              "containment": {"mode": "pgroup", "userns": False, "gaps": "a setsid() escapes",
+                              "sandbox": None, "reason": ""}}
+    daemon = {"pid": 1, "version": "0.1.0", "uptime": 1.0, "runtime_dir": "/r",
+              "state_dir": "/s", "metrics": None}
+    text = render({"daemon": daemon, "servers": {"echo": server}, "infra": {}})
+    assert "containment: pgroup; not covered: a setsid() escapes" in text
+    server["containment"] = {"mode": "pidns", "userns": True, "gaps": "none",
+                             "sandbox": "no network (loopback only)", "reason": ""}
+    text = render({"daemon": daemon, "servers": {"echo": server}, "infra": {}})
+    assert "containment: pidns (user namespace)" in text
+    assert "sandbox: no network (loopback only)" in text
+
+
 def test_luna_status_without_lunad_says_how_to_start_it(runtime: Path) -> None:
     import subprocess
     import sys

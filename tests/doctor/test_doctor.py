@@ -17,6 +17,7 @@ from daemon.doctor import (
     OK,
     WARN,
     check_claude_desktop,
+    check_containment,
     check_directory,
     check_infra,
     check_packages,
@@ -212,3 +213,17 @@ def test_clients_with_url_entries_for_the_http_front(tmp_path: Path) -> None:
     shim = Path(sys.executable).parent / "luna-shim"
     [finding] = check_clients(shim, tmp_path, "linux", {"HOME": str(tmp_path)}, base)
     assert finding.severity == OK and finding.detail == f"{gemini}: luna (http)"
+
+
+def test_containment_is_ok_with_namespaces_and_a_warning_as_a_process_group() -> None:
+    ns = check_containment(ServerConfig(name="echo", command="/bin/true"))
+    assert ns.severity == OK and ns.detail.startswith("pidns"), ns
+    group = check_containment(ServerConfig(name="echo", command="/bin/true",
+                                           containment="pgroup"))
+    assert group.severity == WARN and "setsid" in group.detail and "unshare" in group.fix
+    boxed = check_containment(ServerConfig(name="echo", command="/bin/true", sandbox=True,
+                                           sandbox_writable=("/srv/x",)))
+    assert boxed.severity == OK and "sandbox" in boxed.detail and "/srv/x" in boxed.detail
+    cgroup = check_containment(ServerConfig(name="echo", command="/bin/true",
+                                            containment="cgroup"))
+    assert cgroup.severity == FAIL and "cgroup" in cgroup.detail  # not delegated, not built
