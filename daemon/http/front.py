@@ -41,7 +41,8 @@ class HttpFront:
         self.app = Front(http, daemon.hosts, daemon.open_http_session, self.metrics, token,
                          self.modern)
         host, port = split_listen(http.listen)
-        self.server = HttpServer(self.app, host, port, max_connections=http.max_connections)
+        self.server = HttpServer(self.app, host, port, max_connections=http.max_connections,
+                                 allowed_uids=config.allowed_uids)
 
     @property
     def url(self) -> str:

@@ -7,17 +7,29 @@ belongs to lunad: no signal handlers (lunad's SIGTERM drain stays in charge), no
 config, no lifespan. Bounds: `limit_concurrency` (connections + requests in progress beyond
 it get 503), idle keep-alive connections close after KEEP_ALIVE seconds, request heads are
 limited to HEAD_LIMIT bytes by h11.
+
+Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
+process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
+anyone else gets one 403 and the connection closes, before any request is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from daemon.http.config import is_loopback
+from daemon.http.peers import loopback_peer_uid
+
+log = logging.getLogger("lunad.http")
 
 KEEP_ALIVE = 15
 HEAD_LIMIT = 32 * 1024
@@ -28,6 +40,36 @@ class _InLoopServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # lunad owns SIGTERM/SIGINT
+
+
+def _refusal(message: str) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": message, "data": {"lunad": "peer_refused"}}}).encode()
+    return (b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)) + body
+
+
+def uid_gate(allowed_uids: Iterable[int]) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, refusing loopback peers whose uid is not allowed."""
+    allowed = frozenset(allowed_uids) | {0}
+
+    class UidGate(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            client, server = self.client, self.server
+            if client is None or server is None or not is_loopback(client[0]):
+                return  # beyond loopback: no uid to know, the bearer token is required there
+            uid = loopback_peer_uid((client[0], client[1]), (server[0], server[1]))
+            if uid in allowed:
+                return
+            log.warning("HTTP: refused a connection from %s:%s: uid %s is not in "
+                        "allowed_uids %s", client[0], client[1], uid, sorted(allowed))
+            transport.write(_refusal(
+                f"lunad: uid {uid} may not use this HTTP front; allowed uids: "
+                f"{sorted(allowed)} (daemon.allowed_uids in luna.toml)"))
+            transport.close()
+
+    return UidGate
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -45,11 +87,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    def __init__(self, app: Any, host: str, port: int, *, max_connections: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, *, max_connections: int,
+                 allowed_uids: Iterable[int] = ()) -> None:
         self.sock = bind(host, port)
         self.address = self.sock.getsockname()[:2]
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, http="h11",
+            app, lifespan="off", log_config=None, access_log=False,
+            http=uid_gate(allowed_uids),
             limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=GRACEFUL, h11_max_incomplete_event_size=HEAD_LIMIT,
             server_header=False, date_header=False)

@@ -31,6 +31,12 @@ class HttpLunad(Lunad):
         self.port = free_port()
         super().__init__(servers, user=user, http={"listen": f"127.0.0.1:{self.port}", **http})
 
+    def start(self, wait_idle: bool = True, timeout: float = 60.0) -> HttpLunad:
+        # SDK servers take a second or more each to start on a busy 2-core machine, and
+        # these configs start several (min_idle plus the shared 2026-07-28 worker).
+        super().start(wait_idle, timeout)
+        return self
+
     def url(self, server: str = "conf") -> str:
         return f"http://127.0.0.1:{self.port}/{server}/mcp"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -48,3 +50,30 @@ def test_both_eras_as_an_unprivileged_user(unprivileged_user: User) -> None:
         assert owners == {user.uid}
     finally:
         daemon.stop()  # as root or not: lunad exits 0 and leaves no process
+
+
+PROBE = """
+import json, sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1], data=b"{}", method="POST", headers={
+    "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+try:
+    urllib.request.urlopen(request, timeout=10)
+except urllib.error.HTTPError as exc:
+    print(json.dumps({"status": exc.code, "body": json.loads(exc.read())}))
+"""
+
+
+def test_loopback_peer_of_another_uid_is_refused_like_on_the_sockets(
+        lunad: HttpLunad, unprivileged_user: User) -> None:
+    # lunad runs as root with the default allowed_uids: this user may not use it, on the
+    # unix sockets (SO_PEERCRED) and, through /proc/net/tcp, on the loopback HTTP port.
+    run = unprivileged_user.run([unprivileged_user.python, "-c", PROBE, lunad.url()])
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["status"] == 403
+    assert answer["body"]["error"]["data"]["lunad"] == "peer_refused"
+    assert f"uid {unprivileged_user.uid} may not use" in answer["body"]["error"]["message"]
+    # root (our uid) still gets in: the same request is a 400 (no session), not a 403.
+    run = subprocess.run([sys.executable, "-c", PROBE, lunad.url()], capture_output=True,
+                         text=True, timeout=30)
+    assert json.loads(run.stdout)["status"] == 400
