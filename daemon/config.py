@@ -8,8 +8,8 @@ only server is `luna` = `<this python> -m luna_server`. Sections:
   [infra]           parsed by daemon.infra.parse_infra_config (the infra helper's module)
   [http]            parsed by daemon.http.config.parse_http_config (the HTTP front; off)
   [servers.NAME]    command, args, env, cwd, min_idle, max_sessions, memory_limit,
-                    idle_timeout, stop_timeout, ready_timeout, containment, sandbox,
-                    sandbox_writable, sandbox_max_processes, sandbox_memory
+                    idle_timeout, first_frame_timeout, stop_timeout, ready_timeout, containment,
+                    sandbox, sandbox_writable, sandbox_max_processes, sandbox_memory
 
 Each bad value raises `daemon.errors.ConfigError(source, key, expected, got)`: the file, the
 dotted key (`servers.luna.min_idle`), what is allowed and what was found. Unknown sections and
@@ -73,6 +73,7 @@ class ServerConfig:
     max_sessions: int = 64            # busy workers at once, 1..10000
     memory_limit: int | None = None   # bytes of RSS (worker's whole process tree); None = none
     idle_timeout: float = 1800.0      # session silent both ways this long -> closed; 0 = never
+    first_frame_timeout: float = 10.0  # connected without a complete message this long -> closed
     stop_timeout: float = 5.0         # stdin close -> SIGTERM, and SIGTERM -> SIGKILL
     ready_timeout: float = 30.0       # exec -> readiness ping answered
     containment: str = "auto"         # auto, pidns, cgroup, pgroup (daemon/containment.py)
@@ -183,7 +184,8 @@ class _Table:
 _DAEMON_KEYS = ("runtime_dir", "state_dir", "allowed_uids", "socket_group", "drain_timeout")
 _METRICS_KEYS = ("listen",)
 _SERVER_KEYS = ("command", "args", "env", "cwd", "min_idle", "max_sessions", "memory_limit",
-                "idle_timeout", "stop_timeout", "ready_timeout", "containment", "sandbox",
+                "idle_timeout", "first_frame_timeout", "stop_timeout", "ready_timeout",
+                "containment", "sandbox",
                 "sandbox_writable", "sandbox_max_processes", "sandbox_memory")
 CONTAINMENTS = ("auto", "pidns", "cgroup", "pgroup")  # daemon.containment.PREFERENCES
 _TOP_KEYS = ("daemon", "metrics", "infra", "http", "servers")
@@ -278,6 +280,7 @@ def _parse_server(name: str, data: Any, source: str, state: Path,
         max_sessions=t.integer("max_sessions", 64, 1, 10000),
         memory_limit=memory_limit,
         idle_timeout=t.seconds("idle_timeout", 1800.0, 0, 7 * 86400, zero_ok=True),
+        first_frame_timeout=t.seconds("first_frame_timeout", 10.0, 0, 3600, zero_ok=True),
         stop_timeout=t.seconds("stop_timeout", 5.0, 0, 300),
         ready_timeout=t.seconds("ready_timeout", 30.0, 0, 600),
         containment=containment,

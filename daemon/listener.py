@@ -8,8 +8,10 @@ daemons must not steal each other's clients), and on the way out a listener remo
 file it bound itself (same inode), never another lunad's.
 
 Each accepted connection's peer uid comes from the kernel (SO_PEERCRED), not from anything
-the client says. root and `allowed_uids` pass; anyone else gets one JSON-RPC error line
-saying why, the connection is closed and the refusal is logged with the peer's pid and uid.
+the client says. root, `allowed_uids` and members of `socket_group` (primary or supplementary
+group, SO_PEERGROUPS) pass; anyone else gets one JSON-RPC error line
+saying why, the connection is closed and the refusal is logged with the peer's pid and uid,
+at a bounded rate (daemon/ratelog.py: one line, then one summary per interval).
 
 Connections are served by plain asyncio Protocols (`factory(peer)`), not streams: a session
 forwards bytes from inside `data_received`, which saves a task switch per message on the hot
@@ -27,6 +29,8 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+
+from daemon.ratelog import RateLimitedLog
 
 log = logging.getLogger("lunad.listener")
 
@@ -97,6 +101,18 @@ def bind_private(path: Path) -> socket.socket:
     return sock
 
 
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not named in Python 3.11
+
+
+def peer_groups(sock: socket.socket) -> set[int]:
+    """The peer's supplementary groups at connect time, from the kernel (SO_PEERGROUPS)."""
+    try:  # 1024 bytes is the most Python's getsockopt takes: 256 groups
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+    except OSError:  # more groups than that (ERANGE), or an old kernel: not admitted by group
+        return set()
+    return set(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+
+
 class _Gate(asyncio.Protocol):
     """The first protocol of every connection: checks the peer, then hands the transport on."""
 
@@ -105,11 +121,14 @@ class _Gate(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self.listener
-        peer = peer_of(transport.get_extra_info("socket"))
-        if peer.uid not in listener.allowed:
+        sock = transport.get_extra_info("socket")
+        peer = peer_of(sock)
+        if not listener.admits(peer, sock):
             listener.refused += 1
-            log.warning("%s: refused %r: uid %d is not in allowed_uids %s", listener.path, peer,
-                        peer.uid, sorted(listener.allowed))
+            listener.events.event(
+                f"{listener.path}: refused peers",
+                f"{listener.path}: refused {peer!r}: uid {peer.uid} is not in allowed_uids "
+                f"{sorted(listener.allowed)}")
             message = (f'{{"jsonrpc":"2.0","id":null,"error":{{"code":-32000,"message":'
                        f'"lunad: uid {peer.uid} may not use {listener.path}; allowed uids: '
                        f'{sorted(listener.allowed)} (daemon.allowed_uids in luna.toml)",'
@@ -136,13 +155,24 @@ class Listener:
         self.factory = factory
         self.allowed = frozenset(allowed_uids) | {0}
         self.socket_group = socket_group
+        self.group_gid = grp.getgrnam(socket_group).gr_gid if socket_group else None
         self._server: asyncio.AbstractServer | None = None
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we made
         self.refused = 0
+        # A stranger can connect as often as it likes: at most a line and a summary a minute.
+        self.events = RateLimitedLog(log)
+
+    def admits(self, peer: Peer, sock: socket.socket) -> bool:
+        """root, allowed_uids, and (with socket_group) that group's members, primary or not."""
+        if peer.uid in self.allowed:
+            return True
+        gid = self.group_gid
+        return gid is not None and (peer.gid == gid or gid in peer_groups(sock))
 
     async def start(self) -> None:
         remove_stale(self.path)
         loop = asyncio.get_running_loop()
+        self.events.schedule = loop.call_later  # the summary at the end of its interval
         sock = bind_private(self.path)
         try:
             self._server = await loop.create_unix_server(lambda: _Gate(self), sock=sock,

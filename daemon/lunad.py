@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import grp
 import itertools
 import logging
 import os
@@ -145,7 +146,12 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self.config
-        paths.ensure_private_dir(cfg.runtime_dir)
+        group = grp.getgrnam(cfg.socket_group).gr_gid if cfg.socket_group else None
+        loose = paths.ensure_private_dir(cfg.runtime_dir, group)
+        if loose is not None:
+            log.warning("runtime dir %s had mode %04o: tightened to %04o (others could reach "
+                        "lunad's sockets)", cfg.runtime_dir, loose, 0o700 if group is None
+                        else 0o710)
         lock = runlock.RunLock(cfg.runtime_dir).acquire()  # before anything is started
         try:
             return await self._run_locked()
@@ -156,7 +162,10 @@ class Daemon:
         cfg = self.config
         log.info("%s", banner.starting_line(__version__, str(cfg.source), str(cfg.runtime_dir),
                                             str(cfg.state_dir)))
-        cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        loose = paths.ensure_private_dir(cfg.state_dir)
+        if loose is not None:
+            log.warning("state dir %s had mode %04o: tightened to 0700 (Luna's memories and "
+                        "secrets are lunad's user's only)", cfg.state_dir, loose)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
@@ -337,7 +346,8 @@ class Daemon:
             session = Session(f"{name}-{next(self._ids)}", name,
                               traffic=self.metrics.traffic(name),
                               on_tool_call=self.metrics.tool_call_sink(name),
-                              idle_timeout=host.config.idle_timeout)
+                              idle_timeout=host.config.idle_timeout,
+                              first_frame_timeout=host.config.first_frame_timeout)
             self._spawn(self._serve(host, session))  # runs once connection_made is done
             return session
         return factory

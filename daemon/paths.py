@@ -14,8 +14,10 @@ State dir (memory files, infra data), first that applies: env `LUNA_STATE_DIR`, 
 `daemon.state_dir`, `/var/lib/luna` as root, `$XDG_STATE_HOME/luna`, `~/.local/state/luna`.
 
 Sockets: `<runtime>/<server>.sock` per server and `<runtime>/control.sock`.
-`ensure_private_dir` creates a directory 0700 and refuses one that is a symlink or belongs to
-another user (a shared /tmp invites someone else to pre-create our directory).
+`ensure_private_dir` creates a directory 0700 (0710 to `daemon.socket_group`, so its members
+can reach the sockets in it, not list it) and refuses one that is a symlink or belongs to
+another user (a shared /tmp invites someone else to pre-create our directory). A directory
+that exists with looser modes is tightened; the mode it had is returned so lunad can say so.
 """
 
 from __future__ import annotations
@@ -88,9 +90,11 @@ class UnsafeDirectory(Exception):
     """A directory we would put sockets in is a symlink or belongs to someone else."""
 
 
-def ensure_private_dir(path: str | Path) -> Path:
-    """Create `path` (and parents) and make it 0700; refuse a symlink or another user's dir."""
+def ensure_private_dir(path: str | Path, group: int | None = None) -> int | None:
+    """Create `path` (and parents); make it 0700, or 0710 owned by gid `group`; refuse a
+    symlink or another user's dir. Returns the mode it had when that was looser, else None."""
     path = Path(path)
+    wanted = 0o700 if group is None else 0o710
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
@@ -99,6 +103,9 @@ def ensure_private_dir(path: str | Path) -> Path:
     if st.st_uid != os.getuid():
         raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}, not to us (uid "
                               f"{os.getuid()}); remove it or choose another directory")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
-    return path
+    if group is not None and st.st_gid != group:
+        os.chown(path, -1, group)
+    before = stat.S_IMODE(st.st_mode)
+    if before != wanted:
+        os.chmod(path, wanted)
+    return before if before & ~wanted else None

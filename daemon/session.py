@@ -24,6 +24,9 @@ How a session ends (outcome of luna_sessions_total / release reason for the pool
   forwarded: lunad answers it with an error itself, and the session goes on.
 - a frame over 64 MiB, either way: a JSON-RPC error to the client, socket closed, only this
   session touched. closed / session_end.
+- no complete client message within first_frame_timeout of being bound to a worker (a
+  connection that never speaks must not hold a worker for the idle timeout: max_sessions of
+  them would lock every other client out): timeout / idle_timeout.
 - no frame either way for idle_timeout: timeout / idle_timeout. `stop()` (luna kill, lunad
   shutdown after the drain timeout): killed / killed or shutdown. Requests in flight get an
   error saying why in each case, so no client waits forever.
@@ -201,10 +204,13 @@ class Session(asyncio.Protocol):
     """A client connection (this Protocol) bound to one worker; see the module docstring."""
 
     def __init__(self, session_id: str, server: str, *, traffic: Traffic | None = None,
-                 on_tool_call: ToolCallSink | None = None, idle_timeout: float = 0.0) -> None:
+                 on_tool_call: ToolCallSink | None = None, idle_timeout: float = 0.0,
+                 first_frame_timeout: float = 0.0) -> None:
         self.id = session_id
         self.server = server
         self.idle_timeout = idle_timeout
+        self.first_frame_timeout = first_frame_timeout
+        self._client_framed = False  # a complete client message has arrived
         self.observer = (Observer(traffic, on_tool_call) if on_tool_call is not None
                          else Observer(traffic))
         self.accepted = time.monotonic()
@@ -270,6 +276,8 @@ class Session(asyncio.Protocol):
                 self._early_event.set()
             return
         out = self._frames(self._c_buf, data, self.observer.client_frame, "client_too_large")
+        if out:
+            self._client_framed = True
         if self._refused:
             self._answer_refused()
         if out:
@@ -403,6 +411,10 @@ class Session(asyncio.Protocol):
             self._worker_data(left)
         self._end("worker_eof")
 
+    def _check_first_frame(self) -> None:
+        if not self._client_framed:
+            self._end("first_frame")
+
     def _check_idle(self) -> None:
         left = self.last_activity + self.idle_timeout - time.monotonic()
         if left <= 0:
@@ -447,6 +459,9 @@ class Session(asyncio.Protocol):
             self.transport.resume_reading()
         if self.idle_timeout > 0:
             self._idle_handle = self._loop.call_later(self.idle_timeout, self._check_idle)
+        first_frame = None
+        if self.first_frame_timeout > 0 and not self._client_framed:
+            first_frame = self._loop.call_later(self.first_frame_timeout, self._check_first_frame)
         exit_watch = self._loop.create_task(self._watch_exit(worker),
                                             name=f"session {self.id} exit watch")
         try:
@@ -454,6 +469,8 @@ class Session(asyncio.Protocol):
         finally:
             if self._idle_handle is not None:
                 self._idle_handle.cancel()
+            if first_frame is not None:
+                first_frame.cancel()
             exit_watch.cancel()
         outcome, reason, errors = await self._conclude(kind, detail, worker)
         self._release_buffers()
@@ -473,6 +490,11 @@ class Session(asyncio.Protocol):
         if kind == "stop":
             outcome, reason, message = detail
             return outcome, reason, self._errors_for_open(message, reason)
+        if kind == "first_frame":
+            return "timeout", "idle_timeout", self._errors_for_open(
+                f"lunad: session {self.id} closed: no complete message within "
+                f"{self.first_frame_timeout:g} s of connecting (first_frame_timeout)",
+                "first_frame_timeout")
         if kind == "idle":
             return "timeout", "idle_timeout", self._errors_for_open(
                 f"lunad: session {self.id} closed after {self.idle_timeout:g} s without a "

@@ -180,6 +180,8 @@ INVALID = [
      "at least 1MiB"),
     ('[servers.x]\ncommand = "sh"\nmemory_limit = 0\n', "servers.x.memory_limit",
      "omit the key for no limit"),
+    ('[servers.x]\ncommand = "sh"\nfirst_frame_timeout = "soon"\n',
+     "servers.x.first_frame_timeout", "seconds"),
     ('[servers.x]\ncommand = "sh"\nidle_timeout = -5\n', "servers.x.idle_timeout",
      "0 (never) or more than 0"),
     ('[servers.x]\ncommand = "sh"\nstop_timeout = 0\n', "servers.x.stop_timeout",

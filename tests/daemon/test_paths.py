@@ -50,11 +50,24 @@ def test_socket_names() -> None:
 
 
 def test_ensure_private_dir_creates_0700_and_tightens(tmp_path: Path) -> None:
-    d = paths.ensure_private_dir(tmp_path / "a" / "b")
+    d = tmp_path / "a" / "b"
+    assert paths.ensure_private_dir(d) is None  # created, nothing was loose
     assert (os.stat(d).st_mode & 0o777) == 0o700
     os.chmod(d, 0o755)
-    paths.ensure_private_dir(d)
+    assert paths.ensure_private_dir(d) == 0o755  # reported, so lunad can say so
     assert (os.stat(d).st_mode & 0o777) == 0o700
+
+
+def test_ensure_private_dir_for_a_socket_group_is_0710_to_that_group(tmp_path: Path) -> None:
+    group = os.getgroups()[-1] if os.getgroups() else os.getgid()
+    d = tmp_path / "run"
+    paths.ensure_private_dir(d, group)
+    st = os.stat(d)
+    assert (st.st_mode & 0o777, st.st_gid) == (0o710, group)
+    os.chmod(d, 0o777)
+    assert paths.ensure_private_dir(d, group) == 0o777
+    assert paths.ensure_private_dir(d) == 0o710  # the group is gone from the config: tightened
+    assert os.stat(d).st_mode & 0o777 == 0o700
 
 
 def test_ensure_private_dir_refuses_symlink(tmp_path: Path) -> None:
