@@ -175,3 +175,32 @@ def test_parse_uid_finds_the_client_end() -> None:
            "   0: 00000000000000000000000001000000:D431 00000000000000000000000001000000:1F90"
            " 01 0:0 00:0 0 1013 0 9\n")
     assert parse_uid(six, ("::1", 54321), ("::1", 8080)) == 1013
+
+
+def test_accepted_connections_have_nodelay() -> None:
+    """asyncio turns TCP_NODELAY on only for sockets created as IPPROTO_TCP; without it a
+    response's body segment waits for the client's delayed ACK (tens of ms per request)."""
+    import socket
+
+    from daemon.http.server import bind
+
+    async def main() -> int:
+        sock = bind("127.0.0.1", 0)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def made(transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("socket")
+            accepted.set_result(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        class Proto(asyncio.Protocol):
+            connection_made = staticmethod(made)  # type: ignore[assignment]
+
+        server = await asyncio.get_running_loop().create_server(Proto, sock=sock)
+        client = socket.create_connection(sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(accepted, 5)
+        finally:
+            client.close()
+            server.close()
+
+    assert asyncio.run(main()) == 1
