@@ -16,7 +16,6 @@ small `ControlTarget` interface, so tests can drive the protocol against a fake 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -28,6 +27,9 @@ from daemon.listener import Listener, Peer, stream_factory
 log = logging.getLogger("lunad.control")
 
 MAX_REQUEST = 64 * 1024
+# Bounded whatever a client does: requests in progress at once, and the time to send one.
+MAX_CONNECTIONS = 16
+REQUEST_TIMEOUT = 10.0
 COMMANDS: dict[str, str | None] = {"status": None, "kill": "session", "drain": "server"}
 _USAGE = ('allowed: {"cmd": "status"}, {"cmd": "kill", "session": "<session id>"}, '
           '{"cmd": "drain", "server": "<name>"}')
@@ -85,6 +87,7 @@ class ControlServer:
 
     def __init__(self, path: Path, target: ControlTarget, *, allowed_uids: Iterable[int]) -> None:
         self.target = target
+        self.active = 0  # connections being served: capped at MAX_CONNECTIONS
         self.listener = Listener(path, stream_factory(self._handle, MAX_REQUEST + 1),
                                  allowed_uids=allowed_uids)
 
@@ -97,8 +100,23 @@ class ControlServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       peer: Peer) -> None:
+        if self.active >= MAX_CONNECTIONS:
+            writer.transport.abort()
+            self.listener.events.event(
+                f"{self.path}: connections over the cap",
+                f"{self.path}: refused a connection from {peer!r}: {MAX_CONNECTIONS} "
+                "control requests already in progress")
+            return
+        self.active += 1
         try:
-            line = await asyncio.wait_for(reader.readline(), 10.0)
+            await self._serve(reader, writer, peer)
+        finally:
+            self.active -= 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peer: Peer) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
             if len(line) > MAX_REQUEST:
                 response: dict[str, Any] = {
                     "ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}
@@ -109,11 +127,14 @@ class ControlServer:
         except Exception as exc:  # a bug must not kill the control socket; the client sees it
             log.exception("control: request from %r failed", peer)
             response = {"ok": False, "error": f"internal error: {exc!r}"}
-        with contextlib.suppress(OSError):
-            writer.write(json.dumps(response).encode() + b"\n")
-            await writer.drain()
-            writer.close()
-            await writer.wait_closed()
+        try:  # a client that does not read its answer gets the same bound
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                writer.write(json.dumps(response).encode() + b"\n")
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
+            writer.transport.abort()
 
     async def close(self) -> None:
         await self.listener.close()

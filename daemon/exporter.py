@@ -27,10 +27,10 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from daemon import ratelog
 from daemon.ratelog import RateLimitedLog
 
 log = logging.getLogger("lunad.exporter")
@@ -89,7 +89,7 @@ class Exporter:
         bound = sock.getsockname()
         loop = self._loop = asyncio.new_event_loop()
         self.events = RateLimitedLog(log, schedule=lambda delay, fn: loop.call_later(delay, fn))
-        loop.set_exception_handler(self._loop_exception)
+        loop.set_exception_handler(ratelog.accept_error_handler(self.events))
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sock, ready), daemon=True,
                                         name="lunad-exporter")
@@ -115,13 +115,6 @@ class Exporter:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(asyncio.sleep(0))
             loop.close()
-
-    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # e.g. "socket.accept() out of system resource" (EMFILE): once per interval, no traceback
-        exc = context.get("exception")
-        detail = f"{context.get('message')}" + (f" ({exc!r})" if exc else "")
-        if self.events is not None:
-            self.events.event("metrics exporter: accept/loop error", detail)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

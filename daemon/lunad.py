@@ -52,6 +52,7 @@ from daemon import (
     containment,
     notify,
     paths,
+    ratelog,
     runlock,
     shipped,
     states,
@@ -167,6 +168,9 @@ class Daemon:
             log.warning("state dir %s had mode %04o: tightened to 0700 (Luna's memories and "
                         "secrets are lunad's user's only)", cfg.state_dir, loose)
         loop = asyncio.get_running_loop()
+        # A stranger exhausting fds must not flood the log with a traceback per failed accept.
+        loop.set_exception_handler(ratelog.accept_error_handler(
+            ratelog.RateLimitedLog(log, schedule=loop.call_later)))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         watcher = use_pidfd_watcher(loop)

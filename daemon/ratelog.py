@@ -67,3 +67,19 @@ class RateLimitedLog:
         if window.suppressed:
             self.logger.log(self.level, "%s: %d more in the last %g s (not logged one by one); "
                             "last: %s", kind, window.suppressed, self.interval, window.last)
+
+
+def accept_error_handler(events: RateLimitedLog) -> Callable[[Any, dict[str, Any]], None]:
+    """An asyncio loop exception handler: failed accepts (EMFILE: "socket.accept() out of
+    system resource", retried by asyncio every second per listener) go to `events`, one line
+    per interval and no traceback; anything else to the loop's default handler."""
+
+    def handler(loop: Any, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if "accept" in message:
+            exc = context.get("exception")
+            events.event("accept failures", f"{message}" + (f" ({exc!r})" if exc else ""))
+        else:
+            loop.default_exception_handler(context)
+
+    return handler

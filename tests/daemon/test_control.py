@@ -188,3 +188,29 @@ def test_listener_socket_group_and_refusing_a_live_socket(runtime: Path) -> None
             await first.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.anyio
+async def test_idle_control_connections_are_capped_and_answered_in_time(runtime: Path) -> None:
+    from daemon import control
+
+    server = ControlServer(runtime / "control.sock", Target(), allowed_uids=[os.getuid()])
+    await server.start()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(3 * control.MAX_CONNECTIONS):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(runtime / "control.sock"))
+            idle.append(s)
+        for _ in range(100):
+            if server.active >= control.MAX_CONNECTIONS:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert server.active == control.MAX_CONNECTIONS  # the cap, not 48
+        refused = server.listener.events.total[f"{server.path}: connections over the cap"]
+        assert refused == 2 * control.MAX_CONNECTIONS
+    finally:
+        for s in idle:
+            s.close()
+        await server.close()

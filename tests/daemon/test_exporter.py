@@ -115,3 +115,25 @@ def test_an_endless_request_head_is_cut_off(exporter: tuple[Exporter, int]) -> N
         with contextlib.suppress(ConnectionResetError):
             assert s.recv(100) == b""
     assert scrape(port) == b"luna_up 1\n"
+
+
+def test_failed_accepts_are_one_line_per_interval_without_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from daemon.ratelog import accept_error_handler
+
+    clock = Clock()
+    logger = logging.getLogger("test.accept")
+    handler = accept_error_handler(RateLimitedLog(logger, 60.0, clock=clock))
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG, "test.accept"):
+            for _ in range(500):  # asyncio retries a failed accept every second
+                handler(loop, {"message": "socket.accept() out of system resource",
+                               "exception": OSError(24, "Too many open files")})
+                clock.now += 0.1
+    finally:
+        loop.close()
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info is None
+    assert "out of system resource" in caplog.records[0].getMessage()
