@@ -9,7 +9,7 @@ only server is `luna` = `<this python> -m luna_server`. Sections:
   [http]            parsed by daemon.http.config.parse_http_config (the HTTP front; off)
   [servers.NAME]    command, args, env, cwd, min_idle, max_sessions, memory_limit,
                     idle_timeout, first_frame_timeout, stop_timeout, ready_timeout, containment,
-                    sandbox, sandbox_writable, sandbox_max_processes, sandbox_memory
+                    sandbox, sandbox_writable, sandbox_max_processes, sandbox_memory, preload
 
 Each bad value raises `daemon.errors.ConfigError(source, key, expected, got)`: the file, the
 dotted key (`servers.luna.min_idle`), what is allowed and what was found. Unknown sections and
@@ -17,7 +17,8 @@ keys are errors too, so a typo never silently becomes a default. Checks that dep
 (the command exists and is executable, cwd is a directory, socket_group names a group) are done
 here as well: a daemon that starts must be able to spawn what it was told to.
 
-A server named `luna` takes the default command and args when it gives none, and always gets
+A server named `luna` takes the default command and args when it gives none (and then the
+preload LUNA_PRELOAD: its workers are forked from a template, daemon/template.py), and always gets
 `LUNA_MEMORY_PATH=<state_dir>/memory` unless its own `env` sets it. The runtime and state
 directories follow daemon/paths.py (env LUNA_RUNTIME_DIR / LUNA_STATE_DIR win over the file).
 """
@@ -44,6 +45,11 @@ from daemon.infra import InfraConfig, parse_infra_config
 DEFAULTS_SOURCE = "<defaults>"
 DEFAULT_SERVER = "luna"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+LUNA_PRELOAD = "luna_server.__main__:server"
+
+# "module.path:callable.path": what the template imports and what each forked worker calls.
+_PRELOAD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+                      r":[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 # A server name becomes a socket file name and a metric label value: keep it plain and short.
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -81,6 +87,7 @@ class ServerConfig:
     sandbox_writable: tuple[str, ...] = ()  # absolute paths left writable in the sandbox
     sandbox_max_processes: int = 256  # RLIMIT_NPROC in the sandbox (not binding for root)
     sandbox_memory: int | None = None  # RLIMIT_DATA bytes in the sandbox; None = none
+    preload: str | None = None        # "module:callable": workers forked from a template
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ _METRICS_KEYS = ("listen",)
 _SERVER_KEYS = ("command", "args", "env", "cwd", "min_idle", "max_sessions", "memory_limit",
                 "idle_timeout", "first_frame_timeout", "stop_timeout", "ready_timeout",
                 "containment", "sandbox",
-                "sandbox_writable", "sandbox_max_processes", "sandbox_memory")
+                "sandbox_writable", "sandbox_max_processes", "sandbox_memory", "preload")
 CONTAINMENTS = ("auto", "pidns", "cgroup", "pgroup")  # daemon.containment.PREFERENCES
 _TOP_KEYS = ("daemon", "metrics", "infra", "http", "servers")
 
@@ -270,6 +277,14 @@ def _parse_server(name: str, data: Any, source: str, state: Path,
         writable.append(env["LUNA_MEMORY_PATH"])  # Luna keeps its memories there
     sandbox_memory = _optional_size(t, "sandbox_memory", "cap")
 
+    default_preload = LUNA_PRELOAD if is_luna and not t.has("command") else None
+    preload = t.data.get("preload", default_preload)
+    if preload == "":
+        preload = None  # turned off: workers are started by exec of the command
+    elif preload is not None and (not isinstance(preload, str) or not _PRELOAD.match(preload)):
+        raise t.error("preload", 'a Python callable as "module:callable" (e.g. '
+                      f'"{LUNA_PRELOAD}"), or "" for none', preload)
+
     return ServerConfig(
         name=name,
         command=command,
@@ -288,6 +303,7 @@ def _parse_server(name: str, data: Any, source: str, state: Path,
         sandbox_writable=tuple(writable),
         sandbox_max_processes=t.integer("sandbox_max_processes", 256, 1, 1_000_000),
         sandbox_memory=sandbox_memory,
+        preload=preload,
     )
 
 

@@ -45,7 +45,9 @@ import psutil
 
 from daemon import containment, states
 from daemon.backoff import Backoff
+from daemon.birth import EXEC
 from daemon.config import ServerConfig
+from daemon.template import Template
 from daemon.worker import SpawnError, Worker
 
 MEMORY_INTERVAL = 1.0
@@ -213,6 +215,10 @@ class Pool:
         self._manager: asyncio.Task[None] | None = None
         self._memory_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        # With a preload, workers are forked from this template while it is ready.
+        self.template: Template | None = None
+        if config.preload is not None:
+            self.template = Template(config, env=self._safe_extra_env, on_change=self._wake)
 
     def __repr__(self) -> str:
         return f"<Pool {self.name} {self.state} {self.snapshot()['pool']}>"
@@ -233,9 +239,10 @@ class Pool:
         for worker in self._workers:
             if worker.state in counts:
                 counts[worker.state] += 1
+        birth = self.template.snapshot() if self.template is not None else {"mode": EXEC}
         return {"pool": counts, "min_idle": self.config.min_idle,
                 "max_sessions": self.config.max_sessions, "backoff": self._backoff.snapshot(),
-                "containment": containment_snapshot(self.config)}
+                "containment": containment_snapshot(self.config), "birth": birth}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -245,6 +252,8 @@ class Pool:
             raise RuntimeError(f"pool {self.name} is {self.state}; start() works once")
         self.state = SERVING
         loop = asyncio.get_running_loop()
+        if self.template is not None:
+            await self.template.start()
         self._manager = loop.create_task(self._manage(), name=f"pool {self.name}")
         if self.config.memory_limit is not None:
             self._memory_task = loop.create_task(self._watch_memory(),
@@ -306,6 +315,8 @@ class Pool:
         # Stops begun earlier (releases) and the exit watches finish here too.
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.template is not None:
+            await self.template.stop()
         for task in (self._manager, self._memory_task):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -490,6 +501,8 @@ class Pool:
         wanted = spawns_wanted(idle=len(self._idle), starting=starting,
                                waiting=len(self._waiters), min_idle=self.config.min_idle,
                                serving=self.state == SERVING)
+        if wanted > 0 and self.template is not None and self.template.first_start:
+            return None  # its first start is under way: fork, rather than exec meanwhile
         if wanted > 0:
             hold = spawn_hold(now=asyncio.get_running_loop().time(),
                               hold_until=self._hold_until, waiting=len(self._waiters))
@@ -503,13 +516,16 @@ class Pool:
             return self._backoff.retry_in()
         return None  # until something changes (a spawn ends, an acquire, a release)
 
-    def _spawn(self) -> None:
+    def _safe_extra_env(self) -> dict[str, str]:
         try:
-            extra = dict(self._extra_env())
+            return dict(self._extra_env())
         except Exception:  # lunad's own callback: log it, spawn with what we have
             self._log.exception("extra_env() failed; spawning without it")
-            extra = {}
-        worker = Worker(self.config, self._take_slot(), extra_env=extra, probe=self._probe)
+            return {}
+
+    def _spawn(self) -> None:
+        worker = Worker(self.config, self._take_slot(), extra_env=self._safe_extra_env(),
+                        probe=self._probe, template=self.template)
         self._workers[worker] = None
         task = asyncio.get_running_loop().create_task(self._run_spawn(worker),
                                                       name=f"spawn {self.name}")

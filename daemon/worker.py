@@ -47,7 +47,7 @@ from typing import Any
 
 import psutil
 
-from daemon import childproc, containment, states
+from daemon import birth, childproc, containment, states
 from daemon.config import ServerConfig
 
 STDOUT_LIMIT = 64 * 1024 * 1024 + 1024  # a 64 MiB frame plus its newline and some slack
@@ -149,12 +149,17 @@ class Worker:
 
     def __init__(self, config: ServerConfig, slot: int = 0, *,
                  extra_env: Mapping[str, str] | None = None,
-                 probe: Mapping[str, Any] | None = None) -> None:
+                 probe: Mapping[str, Any] | None = None,
+                 template: birth.Forker | None = None) -> None:
         self.config = config
         # The readiness request's method and params (default: ping). A worker meant for
         # 2026-07-28 requests is probed with server/discover: its first request decides
         # the era an SDK server serves for life, and a ping would make it a legacy one.
         self.probe = dict(probe) if probe is not None else {"method": "ping"}
+        # With a template, start() forks the worker from it (daemon/birth.py), else execs
+        # the command; `birth` says which one it was (a failed fork falls back to exec).
+        self._template = template
+        self.birth = birth.EXEC
         self.server = config.name
         self.slot = slot
         self.pid: int | None = None
@@ -245,17 +250,12 @@ class Worker:
             self.set_state(states.EXITED)
             raise SpawnError(self.server, f"containment: {e}", []) from e
         try:
-            how = childproc.launch([self.config.command, *self.config.args], env,
-                                   self.config.cwd, wrap=self.policy.wrap)
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _WorkerProtocol(STDOUT_LIMIT, loop), *how.argv,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self.config.cwd, env=how.env, start_new_session=True,
-                preexec_fn=how.preexec_fn)
+            born = await self._fork(loop, env) or await self._exec(loop, env)
         except (OSError, subprocess.SubprocessError) as e:
             self.set_state(states.EXITED)
             raise SpawnError(self.server, f"could not execute {self.config.command}: {e}",
                              []) from e
+        transport, protocol = born
         self._transport = transport
         self._protocol = protocol
         protocol.on_exit = self._on_exit
@@ -306,6 +306,34 @@ class Worker:
         if server != self.pid:
             with contextlib.suppress(psutil.Error):
                 self.process = psutil.Process(server)
+
+    async def _fork(self, loop: asyncio.AbstractEventLoop, env: Mapping[str, str]
+                    ) -> tuple[asyncio.SubprocessTransport, _WorkerProtocol] | None:
+        """Born from the template when one is ready; None: exec it instead."""
+        if self._template is None:
+            return None
+        try:
+            transport, protocol = await birth.fork_exec(
+                loop, lambda: _WorkerProtocol(STDOUT_LIMIT, loop), self._template, env,
+                self.config.cwd or os.getcwd(), birth.fork_containment(self.policy))
+        except birth.ForkUnavailable as exc:
+            self._log.info("worker %s: not forked (%s); exec of %s instead", self.slot, exc,
+                           self.config.command)
+            return None
+        self.birth = birth.FORK
+        assert isinstance(protocol, _WorkerProtocol)
+        return transport, protocol
+
+    async def _exec(self, loop: asyncio.AbstractEventLoop, env: Mapping[str, str]
+                    ) -> tuple[asyncio.SubprocessTransport, _WorkerProtocol]:
+        how = childproc.launch([self.config.command, *self.config.args], env,
+                               self.config.cwd, wrap=self.policy.wrap)
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _WorkerProtocol(STDOUT_LIMIT, loop), *how.argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.config.cwd, env=how.env, start_new_session=True,
+            preexec_fn=how.preexec_fn)
+        return transport, protocol
 
     async def _await_ready(self) -> str | None:
         """None when the ping is answered, "exit" when stdout ended first, else why not."""

@@ -11,17 +11,36 @@ import logging
 import os
 import sys
 
+# Imported and built here, not in main(): a preloading template imports this module to have
+# the SDK, the server's code and the tools' schemas in memory before it forks (see server()).
+# The prepared server has no Luna yet: no memory files are open, no Redis is connected.
+from luna_server.server import LunaServer
+from luna_server.service import Luna
 
-def main() -> int:
+_PREPARED = LunaServer()
+
+
+def server() -> LunaServer:
+    """The server, configured from the environment, ready to `.run("stdio")`; call it once
+    per process.
+
+    lunad's preload (`[servers.luna] preload`, the default) imports this module in a template
+    process and calls this in each forked worker, after the worker has its own environment:
+    so logging, the memory path and the Redis connection are the worker's, never shared.
+    """
     logging.basicConfig(
         stream=sys.stderr,
         level=os.environ.get("LUNA_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s luna-server[%(process)d] %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
-    from luna_server.server import build_server
+    _PREPARED.luna = Luna()  # this process's own files and Redis connection
+    return _PREPARED
 
+
+def main() -> int:
     try:
-        build_server().run("stdio")
+        server().run("stdio")
     except KeyboardInterrupt:
         return 130
     return 0

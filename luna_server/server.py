@@ -39,19 +39,24 @@ def no_space_message(root: Path, exc: OSError) -> str:
             f"Free some space on the file system of {root}, then call it again")
 
 
-def tool_function(luna: Luna, spec: ToolSpec) -> Callable[..., str]:
-    """A function whose signature is the tool's parameters (all `str`, with defaults)."""
-    method = getattr(luna, spec.name)
+def tool_function(server: LunaServer, spec: ToolSpec) -> Callable[..., str]:
+    """A function whose signature is the tool's parameters (all `str`, with defaults).
 
-    @functools.wraps(method)
+    It calls the method of `server.luna` at call time, not of a Luna bound now: a server can
+    be built before its Luna exists (see LunaServer).
+    """
+
+    @functools.wraps(getattr(Luna, spec.name))
     def call(**arguments: str) -> str:
+        if server.luna is None:
+            raise ToolError("Error: the Luna server has no memory attached (internal error)")
         try:
-            return method(**arguments)
+            return getattr(server.luna, spec.name)(**arguments)
         except InputError as exc:
             raise ToolError(str(exc)) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ToolError(no_space_message(luna.root, exc)) from exc
+                raise ToolError(no_space_message(server.luna.root, exc)) from exc
             raise
 
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -64,11 +69,15 @@ def tool_function(luna: Luna, spec: ToolSpec) -> Callable[..., str]:
 
 
 class LunaServer(MCPServer[Any]):
-    def __init__(self, luna: Luna) -> None:
+    """The MCP server. Built without a Luna (no files, no Redis), it holds only the tools'
+    schemas, the costly part of building it (pydantic models): a preloading template builds
+    it once and each forked worker attaches its own Luna (luna_server/__main__.py)."""
+
+    def __init__(self, luna: Luna | None = None) -> None:
         super().__init__(name=SERVER_NAME, version=__version__, instructions=INSTRUCTIONS)
         self.luna = luna
         for spec in TOOLS:
-            self.add_tool(tool_function(luna, spec), name=spec.name,
+            self.add_tool(tool_function(self, spec), name=spec.name,
                           description=spec.description, structured_output=False)
 
     async def call_tool(self, name: str, arguments: dict[str, Any],

@@ -1,0 +1,213 @@
+"""The template process of a preloaded server: import once, fork a worker per request.
+
+Run by lunad (daemon/template.py) as `<server's python> -c LOADER this-file MODULE:CALLABLE FD`,
+loaded by path so that it needs nothing but the standard library and the preload module (the
+server's interpreter need not have lunad installed). FD is its end of a SOCK_SEQPACKET pair
+with lunad. It imports MODULE (the expensive part: the MCP SDK, pydantic, the server's code),
+freezes everything it allocated out of the cyclic GC's reach (gc.freeze(): a collection in a
+worker then never writes to those pages, so they stay shared with the template), and says
+{"ready": pid}. Then, per request (JSON {"env", "cwd", "parent"} plus the worker's stdin,
+stdout and stderr as SCM_RIGHTS), it forks a worker and answers {"pid": N} or {"error": why}.
+
+The fork is clone(CLONE_PARENT): the worker's parent is lunad (the thread that started this
+template, lunad's event loop), not the template. So lunad reaps it and reads its exit status
+like any child's; the template's own death (a crash, a restart) does not touch running
+workers; and the worker's PR_SET_PDEATHSIG fires when lunad dies, SIGKILL included: the same
+guarantee as a spawned worker, with the same guard (its parent must be lunad right after the
+prctl, else lunad died before the signal was armed and it exits ORPHAN_EXIT). Python's own
+fork bookkeeping runs around the raw clone (PyOS_BeforeFork / PyOS_AfterFork_*), so the
+interpreter state, os.register_at_fork hooks (random's re-seed among them) and locks are
+exactly as after os.fork().
+
+In the worker, before the server runs (run_worker): stdio are the three received fds; every
+other fd is closed (the control socket, anything the preload module opened); it leads a new
+session (process group = its pid, as a spawned worker); the environment and cwd are the ones
+lunad sent, not the template's; `random` is re-seeded from os.urandom; it enters the server's
+containment when lunad asks (daemon/containment.py's `enter`: it stays as the containment
+root, and the server runs as pid 2 of a new PID namespace); then CALLABLE() builds
+the server (so its state: files, Redis connections, event loop, is created in the worker, never
+shared) and `.run("stdio")` serves until stdin closes. It never returns into the template's loop.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+ORPHAN_EXIT = 70        # as daemon/childproc.py: lunad died before the death signal was armed
+PRELOAD_FAILED = 3      # exit code: the preload could not be imported (lunad falls back to exec)
+MAX_MESSAGE = 1 << 20   # a request: the environment and cwd as JSON
+_CLONE_PARENT = 0x00008000
+_PR_SET_PDEATHSIG = 1
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
+
+# PyDLL: the GIL stays held across clone(), as os.fork() holds it across fork().
+_libc = ctypes.PyDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_api = ctypes.pythonapi
+
+
+def load(spec: str) -> Callable[[], Any]:
+    """The callable named by "module:callable" (dotted attributes allowed after the colon)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"preload {spec!r} is not of the form module:callable")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"preload {spec!r} names a {type(target).__name__}, not a callable")
+    return target
+
+
+def fork_sibling() -> int:
+    """clone(CLONE_PARENT | SIGCHLD) with Python's fork bookkeeping: 0 in the child."""
+    if _SYS_CLONE is None:
+        return os.fork()  # an unknown architecture: the worker is then the template's child
+    _api.PyOS_BeforeFork()
+    pid = _libc.syscall(ctypes.c_long(_SYS_CLONE),
+                        ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD),
+                        None, None, None, ctypes.c_ulong(0))
+    if pid == 0:
+        _api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    _api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, os.strerror(err))
+    return int(pid)
+
+
+def _containment() -> Any:
+    """daemon/containment.py, beside this file, loaded by path (stdlib only, like this)."""
+    spec = importlib.util.spec_from_file_location(
+        "luna_containment", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "containment.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_CONTAINMENT: Any = None  # loaded in the template, before any fork (see main())
+
+
+def _enter_containment(contain: dict[str, Any]) -> None:
+    """Become the root of the worker's containment; return in the server process.
+
+    containment.enter() forks twice: this process stays outside as the root (lunad's child,
+    its death signal already armed) and exits with the server's status; the init (pid 1 of
+    a new PID namespace) and the server under it, where this returns, die with it.
+    """
+    sandbox = contain.get("sandbox")
+    box = None if sandbox is None else _CONTAINMENT.Sandbox.from_json(json.dumps(sandbox))
+    _CONTAINMENT.enter(box, contain.get("userns"))
+
+
+def run_worker(factory: Callable[[], Any], request: dict[str, Any], fds: list[int]) -> None:
+    """In the forked worker: become a clean process of its own, then serve. Never returns."""
+    code = 1
+    try:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != request["parent"]:
+            os._exit(ORPHAN_EXIT)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # close_range(2): cheap however many
+        os.setsid()
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        random.seed()  # the at-fork hook did it too; explicit, as the docstring promises
+        contain = request.get("contain")
+        if contain is not None:
+            _enter_containment(contain)
+        server = factory()
+        server.run("stdio")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def serve(sock: socket.socket, factory: Callable[[], Any]) -> int:
+    """Answer fork requests until lunad closes its end."""
+    fd_size = array.array("i").itemsize
+    while True:
+        try:
+            data, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE,
+                                                        socket.CMSG_SPACE(3 * fd_size))
+        except InterruptedError:
+            continue
+        if not data:
+            return 0  # lunad is gone or stopping us
+        fds: list[int] = []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % fd_size
+                fds.extend(array.array("i", payload[:usable]))
+        try:
+            request = json.loads(data)
+            if len(fds) != 3:
+                raise ValueError(f"expected 3 fds (stdin, stdout, stderr), got {len(fds)}")
+            pid = fork_sibling()
+            if pid == 0:
+                sock.close()
+                run_worker(factory, request, fds)
+            answer: dict[str, Any] = {"pid": pid}
+        except Exception as exc:  # one bad request must not end the template
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(answer).encode())
+
+
+def main(argv: list[str]) -> int:
+    spec, fd = argv[0], int(argv[1])
+    sock = socket.socket(fileno=fd)
+    try:
+        factory = load(spec)
+    except BaseException:
+        print(f"luna template: preload {spec!r} failed:", file=sys.stderr)
+        traceback.print_exc()
+        return PRELOAD_FAILED
+    global _CONTAINMENT
+    _CONTAINMENT = _containment()
+    # MCP's Python SDK serves on anyio, which imports its asyncio backend (and ssl with it)
+    # at the first run: import it here once, not in every worker.
+    if "anyio" in sys.modules:
+        with contextlib.suppress(ImportError):
+            importlib.import_module("anyio._backends._asyncio")
+    # Everything imported so far is shared with every worker: keep the GC from touching it.
+    gc.collect()
+    gc.freeze()
+    sys.stdout.flush()
+    sock.send(json.dumps({"ready": os.getpid()}).encode())
+    return serve(sock, factory)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

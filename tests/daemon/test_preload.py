@@ -1,0 +1,275 @@
+"""Preloaded servers end to end: workers forked from a template, through a real lunad.
+
+The Luna server (preloaded by default) through luna-shim with the `mcp` SDK client; the test
+server tests/daemon/servers/preload_server.py (a tool that reports what its worker got) for
+isolation between workers, the template's supervision and the fall back to exec; and no
+process left after a session, a SIGTERM and a SIGKILL of lunad.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests.support.lunad import ROOT, Lunad, RawClient, shim_command
+from tests.support.processes import gone, reap, subreaper
+
+pytestmark = pytest.mark.timeout(180)
+
+PRELOAD_SERVER = str(ROOT / "tests" / "daemon" / "servers" / "preload_server.py")
+PRELOAD = "tests.daemon.servers.preload_server:build"
+
+
+def preloaded(**keys: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {"command": sys.executable, "args": [PRELOAD_SERVER],
+                             "preload": PRELOAD, "min_idle": 2, "max_sessions": 8,
+                             "stop_timeout": 2, "env": {"PRELOAD_TEST_ENV": "from-config"}}
+    table.update(keys)
+    return table
+
+
+def birth(lunad: Lunad, server: str) -> dict[str, Any]:
+    return lunad.status()["servers"][server]["birth"]
+
+
+def probe(client: RawClient) -> dict[str, Any]:
+    client.initialize()
+    client.tool(1, "probe")
+    answer = client.recv()
+    assert "result" in answer, answer
+    return json.loads(answer["result"]["content"][0]["text"])
+
+
+def template_pid(lunad: Lunad, server: str) -> int:
+    info = birth(lunad, server)
+    assert info["mode"] == "fork", info
+    return int(info["template"]["pid"])
+
+
+@pytest.fixture
+def lunad() -> Iterator[Lunad]:
+    # The process group: the worker is then the process lunad watches, easy to inspect.
+    daemon = Lunad({"pre": preloaded(containment="pgroup")}).start(timeout=60)
+    daemon.wait_for(lambda: birth(daemon, "pre")["mode"] == "fork", 30, "the template")
+    yield daemon
+    daemon.stop()
+
+
+@pytest.mark.anyio
+async def test_forked_luna_worker_serves_tool_calls_through_the_shim() -> None:
+    daemon = Lunad({"luna": {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2}})
+    try:
+        daemon.start(timeout=60)
+        info = daemon.wait_for(lambda: birth(daemon, "luna")["mode"] == "fork"
+                               and birth(daemon, "luna"), 30, "the Luna template")
+        assert info["preload"] == "luna_server.__main__:server"
+        command = shim_command("luna")
+        params = StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
+                                       env={"LUNA_RUNTIME_DIR": str(daemon.runtime_dir),
+                                            "PYTHONPATH": str(ROOT)})
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            init = await s.initialize()
+            assert init.server_info.name == "luna-consciousness"
+            assert len((await s.list_tools()).tools) == 12
+            stored = await s.call_tool("fractal_memory_store", {
+                "memory_type": "leaf", "content": "a forked worker stores this"})
+            assert stored.is_error is False, stored
+            found = await s.call_tool("fractal_memory_retrieve", {"query": "forked worker"})
+            assert found.is_error is False
+            assert "a forked worker stores this" in found.content[0].text
+            sessions = daemon.status()["servers"]["luna"]["sessions"]
+            worker = psutil.Process(sessions[0]["pid"])
+            # Forked from the template, yet lunad's own child (clone(CLONE_PARENT)).
+            assert worker.ppid() == daemon.proc.pid
+            assert worker.pid != info["template"]["pid"]
+        # The memory went to the state dir lunad gave this server, not the template's.
+        assert any((daemon.state_dir / "memory").rglob("*.json"))
+    finally:
+        daemon.stop()
+
+
+def test_no_state_leaks_between_forked_workers(lunad: Lunad) -> None:
+    template = template_pid(lunad, "pre")
+    with RawClient(lunad.socket_path("pre")) as a, RawClient(lunad.socket_path("pre")) as b:
+        first, second = probe(a), probe(b)
+    for worker in (first, second):
+        assert worker["imported_in"] == template        # forked from the template...
+        assert worker["pid"] != template
+        assert worker["ppid"] == lunad.proc.pid         # ...as lunad's child
+        assert worker["sid"] == worker["pid"] == worker["pgid"]  # its own session and group
+        assert worker["env"] == "from-config"
+        assert worker["cwd"] == str(ROOT)
+        # The file the module opened at import is not here (fds 0-2 are the SDK's business:
+        # its stdio server puts /dev/null on fd 0 once it has its own copy of stdin).
+        above_stdio = {fd: target for fd, target in worker["fds"].items() if int(fd) > 2}
+        assert os.devnull not in above_stdio.values(), worker["fds"]
+    assert first["random"] != second["random"]
+    shared = {t for t in first["fds"].values() if t.startswith(("pipe:", "socket:"))} & {
+        t for t in second["fds"].values() if t.startswith(("pipe:", "socket:"))}
+    assert not shared, f"fds shared by two workers: {shared}"
+    template_fds = {os.readlink(f"/proc/{template}/fd/{fd}")
+                    for fd in os.listdir(f"/proc/{template}/fd")}
+    socket_fds = {t for t in template_fds if t.startswith("socket:")}
+    assert not socket_fds & set(first["fds"].values())
+
+
+def test_forked_workers_enter_the_servers_pid_namespace() -> None:
+    daemon = Lunad({"pre": preloaded(containment="pidns")})
+    try:
+        daemon.start(timeout=60)
+        daemon.wait_for(lambda: birth(daemon, "pre")["mode"] == "fork", 30, "the template")
+        status = daemon.status()["servers"]["pre"]
+        assert status["containment"]["mode"] == "pidns"
+        with RawClient(daemon.socket_path("pre")) as a, \
+                RawClient(daemon.socket_path("pre")) as b:
+            first, second = probe(a), probe(b)
+            roots = [s["pid"] for s in daemon.status()["servers"]["pre"]["sessions"]]
+            # The server runs under a containment root that is lunad's child, as when exec'd.
+            assert [psutil.Process(root).ppid() for root in roots] == [daemon.proc.pid] * 2
+        for worker in (first, second):
+            # The server is pid 2 of its own namespace (its init is pid 1).
+            assert (worker["pid"], worker["ppid"]) == (2, 1)
+            assert worker["imported_in"] == template_pid(daemon, "pre")
+        assert first["random"] != second["random"]
+    finally:
+        daemon.stop()
+
+
+def test_template_killed_is_restarted_and_running_sessions_go_on(lunad: Lunad) -> None:
+    old = template_pid(lunad, "pre")
+    with RawClient(lunad.socket_path("pre")) as client:
+        before = probe(client)
+        os.kill(old, signal.SIGKILL)
+        info = lunad.wait_for(lambda: (b := birth(lunad, "pre"))["template"]["pid"] != old
+                              and b["mode"] == "fork" and b, 30, "a new template")
+        assert info["template"]["restarts"] >= 1
+        assert "killed by signal 9" in info["template"]["last_error"]
+        # The worker the session holds was not the template's child: it serves on.
+        client.tool(2, "probe")
+        again = json.loads(client.recv()["result"]["content"][0]["text"])
+        assert again["pid"] == before["pid"]
+    assert gone(old)
+    # Idle workers forked by the old template serve first (they live on too), and those
+    # exec'd while it restarted; then new ones come from the new template.
+    clients = []
+    try:
+        for _ in range(6):
+            clients.append(RawClient(lunad.socket_path("pre")))
+            worker = probe(clients[-1])
+            origin = worker["imported_in"]
+            assert origin in (old, info["template"]["pid"], worker["pid"])
+            if origin == info["template"]["pid"]:
+                break
+        assert origin == info["template"]["pid"]
+    finally:
+        for client in clients:
+            client.close()
+    assert "template for preload" in lunad.log_path.read_text()
+
+
+def test_template_restarts_back_off() -> None:
+    # A preload whose module imports but whose template dies at once keeps failing: the
+    # restarts are spaced by the backoff, never a hot loop.
+    daemon = Lunad({"pre": preloaded(preload="tests.daemon.servers.no_such_module:build",
+                                     min_idle=1)})
+    try:
+        started = time.monotonic()
+        daemon.start(timeout=60)
+        time.sleep(3.0)
+        info = birth(daemon, "pre")
+        elapsed = time.monotonic() - started
+        # Delays of 0.5, 1, 2, 4 ... s: n failures take at least 0.5 * (2**(n-1) - 1) s, so
+        # a few in these seconds (plus one for slack), never the dozens of a hot loop.
+        most = 2 + math.log2(1 + elapsed / 0.5)
+        assert 1 <= info["template"]["restarts"] <= most, (info, elapsed)
+        assert info["template"]["backoff"]["active"] is True
+    finally:
+        daemon.stop()
+
+
+def test_broken_preload_falls_back_to_exec() -> None:
+    daemon = Lunad({"pre": preloaded(preload="tests.daemon.servers.no_such_module:build")})
+    try:
+        daemon.start(timeout=60)
+        info = daemon.wait_for(lambda: (b := birth(daemon, "pre"))["template"]["last_error"]
+                               and b, 30, "the template's failure")
+        assert info["mode"] == "exec"
+        assert info["template"]["state"] in ("failed", "starting")
+        assert "No module named 'tests.daemon.servers.no_such_module'" in (
+            info["template"]["last_error"])
+        with RawClient(daemon.socket_path("pre")) as client:
+            worker = probe(client)
+        assert worker["imported_in"] == worker["pid"]  # a process of its own: exec'd
+        log = daemon.log_path.read_text()
+        assert "template for preload 'tests.daemon.servers.no_such_module:build'" in log
+        assert "started by exec of" in log
+    finally:
+        daemon.stop()
+
+
+def test_failing_build_in_a_forked_worker_is_a_spawn_failure_with_its_stderr() -> None:
+    daemon = Lunad({"pre": preloaded(env={"PRELOAD_TEST_FAIL_BUILD": "1"}, min_idle=1)})
+    try:
+        daemon.start(wait_idle=False, timeout=60)
+        status = daemon.wait_for(
+            lambda: (s := daemon.status()["servers"]["pre"])["backoff"]["last_error"] and s,
+            30, "a spawn failure")
+        assert "exited with code 4" in status["backoff"]["last_error"]
+        assert "PRELOAD_TEST_FAIL_BUILD" in status["backoff"]["last_error"]
+    finally:
+        daemon.stop()
+
+
+def _tree(daemon: Lunad) -> set[int]:
+    """lunad's descendants now: the template and every worker (remembered for stop()'s
+    check that none is left)."""
+    return set(daemon.remember())
+
+
+def test_no_orphans_after_session_end_and_sigterm(lunad: Lunad) -> None:
+    template = template_pid(lunad, "pre")
+    with RawClient(lunad.socket_path("pre")) as client:
+        worker = probe(client)["pid"]
+    assert gone(worker, 10), "the forked worker outlived its session"
+    everything = _tree(lunad)
+    assert template in everything
+    lunad.signal(signal.SIGTERM)
+    assert lunad.proc.wait(20) == 0
+    for pid in everything:
+        assert gone(pid, 10), f"pid {pid} outlived lunad's SIGTERM"
+
+
+def test_no_orphans_after_sigkill_of_lunad() -> None:
+    with subreaper():
+        daemon = Lunad({"pre": preloaded(min_idle=3)})
+        try:
+            daemon.start(timeout=60)
+            daemon.wait_for(lambda: birth(daemon, "pre")["mode"] == "fork"
+                            and daemon.status()["servers"]["pre"]["pool"]["idle"] >= 3, 30,
+                            "three forked workers")
+            client = RawClient(daemon.socket_path("pre"))
+            assert probe(client)["imported_in"] == template_pid(daemon, "pre")
+            busy = daemon.status()["servers"]["pre"]["sessions"][0]["pid"]
+            everything = _tree(daemon)
+            # The template, 3 idle and 1 busy worker, each a root, an init and a server.
+            assert busy in everything and len(everything) >= 13, everything
+            daemon.signal(signal.SIGKILL)
+            daemon.proc.wait(10)
+            for pid in everything:
+                reap(pid, 10)  # orphans come to us (the subreaper): reap them if any
+                assert gone(pid, 10), f"pid {pid} outlived a SIGKILL of lunad"
+            assert client.recv_line() == b""  # the client sees the end, not a hang
+            client.close()
+        finally:
+            daemon.stop(expect_code=-signal.SIGKILL)
