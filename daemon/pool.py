@@ -3,8 +3,11 @@
 Only the pool creates, hands out and retires workers, and only through the states of
 daemon/states.py. Sessions borrow a worker with acquire() and give it back with release(),
 after which it is stopped: a worker serves exactly one session, so nothing leaks between
-sessions. A manager task keeps `min_idle` workers ready (started and proven by the ping)
-plus one for each acquire() waiting, spawning at most `max_parallel_spawns` at a time.
+sessions. A manager task keeps the idle target of workers ready (started and proven by the
+ping) plus one for each acquire() waiting, spawning at most `max_parallel_spawns` at a time.
+The idle target (daemon/autosize.py) is `min_idle` at rest; it doubles each time an acquire
+finds no idle worker (sessions arrive faster than the refill) and steps back down when quiet,
+within `max_sessions`; idle workers over it are retired (reason shutdown).
 
 acquire():  an idle worker is handed out at once, and the top-up follows TOPUP_DELAY later
             (its fork would otherwise run in the event loop while the new session's first
@@ -44,6 +47,7 @@ from typing import Any, Protocol
 import psutil
 
 from daemon import containment, states
+from daemon.autosize import QUIET, Autosize
 from daemon.backoff import Backoff
 from daemon.birth import EXEC
 from daemon.config import ServerConfig
@@ -138,6 +142,11 @@ def admit(*, serving: bool, busy: int, waiting: int, idle: int, max_sessions: in
     return WAIT
 
 
+def _sooner(a: float | None, b: float | None) -> float | None:
+    """The nearer of two optional delays."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 def over_memory_limit(rss: int, limit: int | None) -> bool:
     return limit is not None and rss > limit
 
@@ -189,7 +198,8 @@ class Pool:
                  backoff: Backoff | None = None, max_parallel_spawns: int | None = None,
                  memory_interval: float = MEMORY_INTERVAL,
                  topup_delay: float = TOPUP_DELAY,
-                 probe: Mapping[str, Any] | None = None) -> None:
+                 probe: Mapping[str, Any] | None = None,
+                 autosize_quiet: float = QUIET) -> None:
         self.config = config
         self._probe = probe  # the workers' readiness request (Worker's default: ping)
         self.name = config.name
@@ -215,6 +225,9 @@ class Pool:
         self._manager: asyncio.Task[None] | None = None
         self._memory_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        # The idle target: min_idle at rest, more while sessions outrun the refill.
+        self._autosize = Autosize(config.min_idle, config.max_sessions, autosize_quiet)
+        self._shrinks_seen = 0  # the autosize's shrink steps the surplus was retired for
         # With a preload, workers are forked from this template while it is ready.
         self.template: Template | None = None
         if config.preload is not None:
@@ -242,7 +255,15 @@ class Pool:
         birth = self.template.snapshot() if self.template is not None else {"mode": EXEC}
         return {"pool": counts, "min_idle": self.config.min_idle,
                 "max_sessions": self.config.max_sessions, "backoff": self._backoff.snapshot(),
-                "containment": containment_snapshot(self.config), "birth": birth}
+                "containment": containment_snapshot(self.config), "birth": birth,
+                **self._autosize_snapshot()}
+
+    def _autosize_snapshot(self) -> dict[str, int]:
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # no loop (a pool never started): the policy's view at rest
+            return {"idle_target": self.config.min_idle, "ran_dry": self._autosize.dry}
+        return self._autosize.snapshot(now, len(self._busy) + len(self._handed))
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -328,6 +349,8 @@ class Pool:
         """A ready worker, now BUSY and bound to the caller's session (see module docstring)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self.state == SERVING:
+            self._autosize.acquired(loop.time(), len(self._idle))
         while True:
             verdict = admit(serving=self.state == SERVING, busy=len(self._busy) +
                             len(self._handed), waiting=len(self._waiters),
@@ -496,11 +519,24 @@ class Pool:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
 
     def _reconcile(self) -> float | None:
-        """Start the spawns the policy allows; the seconds until it should look again."""
+        """Start the spawns the policy allows, retire idle workers over the idle target; the
+        seconds until it should look again."""
+        now = asyncio.get_running_loop().time()
         starting = sum(1 for w in self._workers if w.state == states.STARTING)
+        target = self._autosize.target(now, len(self._busy) + len(self._handed))
         wanted = spawns_wanted(idle=len(self._idle), starting=starting,
-                               waiting=len(self._waiters), min_idle=self.config.min_idle,
+                               waiting=len(self._waiters), min_idle=target,
                                serving=self.state == SERVING)
+        shrink = self._autosize.next_change(now)
+        surplus = min(len(self._idle), len(self._idle) + starting - target)
+        stepped, self._shrinks_seen = self._autosize.steps != self._shrinks_seen, \
+            self._autosize.steps
+        if stepped and wanted == 0 and not self._waiters and surplus > 0 \
+                and self.state == SERVING:
+            # A burst is over: its extra workers go, the newest first (all are equally warm).
+            for _ in range(surplus):
+                worker = self._idle.pop()
+                self._track(self._retire(worker, states.SHUTDOWN), f"shrink {worker!r}")
         if wanted > 0 and self.template is not None and self.template.first_start:
             return None  # its first start is under way: fork, rather than exec meanwhile
         if wanted > 0:
@@ -513,8 +549,8 @@ class Pool:
         for _ in range(count):
             self._spawn()
         if wanted > count and self._backoff.active and not self._backoff.may_spawn():
-            return self._backoff.retry_in()
-        return None  # until something changes (a spawn ends, an acquire, a release)
+            return _sooner(self._backoff.retry_in(), shrink)
+        return shrink  # else until something changes (a spawn ends, an acquire, a release)
 
     def _safe_extra_env(self) -> dict[str, str]:
         try:

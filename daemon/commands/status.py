@@ -37,6 +37,21 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _birth_lines(birth: dict[str, Any] | None) -> list[str]:
+    """How workers are born: "exec", or forked from a preload template (and its trouble)."""
+    if not birth or "template" not in birth:
+        return []
+    t = birth["template"]
+    line = (f"  birth: {birth['mode']}  preload {birth['preload']}  template {t['state']}"
+            + (f" pid {t['pid']}" if t.get("pid") and t["state"] == "ready" else "")
+            + (f"  restarts {t['restarts']}" if t.get("restarts") else ""))
+    lines = [line]
+    if birth["mode"] != "fork" and t.get("last_error"):
+        lines.append(f"  TEMPLATE DOWN: workers are exec'd meanwhile; last error: "
+                     f"{t['last_error']}")
+    return lines
+
+
 def render(status: dict[str, Any]) -> str:
     """The human-readable form of a status result."""
     d = status["daemon"]
@@ -67,6 +82,7 @@ def render(status: dict[str, Any]) -> str:
                          + f"; not covered: {c['gaps']}")
             if c.get("sandbox"):
                 lines.append(f"  sandbox: {c['sandbox']}")
+        lines.extend(_birth_lines(s.get("birth")))
         b = s["backoff"]
         if b.get("active"):
             lines.append(f"  BACKOFF: {b['failures']} failed spawn(s), retry in "

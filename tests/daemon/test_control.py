@@ -151,6 +151,28 @@ def test_render_says_which_containment_and_what_it_leaves_uncovered() -> None:
     assert "sandbox: no network (loopback only)" in text
 
 
+def test_render_shows_how_workers_are_born() -> None:
+    def server(birth: dict) -> dict:
+        return {"socket": "/r/luna.sock", "state": "serving",
+                "pool": {"starting": 0, "idle": 2, "busy": 0, "stopping": 0}, "min_idle": 2,
+                "max_sessions": 4, "backoff": {"active": False}, "sessions": [], "birth": birth}
+
+    def rendered(birth: dict) -> str:
+        return render({"daemon": {"pid": 1, "version": "0.1.0", "uptime": 1.0,
+                                  "runtime_dir": "/r", "state_dir": "/s", "metrics": None},
+                       "servers": {"luna": server(birth)}, "infra": {"services": {}}})
+
+    forked = rendered({"mode": "fork", "preload": "m:f", "template": {
+        "state": "ready", "pid": 77, "restarts": 0, "last_error": None}})
+    assert "birth: fork  preload m:f  template ready pid 77" in forked
+    assert "TEMPLATE DOWN" not in forked
+    broken = rendered({"mode": "exec", "preload": "m:f", "template": {
+        "state": "failed", "pid": 78, "restarts": 3, "last_error": "exited with code 3"}})
+    assert "birth: exec  preload m:f  template failed  restarts 3" in broken
+    assert "TEMPLATE DOWN: workers are exec'd meanwhile; last error: exited with code 3" in broken
+    assert "birth:" not in rendered({"mode": "exec"})  # no preload: nothing to say
+
+
 def test_luna_status_without_lunad_says_how_to_start_it(runtime: Path) -> None:
     import subprocess
     import sys

@@ -656,3 +656,23 @@ async def test_a_failing_extra_env_callback_does_not_stop_spawning(
         assert "extra_env() failed; spawning without it" in caplog.text
         with pytest.raises(RuntimeError, match="start\\(\\) works once"):
             await pool.start()
+
+
+@pytest.mark.anyio
+async def test_a_burst_grows_the_idle_target_and_quiet_shrinks_it_back() -> None:
+    pool = Pool(echo_config(min_idle=1, max_sessions=8), autosize_quiet=1.0)
+    async with running(pool):
+        assert await pool.wait_idle(1)
+        held = [await pool.acquire(timeout=20) for _ in range(4)]  # faster than it refills
+        snap = pool.snapshot()
+        assert snap["ran_dry"] >= 2
+        grown = snap["idle_target"]
+        assert grown >= 4
+        # The pool fills to the grown target, within max_sessions - busy.
+        assert await pool.wait_idle(min(grown, 8 - 4), timeout=20)
+        for worker in held:
+            await pool.release(worker, states.SESSION_END)
+        # Quiet: the target steps back to min_idle and the extra idle workers are retired.
+        await until(lambda: pool.snapshot()["idle_target"] == 1
+                    and pool.snapshot()["pool"]["idle"] == 1, timeout=20)
+        await until(lambda: len(pool.workers()) == 1, timeout=10)  # the retired ones end
