@@ -25,7 +25,8 @@ code 128+N; `decode_returncode()` turns it back into asyncio's -N.
 
 Sandbox (opt-in per server, needs user namespaces): on top of `pidns`, its own network
 namespace (loopback only, up), its own mount namespace where the whole filesystem is
-read-only except the listed writable paths, a private /tmp (tmpfs), /proc of its own PID
+read-only except the listed writable paths, a private /tmp (tmpfs; the top directories under
+/tmp that its command, arguments or cwd name stay visible, read-only), /proc of its own PID
 namespace, and rlimits: RLIMIT_NPROC (processes of its uid in its own user namespace; kernels
 >= 5.14 count it per user namespace; the kernel never applies it to uid 0, so a root lunad's
 sandboxes have no process cap) and optionally RLIMIT_DATA (a memory cap on data mappings).
@@ -118,15 +119,17 @@ class Sandbox:
     writable: tuple[str, ...] = ()      # absolute paths that stay writable (created if absent)
     max_processes: int = 256            # RLIMIT_NPROC inside its user namespace
     memory: int | None = None           # RLIMIT_DATA in bytes; None = no rlimit
+    visible: tuple[str, ...] = ()       # dirs under /tmp kept visible (read-only) in its /tmp
 
     def to_json(self) -> str:
         return json.dumps({"writable": list(self.writable), "max_processes": self.max_processes,
-                           "memory": self.memory})
+                           "memory": self.memory, "visible": list(self.visible)})
 
     @classmethod
     def from_json(cls, text: str) -> Sandbox:
         data = json.loads(text)
-        return cls(tuple(data["writable"]), int(data["max_processes"]), data["memory"])
+        return cls(tuple(data["writable"]), int(data["max_processes"]), data["memory"],
+                   tuple(data.get("visible", ())))
 
     def describe(self, root: bool | None = None) -> str:
         """What is enforced; RLIMIT_NPROC never binds uid 0, so not when lunad is root."""
@@ -275,6 +278,9 @@ def detect(preference: str = "auto", sandbox: Sandbox | None = None) -> Policy:
 
 
 class _ServerLike(Protocol):
+    command: str
+    args: tuple[str, ...]
+    cwd: str | None
     containment: str
     sandbox: bool
     sandbox_writable: tuple[str, ...]
@@ -287,9 +293,23 @@ def for_server(config: _ServerLike) -> Policy:
     when what it asks for cannot be had here. Cheap after the first call (probes cached)."""
     sandbox = None
     if config.sandbox:
+        named = [config.command, *config.args, *([config.cwd] if config.cwd else [])]
         sandbox = Sandbox(config.sandbox_writable, config.sandbox_max_processes,
-                          config.sandbox_memory)
+                          config.sandbox_memory, tmp_dirs(named))
     return detect(config.containment, sandbox)
+
+
+def tmp_dirs(paths: Sequence[str]) -> tuple[str, ...]:
+    """The top directories under /tmp of the absolute `paths` that exist: what a sandbox's
+    private /tmp must keep visible so that its command (a venv, a script) can still run."""
+    found = []
+    for path in paths:
+        parts = os.path.normpath(path).split("/")
+        if len(parts) > 2 and parts[:2] == ["", "tmp"] and os.path.exists(path):
+            top = "/tmp/" + parts[2]
+            if top not in found:
+                found.append(top)
+    return tuple(found)
 
 
 def server_process(root: int, policy: Policy) -> int:
@@ -361,13 +381,18 @@ def _apply_sandbox_mounts(sandbox: Sandbox) -> None:
     keep = []
     for path in sandbox.writable:
         os.makedirs(path, exist_ok=True)
-        keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
+        keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY), True))
+    for path in sandbox.visible:
+        if path not in sandbox.writable and os.path.isdir(path):
+            keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY), False))
     _mount_setattr("/", attr_set=_MOUNT_ATTR_RDONLY)
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=1777,size={TMP_SIZE}")
-    for path, fd in keep:
+    # Visible dirs first: a writable path may lie inside one.
+    for path, fd, writable in sorted(keep, key=lambda k: (k[2], k[0])):
         os.makedirs(path, exist_ok=True)  # only possible (and needed) under the new /tmp
         _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-        _mount_setattr(path, attr_clr=_MOUNT_ATTR_RDONLY)
+        if writable:
+            _mount_setattr(path, attr_clr=_MOUNT_ATTR_RDONLY)
         os.close(fd)
 
 

@@ -81,6 +81,14 @@ def test_sandbox_round_trips_and_says_what_it_enforces() -> None:
     assert "RLIMIT_NPROC" in text and "RLIMIT_DATA" in text and "/a, /b" in text
 
 
+def test_a_sandbox_keeps_the_tmp_dirs_its_command_names_visible(tmp_path: Path) -> None:
+    script = tmp_path / "server.py"
+    script.write_text("")
+    top = "/" + "/".join(tmp_path.parts[1:3])  # /tmp/<first dir>
+    assert containment.tmp_dirs(["/usr/bin/python3", str(script), "/tmp/missing-x",
+                                 "--flag", str(tmp_path)]) == (top,)
+
+
 def test_detect_rejects_what_it_does_not_know() -> None:
     with pytest.raises(containment.ContainmentError, match="allowed: auto, pidns"):
         containment.detect("docker")

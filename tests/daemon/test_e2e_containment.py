@@ -20,7 +20,7 @@ from tests.daemon.test_lunad_signals import processes_of, wait_gone
 from tests.support.lunad import Lunad
 from tests.support.users import User
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600)  # creating the unprivileged user takes minutes under load
 SERVERS = Path(__file__).resolve().parent / "servers"
 ECHO = str(SERVERS / "echo_server.py")
 

@@ -17,8 +17,9 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.support.lunad import ROOT, Lunad, shim_command
+from tests.support.users import User
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(600)  # creating the unprivileged user takes minutes under load
 PROBE = ROOT / "tests" / "daemon" / "servers" / "sandbox_probe.py"
 
 
@@ -30,13 +31,23 @@ def outside() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_a_sandboxed_server_cannot_write_outside_its_paths_or_connect(outside: Path,
-                                                                     tmp_path: Path) -> None:
+@pytest.fixture(params=["root", "unprivileged"])
+def user(request: pytest.FixtureRequest) -> User | None:
+    if request.param == "root":
+        return None
+    return request.getfixturevalue("unprivileged_user")
+
+
+def test_a_sandboxed_server_cannot_write_outside_its_paths_or_connect(
+        outside: Path, user: User | None) -> None:
     allowed = outside / "allowed"
-    probe = {"command": sys.executable, "args": [str(PROBE), str(outside), str(allowed)],
+    python, probe_path = (user.python, user.path(PROBE)) if user else (sys.executable, PROBE)
+    if user:
+        user.chown(outside)  # writable to lunad's user: only the sandbox stands in the way
+    probe = {"command": python, "args": [str(probe_path), str(outside), str(allowed)],
              "min_idle": 1, "max_sessions": 2, "stop_timeout": 1, "sandbox": True,
              "sandbox_writable": [str(allowed)]}
-    lunad = Lunad({"probe": probe}).start(timeout=60)
+    lunad = Lunad({"probe": probe}, user=user).start(timeout=60)
     try:
         found = lunad.wait_for(lambda: re.search(r"sandbox probe (\{.*\})", lunad.log()),
                                what="the probe's report")
