@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 
-from tests.support.lunad import ROOT, Lunad, shim_command
+from tests.daemon.test_e2e_sdk import params
+from tests.support.lunad import ROOT, Lunad
 from tests.support.users import User
 
 pytestmark = pytest.mark.timeout(600)  # creating the unprivileged user takes minutes under load
@@ -63,27 +64,20 @@ def test_a_sandboxed_server_cannot_write_outside_its_paths_or_connect(
         lunad.stop()
 
 
-def params(lunad: Lunad) -> StdioServerParameters:
-    command = shim_command("luna")
-    return StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
-                                 env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir),
-                                      "PYTHONPATH": str(ROOT)})
-
-
 @pytest.mark.anyio
 async def test_the_luna_server_works_sandboxed() -> None:
     lunad = Lunad({"luna": {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2,
                             "sandbox": True}}).start(timeout=90)
     try:
         assert "no network" in lunad.status()["servers"]["luna"]["containment"]["sandbox"]
-        async with stdio_client(params(lunad)) as (read, write), \
+        async with stdio_client(params(lunad, "luna")) as (read, write), \
                 ClientSession(read, write) as session:
             await session.initialize()
             assert len((await session.list_tools()).tools) == 12
             stored = await session.call_tool("fractal_memory_store", {
                 "memory_type": "leaf", "content": "sandboxed luna remembers"})
             assert stored.is_error is False, stored
-        async with stdio_client(params(lunad)) as (read, write), \
+        async with stdio_client(params(lunad, "luna")) as (read, write), \
                 ClientSession(read, write) as session:
             await session.initialize()
             found = await session.call_tool("fractal_memory_retrieve",

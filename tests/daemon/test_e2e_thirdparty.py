@@ -18,10 +18,11 @@ from typing import Any
 import psutil
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 
+from tests.daemon.test_e2e_sdk import params
 from tests.daemon.test_lunad_signals import processes_of, wait_gone
-from tests.support.lunad import ROOT, Lunad, shim_command
+from tests.support.lunad import ROOT, Lunad
 
 pytestmark = pytest.mark.timeout(240)
 THIRDPARTY = ROOT / "tests" / "thirdparty"
@@ -48,11 +49,8 @@ def servers(data: Path) -> dict[str, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def client(lunad: Lunad, server: str) -> AsyncIterator[ClientSession]:
-    command = shim_command(server)
-    params = StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
-                                   env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir),
-                                        "PYTHONPATH": str(ROOT)})
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+    async with stdio_client(params(lunad, server)) as (read, write), \
+            ClientSession(read, write) as session:
         await session.initialize()
         yield session
 
