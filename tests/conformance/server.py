@@ -82,7 +82,16 @@ def add(a: int, b: int) -> int:
 
 @app.tool()
 def pid() -> int:
-    """The process id of the worker that answers."""
+    """The process id of the worker that answers, as lunad sees it: the first NSpid entry
+    (the outermost PID namespace whose /proc we see), since lunad may start its workers
+    in a PID namespace of their own, where os.getpid() is a small number."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return os.getpid()
 
 

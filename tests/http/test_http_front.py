@@ -4,7 +4,6 @@ happens when a worker dies, the pool is full, the client drops a stream), the sh
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -218,7 +217,7 @@ def test_modern_worker_death_is_answered_and_replaced_without_per_request_spawns
         pid = int(answer["result"]["content"][0]["text"]) if status == 200 else None
         return pid if pid != old else None
 
-    replacement = lunad.wait_for(new_pid, what="a replacement modern worker")
+    replacement = lunad.wait_for(new_pid, timeout=60, what="a replacement modern worker")
     spawned = lunad.worker_pids()
     for n in range(20):  # many requests, one process
         assert _modern_call(lunad, 10 + n, "pid")[1]["result"]["content"][0]["text"] == str(
@@ -251,5 +250,4 @@ def test_no_worker_process_is_left_when_lunad_stops_with_open_sessions() -> None
     pids = daemon.worker_pids()
     assert len(pids) >= 3  # the session's, a warm one, the shared 2026-07-28 one
     daemon.stop()  # checks lunad exits 0 and nothing it started survives
-    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
     assert stream.events() == []  # the open stream ended with lunad
