@@ -56,7 +56,6 @@ from daemon import (
     runlock,
     shipped,
     states,
-    toolnames,
 )
 from daemon.config import DaemonConfig, ServerConfig, load_config
 from daemon.control import ControlError, ControlServer
@@ -66,7 +65,6 @@ from daemon.listener import Listener, Peer, SocketInUse
 from daemon.metrics import Metrics, Snapshot, WorkerSample
 from daemon.pool import Pool, PoolExhausted, ServerUnavailable
 from daemon.session import Session
-from daemon.worker import SpawnError, Worker
 
 log = logging.getLogger("lunad")
 
@@ -112,14 +110,12 @@ class ServerHost:
         self.listener: Listener | None = None
         self.sessions: dict[str, Session] = {}
         self.state = SERVING
-        self.tools_learned = False  # lunad has listed the server's tools itself
 
     def describe(self) -> dict[str, Any]:
         snap = self.pool.snapshot()
         # A serving server whose spawns fail serves nobody: say so, not "serving".
         state = BACKOFF if self.state == SERVING and snap["backoff"]["active"] else self.state
         return {"socket": str(self.socket_path), "state": state, **snap,
-                "tools_learned": self.tools_learned,
                 "sessions": [s.describe() for s in self.sessions.values()]}
 
 
@@ -140,7 +136,6 @@ class Daemon:
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchdog_task: asyncio.Task[None] | None = None
-        self._probes: set[asyncio.Task[None]] = set()  # tool-name probes (daemon/toolnames.py)
         self.http: Any = None  # daemon.http.front.HttpFront when [http] listen is set
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -195,10 +190,6 @@ class Daemon:
                 host = ServerHost(server, pool, paths.server_socket(cfg.runtime_dir, name))
                 self.hosts[name] = host
                 await pool.start()
-                probe = loop.create_task(self._learn_tools(name, server),
-                                         name=f"tool names {name}")
-                self._probes.add(probe)
-                probe.add_done_callback(self._probes.discard)
                 host.listener = Listener(host.socket_path, self._handler(host),
                                          allowed_uids=cfg.allowed_uids,
                                          socket_group=cfg.socket_group)
@@ -254,9 +245,6 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         notify.notify("STOPPING=1")
-        for probe in list(self._probes):
-            probe.cancel()  # its worker is stopped by the probe's own cleanup
-        await asyncio.gather(*self._probes, return_exceptions=True)
         if self.http is not None:
             self.http.stop_accepting()
         for host in self.hosts.values():
@@ -297,31 +285,6 @@ class Daemon:
         if self._watchdog_task is not None:
             self._watchdog_task.cancel()
         log.info("lunad stopped")
-
-    async def _learn_tools(self, name: str, server: ServerConfig) -> None:
-        """The server's tool names for the `tool` label, from a worker of our own (see
-        daemon/toolnames.py); retried after RETRY_DELAYS, then left to sessions' listings."""
-        known = self.metrics.traffic(name).tools
-        for delay in (0.0, *toolnames.RETRY_DELAYS):
-            await asyncio.sleep(delay)
-            worker = Worker(server, slot=-1, extra_env=self._env_for(server)())
-            try:
-                await worker.start()
-                names = await toolnames.list_tool_names(worker)
-            except (SpawnError, toolnames.ProbeFailed) as exc:
-                log.info("server %s: could not learn its tool names (%s); calls count as "
-                         "tool=\"other\" until a session lists them", name, exc)
-                continue
-            except Exception:  # a bug here must not pass silently, nor stop the retries
-                log.exception("server %s: learning its tool names failed", name)
-                continue
-            finally:
-                await worker.stop()
-            known.learn(names)
-            self.hosts[name].tools_learned = True
-            log.info("server %s lists %d tool(s): %s", name, len(names),
-                     ", ".join(names[:20]) + (" ..." if len(names) > 20 else ""))
-            return
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -35,7 +35,6 @@ def lunad() -> Iterator[Lunad]:
         "stalled": echo_server(),
         "exits": echo_server(min_idle=2),
         "sleepy": echo_server(idle_timeout=0.5),
-        "named": echo_server(),
     }).start(timeout=60)
     yield daemon
     daemon.stop()
@@ -241,21 +240,6 @@ def test_busy_workers_stopped_by_shutdown_are_counted_as_shutdown() -> None:
         assert f"pid {session['pid']}: session_end" not in log
     finally:
         daemon.stop()
-
-
-def test_tool_calls_are_counted_by_name_though_no_client_listed_the_tools(lunad: Lunad) -> None:
-    lunad.wait_for(lambda: lunad.status()["servers"]["named"]["tools_learned"] or None,
-                   timeout=30, what="lunad has learned the named server's tools")
-    with RawClient(lunad.socket_path("named"), timeout=8) as c:
-        c.initialize()  # and straight to a call, as cached-list and SDK 2.x clients do
-        c.tool(1, "echo", text="hi")
-        assert c.recv()["result"]["content"][0]["text"] == "hi"
-        c.tool(2, "no-such-tool")  # an unlisted name still counts as other: labels bounded
-        assert "error" in c.recv()
-    lunad.wait_for(lambda: metric(lunad, "luna_tool_calls_total", server="named", tool="echo",
-                                  outcome="ok") == 1 or None, what="the call counted as echo")
-    assert metric(lunad, "luna_tool_calls_total", server="named", tool="other",
-                  outcome="rpc_error") == 1
 
 
 def test_shim_for_a_server_lunad_does_not_have_lists_the_ones_it_has(lunad: Lunad) -> None:
