@@ -72,8 +72,14 @@ class Client:
         if self.sid:
             sent.update({"Mcp-Session-Id": self.sid, "MCP-Protocol-Version": "2025-11-25"})
         sent.update(headers or {})
-        self.conn.request("POST", self.path, json.dumps(message), sent)
-        response = self.conn.getresponse()
+        try:
+            self.conn.request("POST", self.path, json.dumps(message), sent)
+            response = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed an idle keep-alive connection: the session outlives it.
+            self.conn.close()
+            self.conn.request("POST", self.path, json.dumps(message), sent)
+            response = self.conn.getresponse()
         body = response.read()
         got = {k.lower(): v for k, v in response.getheaders()}
         answer = None
@@ -234,7 +240,7 @@ def main() -> None:
     rows: list[tuple[str, str, list[float], float]] = []
     results: dict[str, Any] = {}
     sessions = max(args.clients, args.rss_sessions) + 2
-    lunad = HttpLunad({"conf": conformance_server(min_idle=args.clients + 1,
+    lunad = HttpLunad({"conf": conformance_server(min_idle=max(args.clients, args.rss_sessions) + 1,
                                                   max_sessions=sessions + 4)},
                       modern_workers=1).start(timeout=120)
     try:
