@@ -21,6 +21,7 @@ import pytest
 from daemon.framing import MAX_FRAME
 from daemon.session import CLOSE_WAIT
 from tests.support.lunad import ROOT, Lunad, RawClient
+from tests.support.users import User
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,8 +34,9 @@ RSS_GROWTH_LIMIT = 64 * MIB
 """lunad may hold HIGH_WATER (1 MiB) per direction plus a frame in assembly: well below this."""
 
 
-def edge(*args: str, **keys: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {"command": sys.executable, "args": [EDGE, *args],
+def edge(*args: str, user: User | None = None, **keys: Any) -> dict[str, Any]:
+    command, script = (user.python, user.path(EDGE)) if user else (sys.executable, EDGE)
+    table: dict[str, Any] = {"command": command, "args": [script, *args],
                              "min_idle": 1, "max_sessions": 4, "stop_timeout": 2}
     table.update(keys)
     return table
@@ -180,3 +182,20 @@ def test_client_leaving_while_it_waits_for_a_worker_leaks_no_slot(lunad: Lunad) 
         c.tool(2, "echo", text="the slot is free")
         assert c.recv()["result"]["content"][0]["text"] == "the slot is free"
     settled(lunad, "single")
+
+
+@pytest.mark.xfail(strict=True, raises=TimeoutError,
+                   reason="known bug, found 2026-11-28: as an unprivileged user "
+                   "(containment pidns + user namespace) a session handed a worker that was "
+                   "still starting gets no answer to initialize; as root it works")
+def test_a_client_handed_a_starting_worker_is_answered_as_an_unprivileged_user(
+        unprivileged_user: User) -> None:
+    user = unprivileged_user
+    daemon = Lunad({"edge": edge(user=user)}, metrics=False, user=user).start(timeout=60)
+    try:
+        with RawClient(daemon.socket_path("edge"), timeout=30) as first, \
+                RawClient(daemon.socket_path("edge"), timeout=15) as second:
+            first.initialize()  # takes the idle worker; the second waits for the top-up
+            second.initialize()
+    finally:
+        daemon.stop()
