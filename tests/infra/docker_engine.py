@@ -13,6 +13,7 @@ Unix socket paths are limited to 108 bytes, hence a short `/tmp/lde-XXXX` root.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -23,6 +24,12 @@ from pathlib import Path
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+
+
+def _die_with_parent() -> None:
+    # If the test process is killed before stop(), dockerd gets SIGTERM and shuts down
+    # (containers and its containerd with it) instead of running on as an orphan.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def missing() -> str | None:
@@ -60,7 +67,8 @@ class DockerEngine:
                 "--bridge=none"]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -45,10 +45,11 @@ def test_datasource_is_prometheus_on_loopback_with_a_fixed_uid() -> None:
     assert values["apiVersion"] == "1"
     assert values["type"] == "prometheus"
     assert values["uid"] == "prometheus"
-    # Where Prometheus listens both in compose (host network, --web.listen-address) and in
-    # the native backend (127.0.0.1:prometheus_port); tests/infra/test_compose_file.py checks
-    # it against the compose file's flag.
-    assert values["url"] == f"http://127.0.0.1:{InfraConfig().prometheus_port}"
+    # Where the compose Prometheus listens (host network, --web.listen-address=127.0.0.1:
+    # $LUNA_PROMETHEUS_PORT, [infra] prometheus_port): Grafana expands the variable, which the
+    # compose file gives its container; tests/infra/test_compose_file.py checks both sides.
+    assert values["url"] == "http://127.0.0.1:${LUNA_PROMETHEUS_PORT}"
+    assert InfraConfig().prometheus_port == 9090  # the compose file's default for it
     assert values["access"] == "proxy"
 
 
