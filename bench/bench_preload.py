@@ -18,8 +18,10 @@ One run, one machine, for docs/BENCHMARKS.md ("Preloaded workers"):
    MemAvailable falls under 2 GiB;
 5. refill: 8 idle workers taken at once, time until 8 are idle again, forked vs exec'd.
 
-Smoke test (tests/bench/test_bench_smoke.py): --starts 2 --bursts 2 --memory 2 --capacity 3
-    --refill 2 --direct 1
+A size of 0 (or an empty list) skips that part.
+
+Smoke test (tests/bench/test_bench_smoke.py): --starts 2 --bursts 2 --memory "" --refill 0
+    --capacity 2 --direct 1
 """
 
 from __future__ import annotations
@@ -240,22 +242,29 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=1000)
     parser.add_argument("--refill", type=int, default=8)
     parser.add_argument("--direct", type=int, default=5)
+    parser.add_argument("--name", default="bench_preload", help="results file name")
+    parser.add_argument("--no-exec-burst", dest="exec_burst", action="store_false",
+                        help="bursts on the preloaded pool only")
+    parser.add_argument("--no-exec-memory", dest="exec_memory", action="store_false",
+                        help="measure forked workers' memory only")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     print(machine())
     print(f"containment: {containment.for_server(load_config(None).servers['luna']).mode}")
     with tempfile.TemporaryDirectory(prefix="luna-bench-") as memory_dir:
-        found = asyncio.run(starts(args.starts, memory_dir))
+        direct = direct_spawn(args.direct, memory_dir) if args.direct > 0 else [1.0]
+        results["direct"] = direct
+        print(f"direct spawn -> initialize answered: {ms(direct)}")
+    with tempfile.TemporaryDirectory(prefix="luna-bench-") as memory_dir:
+        found = asyncio.run(starts(args.starts, memory_dir)) if args.starts > 0 else {}
+    if found:
         results["start"] = found
         print(f"start, fork -> ready: {ms(found['fork'])}")
         print(f"start, exec -> ready: {ms(found['exec'])}")
         ratio = statistics.median(found["exec"]) / statistics.median(found["fork"])
         print(f"  exec / fork (p50): {ratio:.1f}x")
-        direct = direct_spawn(args.direct, memory_dir)
-        results["direct"] = direct
-        print(f"direct spawn -> initialize answered: {ms(direct)}")
-    for size in (int(n) for n in args.bursts.split(",")):
-        for preload in (True, False):
+    for size in (int(n) for n in args.bursts.split(",") if n.strip() and int(n) > 0):
+        for preload in (True, False) if args.exec_burst else (True,):
             daemon = lunad(preload, size + 8)
             try:
                 socks, times = open_burst(daemon.socket_path("luna"), size)
@@ -267,25 +276,28 @@ def main() -> int:
             share = percentile(times, 0.95) / statistics.median(direct)
             print(f"burst of {size}, {name} pool: attach {ms(times)}; "
                   f"p95 / direct spawn p50 = {share:.2f}")
-    for size in (int(n) for n in args.memory.split(",")):
-        for preload in (True, False):
+    sizes = [int(n) for n in args.memory.split(",") if n.strip() and int(n) > 0]
+    for size in sizes:
+        # exec'd workers at the smallest size only: 52 MiB each would make 256 of them 13 GiB.
+        for preload in (True, False) if size == sizes[0] and args.exec_memory else (True,):
             name = "fork" if preload else "exec"
             found_mem = memory(preload, size)
             results[f"memory_{size}_{name}"] = found_mem
             print(f"memory with {size} sessions, {name}: USS {found_mem['uss_mib']:.1f} MiB, "
                   f"PSS {found_mem['pss_mib']:.1f} MiB per worker "
                   f"({found_mem['workers']} measured)")
-    for preload in (True, False):
+    for preload in (True, False) if args.refill > 0 else ():
         name = "fork" if preload else "exec"
         seconds = refill(preload, args.refill)
         results[f"refill_{name}"] = seconds
         print(f"refill of {args.refill} idle workers from empty, {name}: {seconds * 1000:.0f} ms")
-    cap = capacity(args.capacity)
+    cap = capacity(args.capacity) if args.capacity > 0 else None
     results["capacity"] = cap
-    print(f"capacity: {cap['sessions']} Luna sessions held ({cap['stopped_by']}) in "
-          f"{cap['seconds']} s; lunad RSS {cap['lunad_rss_mib']} MiB, MemAvailable "
-          f"{cap['mem_available_mib']} MiB")
-    print(f"results: {save_results('bench_preload', **results)}")
+    if cap is not None:
+        print(f"capacity: {cap['sessions']} Luna sessions held ({cap['stopped_by']}) in "
+              f"{cap['seconds']} s; lunad RSS {cap['lunad_rss_mib']} MiB, MemAvailable "
+              f"{cap['mem_available_mib']} MiB")
+    print(f"results: {save_results(args.name, **results)}")
     return 0
 
 
