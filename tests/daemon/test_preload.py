@@ -22,10 +22,12 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from tests.daemon.test_e2e_containment import ShimClient
 from tests.support.lunad import ROOT, Lunad, RawClient, shim_command
 from tests.support.processes import gone, reap, subreaper
+from tests.support.users import User
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(600)  # creating the unprivileged user takes minutes under load
 
 PRELOAD_SERVER = str(ROOT / "tests" / "daemon" / "servers" / "preload_server.py")
 PRELOAD = "tests.daemon.servers.preload_server:build"
@@ -273,3 +275,37 @@ def test_no_orphans_after_sigkill_of_lunad() -> None:
             client.close()
         finally:
             daemon.stop(expect_code=-signal.SIGKILL)
+
+
+def test_forked_luna_workers_as_an_unprivileged_user(unprivileged_user: User) -> None:
+    """As a desktop user runs it: lunad, the template and forked workers under an ordinary
+    uid, each worker in its PID namespace through a user namespace; a real tool call through
+    luna-shim; then a SIGKILL of lunad leaves nothing of theirs."""
+    user = unprivileged_user
+    daemon = Lunad({"luna": {"min_idle": 1, "max_sessions": 4, "stop_timeout": 2}},
+                   drain_timeout=1, user=user)
+    try:
+        daemon.start(timeout=120)
+        info = daemon.wait_for(lambda: (b := birth(daemon, "luna"))["mode"] == "fork" and b,
+                               60, "the Luna template")
+        status = daemon.status()["servers"]["luna"]
+        assert status["containment"]["mode"] == "pidns" and status["containment"]["userns"]
+        client = ShimClient(daemon, "luna", user)
+        client.call(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                      "clientInfo": {"name": "t", "version": "1"}})
+        answer = client.call(1, "tools/call", {"name": "fractal_memory_store", "arguments": {
+            "memory_type": "leaf", "content": "stored by a forked worker of an ordinary user"}})
+        assert answer["result"].get("isError") is False, answer
+        [session] = daemon.status()["servers"]["luna"]["sessions"]
+        root = psutil.Process(session["pid"])
+        assert root.ppid() == daemon.proc.pid and root.uids().real == user.uid
+        assert root.pid != info["template"]["pid"]
+        everything = _tree(daemon)
+        assert info["template"]["pid"] in everything and root.pid in everything
+        daemon.signal(signal.SIGKILL)
+        daemon.proc.wait(20)
+        client.close()
+        left = {pid for pid in everything if not gone(pid, 10)}
+        assert not left, f"outlived a SIGKILL of lunad: {left}"
+    finally:
+        daemon.stop(expect_code=-signal.SIGKILL)
