@@ -79,7 +79,9 @@ def test_idle_connections_from_another_uid_leave_lunad_unaffected(
                     raise AssertionError(f"session {calls} timed out; fds {me.num_fds()}, "
                                          f"status {lunad.status()}\n{lunad.log()}") from exc
                 calls += 1
-                assert me.num_fds() < fds_before + 100, me.num_fds()
+                # bounded: the exporter's cap, plus at most one accept batch (asyncio takes up
+                # to 100 connections per loop turn) not yet closed; 3000 without the bound
+                assert me.num_fds() < fds_before + 300, me.num_fds()
                 assert me.num_threads() <= threads_before + 2, me.num_threads()
                 time.sleep(1.0)
             assert calls >= 4
