@@ -264,16 +264,27 @@ class Session(asyncio.Protocol):
         transport.max_size = READ_SIZE  # type: ignore[attr-defined]
         transport.pause_reading()  # nothing to forward to until a worker is bound
 
+    def _hold_client(self) -> None:
+        """Really stop reading the client. CPython before 3.11.5 (Debian 12 has 3.11.2)
+        starts the socket's reader after connection_made even when connection_made paused
+        reading, so bytes may arrive while the transport says it is paused (they are kept in
+        `_early`); resuming then pausing puts the transport and its reader back in step."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+            transport.pause_reading()
+
     def data_received(self, data: bytes) -> None:
         stdin = self._stdin
         if self._over:
             return
-        if stdin is None:  # refusal in progress: keep what is needed to answer its id
-            if self._early_size < EARLY_LIMIT:
-                self._early.append(data)
-                self._early_size += len(data)
+        if stdin is None:  # no worker yet: kept for it (run replays them) or for a refusal
+            self._early.append(data)
+            self._early_size += len(data)
             if b"\n" in data or self._early_size >= EARLY_LIMIT:
                 self._early_event.set()
+            if self._early_size >= EARLY_LIMIT:
+                self._hold_client()  # the rest waits in the socket, not in lunad
             return
         out = self._frames(self._c_buf, data, self.observer.client_frame, "client_too_large")
         if out:
@@ -453,6 +464,9 @@ class Session(asyncio.Protocol):
             self._worker_data(tap.pending)
         if tap.at_eof:
             self._worker_eof()
+        early, self._early, self._early_size = b"".join(self._early), [], 0
+        if early:  # what the client sent while it waited for this worker
+            self.data_received(early)
         if self._client_eof:
             self._client_gone()  # the client left while we waited for the pool
         elif self.transport is not None:

@@ -184,13 +184,11 @@ def test_client_leaving_while_it_waits_for_a_worker_leaks_no_slot(lunad: Lunad) 
     settled(lunad, "single")
 
 
-@pytest.mark.xfail(strict=True, raises=(TimeoutError, EOFError),
-                   reason="known bug, found 2026-11-28: as an unprivileged user "
-                   "(containment pidns + user namespace) a session that waits for a starting "
-                   "worker is bound, but lunad never sees the initialize the client already "
-                   "sent: no answer, then closed at first_frame_timeout; as root it works")
 def test_a_client_handed_a_starting_worker_is_answered_as_an_unprivileged_user(
         unprivileged_user: User) -> None:
+    """The user's lunad runs on Debian's python3 (3.11.2), whose asyncio reads a socket
+    that connection_made paused: the waiting client's `initialize` reached lunad before its
+    worker did, and was once kept only for a refusal, never forwarded (no answer, ever)."""
     user = unprivileged_user
     daemon = Lunad({"edge": edge(user=user)}, metrics=False, user=user).start(timeout=60)
     try:
