@@ -10,7 +10,8 @@ tests then ask Prometheus' HTTP API, not lunad, so what they prove is what an op
   and its latency in the histogram; a tool the server never listed is counted as `other`;
 - Luna's φ and memory counts come from its real state (φ equals what Luna's own
   consciousness_state_query reports, a stored seed memory shows up);
-- every dashboard query returns series (except infra ones, with infra "none");
+- every dashboard query returns series (except infra ones, with infra "none"; the HTTP
+  front is on, so its panels have series too);
 - the shipped alert rules evaluate without errors and none fires for the healthy `luna`
   server, while LunaPoolExhausted does fire once a second server (`tiny`, the stdlib echo
   test server with max_sessions = 1) really refuses a session.
@@ -36,6 +37,7 @@ from tests.metrics.prometheus_server import PrometheusServer
 from tests.metrics.promql import substitute_grafana_variables
 from tests.metrics.test_queries_use_exported_metrics import dashboard_queries
 from tests.support.lunad import Lunad, echo_server, venv_script
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "etc" / "prometheus" / "alerts.yml"
@@ -98,7 +100,10 @@ def lunad() -> Iterator[Lunad]:
     # most, refused beyond that.
     daemon = Lunad({"luna": {"min_idle": 1, "max_sessions": 8, "stop_timeout": 2},
                     "tiny": echo_server(min_idle=0, max_sessions=1)},
-                   drain_timeout=2, command=[venv_script("lunad")])
+                   drain_timeout=2, command=[venv_script("lunad")],
+                   # The HTTP front on, for its dashboard panels; no shared 2026-07-28
+                   # workers, which would take `tiny`'s only slot.
+                   http={"listen": f"127.0.0.1:{free_port()}", "modern_workers": 0})
     try:
         yield daemon.start(timeout=30)
     finally:
