@@ -38,6 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from daemon import paths
+from daemon.addresses import parse_listen
 from daemon.errors import ConfigError
 from daemon.http.config import HttpConfig, parse_http_config
 from daemon.infra import InfraConfig, parse_infra_config
@@ -122,19 +123,6 @@ def parse_size(value: Any) -> int:
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError("not a size")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """(host, port) from "host:port" or "[v6]:port"; ValueError if not."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError("not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    port = int(port_text)
-    if not host or not 1 <= port <= 65535:
-        raise ValueError("not host:port")
-    return host, port
 
 
 # ---------------------------------------------------------------- checked getters

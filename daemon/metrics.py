@@ -45,6 +45,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from daemon import addresses
 from daemon.containment import MODES as CONTAINMENT_MODES
 from daemon.exporter import Exporter
 from daemon.observer import OUTCOMES, ToolCallSink, ToolNames, Traffic
@@ -235,11 +236,11 @@ def _bucket_label(bound: float) -> str:
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """"127.0.0.1:9464" or "[::1]:9464" -> (host, port); ValueError saying what is allowed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host or int(port) > 65535:
+    try:
+        return addresses.parse_listen(listen, any_port=True)
+    except ValueError:
         raise ValueError(f"metrics listen address {listen!r}: expected HOST:PORT, "
-                         "e.g. 127.0.0.1:9464 or [::1]:9464")
-    return host.strip("[]"), int(port)
+                         "e.g. 127.0.0.1:9464 or [::1]:9464") from None
 
 
 class _DaemonCollector(Collector):

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.addresses import parse_listen
 from daemon.errors import ConfigError
 
 KEYS = ("listen", "token_file", "max_body", "max_connections", "modern_workers",
@@ -54,15 +55,7 @@ def is_loopback(host: str) -> bool:
 
 def split_listen(value: str) -> tuple[str, int]:
     """(host, port) from "host:port" or "[v6]:port"; ValueError if not. Port 0 = any free."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError("not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    port = int(port_text)
-    if not host or not 0 <= port <= 65535:
-        raise ValueError("not host:port")
-    return host, port
+    return parse_listen(value, any_port=True)
 
 
 def check_token_file(path: str) -> str | None:
