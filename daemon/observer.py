@@ -14,12 +14,16 @@ server's answer to `tools/list`, the tool names. With them it
 - times every `tools/call` from request to response and reports it through `on_tool_call(tool,
   outcome, seconds)` with outcome ok | tool_error | rpc_error | worker_exited | cancelled.
 
-Tool names are bounded: only names the server itself listed in `tools/list` are used as a
-label, anything else is `other`, so a client cannot grow the label set. The names are learned
-per server, not per session (`ToolNames`, shared through `Traffic`): clients cache tool lists,
-so a session that calls tools without listing them first still gets the real names once any
-session of that server has listed them. The set only grows (a later listing may add names) and
-holds at most MAX_TOOL_NAMES; beyond that, new names count as `other` and it is logged once.
+Tool names are bounded: only names the server itself vouched for are used as a label,
+anything else is `other`, so a client cannot grow the label set. The server vouches for a name
+by listing it in `tools/list`, or, as long as no session of it has listed its tools, by
+answering a call to it with a result that is not an error: clients of the 2026-07-28 revision
+cache tool lists across sessions and the `mcp` SDK client calls tools without listing, so a
+server may never be asked for its list. A name the server refuses (an error, or isError) is
+not learned from a call, so a client that calls made-up names only ever counts `other`. The
+names are learned per server, not per session (`ToolNames`, shared through `Traffic`). The set
+only grows and holds at most MAX_TOOL_NAMES names of at most MAX_TOOL_NAME_LENGTH characters
+(the spec's limit); beyond that, new names count as `other` and it is logged once.
 
 Cost: frames up to LARGE_FRAME bytes are decoded by the C JSON scanner (`_parse`, about 1 µs
 for an MCP-sized message, half of `json.loads(bytes)`). Bigger frames (typically a large tool
@@ -57,6 +61,7 @@ a client that never reads answers, or a server that never answers, cannot grow l
 
 MAX_TOOL_NAMES = 256
 """Tool names a server may put in the `tool` label; names it lists beyond these are `other`."""
+MAX_TOOL_NAME_LENGTH = 128  # the MCP spec's limit on a tool name
 
 log = logging.getLogger("lunad.observer")
 
@@ -105,13 +110,14 @@ _IS_ERROR_RE = re.compile(rb'"isError"\s*:\s*true')
 
 
 class ToolNames:
-    """The tool names one server listed in `tools/list`: the allowed values of the `tool` label.
+    """The tool names one server vouched for: the allowed values of the `tool` label.
 
-    Shared by every session of the server and grown from any of their listings, bounded by
-    `limit`. Written and read on the event loop only.
+    Shared by every session of the server and grown from any of their listings (or, until
+    the first listing, from its successful answers to calls), bounded by `limit`. Written and
+    read on the event loop only.
     """
 
-    __slots__ = ("full_logged", "limit", "names", "server")
+    __slots__ = ("full_logged", "limit", "listed", "names", "server")
 
     def __init__(self, server: str = "", limit: int = MAX_TOOL_NAMES) -> None:
         self.server = server  # for the log line only
@@ -119,8 +125,21 @@ class ToolNames:
         # Mutated in place, never replaced: observers hold this very set for their lookups.
         self.names: set[str] = set()
         self.full_logged = False
+        self.listed = False  # a listing was seen: from then on only listed names are learned
 
     def learn(self, names: Iterable[Any]) -> None:
+        """Names from the server's answer to `tools/list`."""
+        self.listed = True
+        self._add(names)
+
+    def answered(self, name: str) -> str:
+        """The label for a call to `name` that the server answered with a success: the name
+        itself when known, or learned now while the server has not listed its tools."""
+        if name not in self.names and not self.listed and len(name) <= MAX_TOOL_NAME_LENGTH:
+            self._add((name,))
+        return name if name in self.names else OTHER
+
+    def _add(self, names: Iterable[Any]) -> None:
         known = self.names
         for name in names:
             if type(name) is not str or name in known:
@@ -157,6 +176,7 @@ class InFlight:
     method: str
     tool: str | None  # the tool label for tools/call, else None
     started: float
+    unknown_name: str | None = None  # a tools/call name not (yet) vouched for by the server
 
 
 @dataclass(slots=True, frozen=True)
@@ -238,8 +258,11 @@ class Observer:
                 params = message.get("params")
                 name = params.get("name") if type(params) is dict else None
                 tool = name if type(name) is str and name in self._known else OTHER
+                unknown = name if tool is OTHER and type(name) is str else None
+            else:
+                unknown = None
             if _hashable(req_id):
-                self.in_flight[req_id] = InFlight(req_id, method, tool, self._clock())
+                self.in_flight[req_id] = InFlight(req_id, method, tool, self._clock(), unknown)
         elif method == "notifications/cancelled":
             params = message.get("params")
             if type(params) is dict and _hashable(params.get("requestId")):
@@ -297,7 +320,10 @@ class Observer:
         else:
             result = message.get("result")
             outcome = TOOL_ERROR if type(result) is dict and result.get("isError") is True else OK
-        self.on_tool_call(request.tool, outcome, self._clock() - request.started)
+        tool = request.tool
+        if outcome == OK and request.unknown_name is not None:
+            tool = self.traffic.tools.answered(request.unknown_name)
+        self.on_tool_call(tool, outcome, self._clock() - request.started)
 
     def _learn_tools(self, result: Any) -> None:
         # Names add up across pages (tools/list is paginated) and sessions; see ToolNames.

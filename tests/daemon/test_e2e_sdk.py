@@ -11,7 +11,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests.support.lunad import ROOT, Lunad, echo_server, shim_command
+from tests.support.lunad import ROOT, Lunad, RawClient, echo_server, shim_command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,3 +103,22 @@ def test_shim_is_light(lunad: Lunad) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_calls_from_a_client_that_never_lists_tools_are_counted_by_name() -> None:
+    """Clients that cache tool lists (2026-07-28) never send tools/list: the server's own
+    successful answer names the tool; a name it refuses stays `other`."""
+    daemon = Lunad({"echo": echo_server()}).start(timeout=60)
+    try:
+        with RawClient(daemon.socket_path("echo")) as client:
+            client.initialize()
+            client.tool(1, "echo", text="unlisted")
+            assert client.recv()["result"]["content"][0]["text"] == "unlisted"
+            client.tool(2, "no-such-tool")
+            assert "error" in client.recv()
+        text = daemon.metrics_text()
+        assert 'luna_tool_calls_total{outcome="ok",server="echo",tool="echo"} 1.0' in text
+        assert 'luna_tool_calls_total{outcome="rpc_error",server="echo",tool="other"} 1.0' in text
+        assert 'tool="no-such-tool"' not in text
+    finally:
+        daemon.stop()

@@ -81,14 +81,14 @@ def test_tool_names_are_learned_per_server_not_per_session() -> None:
     server = Traffic()  # what every session of one server shares
     a, a_calls = session_of(server)
     b, b_calls = session_of(server)  # a client with a cached tool list: never lists
-    call(b, 1, "echo")  # before anyone listed: the name is not known yet
-    list_tools(a, ["echo", "sleep"])
+    call(b, 1, "echo")  # before anyone listed: the name is not known yet...
+    list_tools(a, ["echo", "sleep"])  # ...but is by the time the server answers
     call(b, 2, "echo")
     call(b, 3, "sleep")
     call(b, 4, "never-listed")
     for req_id in (1, 2, 3, 4):
         b.server_frame(frame({"jsonrpc": "2.0", "id": req_id, "result": {}}))
-    assert b_calls == [(OTHER, "ok", 0.0), ("echo", "ok", 0.0), ("sleep", "ok", 0.0),
+    assert b_calls == [("echo", "ok", 0.0), ("echo", "ok", 0.0), ("sleep", "ok", 0.0),
                        (OTHER, "ok", 0.0)]
     assert a_calls == []
     other_server, _ = session_of(Traffic())  # another server's names are its own
@@ -337,3 +337,45 @@ def test_requests_past_max_in_flight_are_refused_not_tracked() -> None:
     obs.server_frame(frame({"jsonrpc": "2.0", "id": 0, "result": {}}))
     assert obs.client_frame(frame({"jsonrpc": "2.0", "id": "y", "method": "ping"})) is None
     assert len(obs.in_flight) == 3
+
+
+def test_without_any_listing_a_name_the_server_answered_is_learned() -> None:
+    """The mcp 2.x client calls tools without listing them: the server's successful answer
+    vouches for the name; its refusals (an error, isError) vouch for nothing."""
+    server = Traffic()
+    a, a_calls = session_of(server)
+    b, b_calls = session_of(server)
+    call(a, 1, "echo")
+    a.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {"content": []}}))
+    call(a, 2, "made-up")
+    a.server_frame(frame({"jsonrpc": "2.0", "id": 2,
+                          "error": {"code": -32602, "message": "Unknown tool: made-up"}}))
+    call(a, 3, "also-made-up")
+    a.server_frame(frame({"jsonrpc": "2.0", "id": 3, "result": {"isError": True}}))
+    assert a_calls == [("echo", "ok", 0.0), (OTHER, "rpc_error", 0.0),
+                       (OTHER, "tool_error", 0.0)]
+    call(b, 1, "echo")  # another session of the server knows the name at once
+    b.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {"isError": True}}))
+    assert b_calls == [("echo", "tool_error", 0.0)]
+    assert server.tools.names == {"echo"}
+
+
+def test_once_the_server_listed_its_tools_only_listed_names_are_labels() -> None:
+    obs, calls, _ = make()
+    call(obs, 1, "early")
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 1, "result": {}}))
+    list_tools(obs, ["echo"])
+    call(obs, 2, "answers-anything")  # a permissive server vouches for nothing now
+    obs.server_frame(frame({"jsonrpc": "2.0", "id": 2, "result": {}}))
+    assert calls == [("early", "ok", 0.0), (OTHER, "ok", 0.0)]
+    assert obs.tools == frozenset({"early", "echo"})
+
+
+def test_names_learned_from_answers_are_bounded_in_number_and_length() -> None:
+    traffic = Traffic(tools=ToolNames(limit=2))
+    obs, calls = session_of(traffic)
+    for req_id, name in enumerate(["a", "b", "c", "x" * 129]):
+        call(obs, req_id, name)
+        obs.server_frame(frame({"jsonrpc": "2.0", "id": req_id, "result": {}}))
+    assert [tool for tool, _, _ in calls] == ["a", "b", OTHER, OTHER]
+    assert obs.tools == frozenset({"a", "b"})
