@@ -263,9 +263,13 @@ def test_no_orphans_after_sigkill_of_lunad() -> None:
             client = RawClient(daemon.socket_path("pre"))
             assert probe(client)["imported_in"] == template_pid(daemon, "pre")
             busy = daemon.status()["servers"]["pre"]["sessions"][0]["pid"]
-            everything = _tree(daemon)
-            # The template, 3 idle and 1 busy worker, each a root, an init and a server.
-            assert busy in everything and len(everything) >= 13, everything
+            # The template, 3 idle and 1 busy worker, each a root, an init and a server: the
+            # pool tops itself back up to 3 idle after the bind, so wait for the whole tree.
+            def whole_tree() -> set[int] | None:
+                tree = _tree(daemon)
+                return tree if busy in tree and len(tree) >= 13 else None
+
+            everything = daemon.wait_for(whole_tree, 30, "the topped-up pool's 13 processes")
             daemon.signal(signal.SIGKILL)
             daemon.proc.wait(10)
             for pid in everything:
