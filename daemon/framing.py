@@ -89,6 +89,13 @@ class FrameBuffer:
             self._size = 0
             raise FrameTooLarge(size, self.limit, head)
 
+    def clear(self) -> int:
+        """Drop what is held (the session is over); the number of bytes dropped."""
+        dropped = self._size
+        self._parts = []
+        self._size = 0
+        return dropped
+
     def take_pending(self) -> bytes:
         """What is left without a newline (a peer died mid-frame); empties the buffer."""
         data = b"".join(self._parts)

@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from daemon import malloc
 from daemon.framing import FrameBuffer, FrameTooLarge
 from daemon.observer import Observer, Refused, ToolCallSink, Traffic, id_in_head
 
@@ -536,10 +537,11 @@ class Session(asyncio.Protocol):
         # Now, not at the next cyclic collection: the session, its stdout tap and the
         # worker's reader refer to each other, and a partial line can be 64 MiB per side.
         self._over = True
-        self._c_buf.take_pending()
-        self._s_buf.take_pending()
+        released = self._c_buf.clear() + self._s_buf.clear() + self._early_size
         self._early.clear()
         self._early_size = 0
+        if released >= malloc.TRIM_AFTER:
+            malloc.trim()  # else glibc keeps the freed chunks and lunad's RSS stays at peak
 
     def _errors_for_open(self, message: str, reason: str) -> list[bytes]:
         # Not the worker's fault (kill, idle, oversized, client gone): tool calls "cancelled".

@@ -56,3 +56,12 @@ def test_take_pending_returns_the_unterminated_rest() -> None:
     buf.feed(b"a\nhalf")
     assert buf.take_pending() == b"half"
     assert buf.pending == 0
+
+
+def test_clear_drops_what_is_held_and_says_how_much() -> None:
+    buf = FrameBuffer()
+    buf.feed(b'{"partial":')
+    buf.feed(b'"line"')
+    assert buf.clear() == 17
+    assert buf.pending == 0
+    assert buf.feed(b"{}\n") == (b"{}\n", [b"{}"])
