@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,19 +30,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _raw_exchange(memory: Path, lines: list[bytes], answers: int) -> list[dict]:
-    """Write `lines` to a real `python -m luna_server`, read `answers` answer lines."""
+    """Write `lines` to a real `python -m luna_server`, read `answers` answer lines, then close
+    its stdin. Not EOF first: the server stops at EOF, and a request still being handled then
+    may go unanswered (a race that made this test fail once in a clean CI run)."""
     proc = subprocess.Popen([sys.executable, "-m", "luna_server"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
                             env={**os.environ, "LUNA_MEMORY_PATH": str(memory)})
+    assert proc.stdin is not None and proc.stdout is not None
+    deadline = threading.Timer(30, proc.kill)  # a server that never answers ends the read
+    deadline.start()
+    got = []
     try:
-        # Then EOF: the server exits once it has answered what it read.
-        out, _ = proc.communicate(b"".join(line + b"\n" for line in lines), timeout=30)
+        proc.stdin.write(b"".join(line + b"\n" for line in lines))
+        proc.stdin.flush()
+        while len(got) < answers and (line := proc.stdout.readline()):
+            got.append(json.loads(line))
+        proc.stdin.close()
+        proc.wait(10)
     finally:
+        deadline.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    got = [json.loads(line) for line in out.splitlines()]
     assert len(got) == answers, got
+    assert proc.stdout.read() == b"", "answers beyond those expected"
     return got
 
 
