@@ -20,9 +20,10 @@ import psutil
 import pytest
 import redis
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 
-from tests.support.lunad import ROOT, Lunad, shim_command
+from tests.daemon.test_e2e_sdk import params
+from tests.support.lunad import Lunad
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,13 +57,6 @@ def lunad() -> Iterator[NativeInfraLunad]:
         daemon.stop()
 
 
-def params(lunad: Lunad) -> StdioServerParameters:
-    command = shim_command("luna")
-    return StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
-                                 env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir),
-                                      "PYTHONPATH": str(ROOT)})
-
-
 async def store(session: ClientSession, label: str) -> str:
     result = await session.call_tool("fractal_memory_store", {
         "memory_type": "leaf", "content": f"{TOKEN} memory stored {label}"})
@@ -85,7 +79,7 @@ async def test_redis_sigkilled_under_luna_calls_loses_nothing(lunad: NativeInfra
     assert workers and all(w.environ().get("LUNA_REDIS_URL") == url for w in workers)
 
     stored: list[str] = []
-    async with stdio_client(params(lunad)) as (read, write), \
+    async with stdio_client(params(lunad, "luna")) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
         stored += [await store(session, f"before {i}") for i in range(3)]
@@ -105,7 +99,7 @@ async def test_redis_sigkilled_under_luna_calls_loses_nothing(lunad: NativeInfra
         assert lunad.redis_status()["restarts"] == 1
         stored += [await store(session, f"after, same session {i}") for i in range(2)]
 
-    async with stdio_client(params(lunad)) as (read, write), \
+    async with stdio_client(params(lunad, "luna")) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
         stored += [await store(session, f"after, new session {i}") for i in range(2)]

@@ -37,14 +37,15 @@ import psutil
 import pytest
 import redis
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 
 from daemon.config import load_config
 from daemon.doctor import OK, WARN, check_redis, explain_backend, redis_url_for
 from daemon.infra.config import parse_infra_config
 from daemon.infra.detect import choose_backend, docker_problem
+from tests.daemon.test_e2e_sdk import params
 from tests.infra.docker_engine import DockerEngine
-from tests.support.lunad import ROOT, Lunad, shim_command
+from tests.support.lunad import ROOT, Lunad
 from tests.support.ports import free_port
 from tests.support.users import User
 
@@ -148,13 +149,6 @@ def fast(engine: DockerEngine) -> Iterator[EngineLunad]:
         daemon.remove_project()
 
 
-def params(lunad: Lunad) -> StdioServerParameters:
-    command = shim_command("luna")
-    return StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT),
-                                 env={"LUNA_RUNTIME_DIR": str(lunad.runtime_dir),
-                                      "PYTHONPATH": str(ROOT)})
-
-
 async def store(session: ClientSession, label: str) -> str:
     result = await session.call_tool("fractal_memory_store", {
         "memory_type": "leaf", "content": f"{TOKEN} memory stored {label}"})
@@ -213,7 +207,7 @@ async def test_shipped_file_up_healthy_redis_protected_luna_survives_a_killed_re
 
     client = redis.Redis.from_url(url, socket_timeout=3)
     stored: list[str] = []
-    async with stdio_client(params(lunad)) as (read, write), \
+    async with stdio_client(params(lunad, "luna")) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
         stored += [await store(session, f"before {i}") for i in range(3)]
@@ -229,7 +223,7 @@ async def test_shipped_file_up_healthy_redis_protected_luna_survives_a_killed_re
         assert lunad.services()["redis"]["restarts"] == 1
         stored += [await store(session, f"after, same session {i}") for i in range(2)]
 
-    async with stdio_client(params(lunad)) as (read, write), \
+    async with stdio_client(params(lunad, "luna")) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
         stored += [await store(session, f"after, new session {i}") for i in range(2)]
