@@ -4,7 +4,8 @@ Only the pool creates, hands out and retires workers, and only through the state
 daemon/states.py. Sessions borrow a worker with acquire() and give it back with release(),
 after which it is stopped: a worker serves exactly one session, so nothing leaks between
 sessions. A manager task keeps the idle target of workers ready (started and proven by the
-ping) plus one for each acquire() waiting, spawning at most `max_parallel_spawns` at a time.
+ping) plus one for each acquire() waiting: exec'd workers at most `max_parallel_spawns` at a
+time; forked ones, for every waiting acquire at once, the idle top-up after (spawns_allowed).
 The idle target (daemon/autosize.py) is `min_idle` at rest; it doubles each time an acquire
 finds no idle worker (sessions arrive faster than the refill) and steps back down when quiet,
 within `max_sessions`; idle workers over it are retired (reason shutdown).
@@ -90,24 +91,34 @@ class ServerUnavailable(Exception):
 # ------------------------------------------------------------------ policy (pure)
 
 def spawns_wanted(*, idle: int, starting: int, waiting: int, min_idle: int,
-                  serving: bool) -> int:
-    """Workers missing so that idle + starting covers min_idle plus every waiting acquire."""
+                  serving: bool, room: int | None = None) -> int:
+    """Workers missing so that idle + starting covers min_idle plus every waiting acquire;
+    never more than `room` (max_sessions - bound sessions: what could ever be bound)."""
     if not serving:
         return 0
-    return max(0, min_idle + waiting - idle - starting)
+    cover = min_idle + waiting if room is None else min(min_idle + waiting, room)
+    return max(0, cover - idle - starting)
 
 
 def spawns_allowed(wanted: int, *, starting: int, max_parallel: int, failing: bool,
-                   may_spawn: bool) -> int:
+                   may_spawn: bool, waiting: int = 0, idle: int = 0,
+                   forked: bool = False) -> int:
     """How many of `wanted` to start now.
 
     While failing (backoff active) only one probe at a time, once its delay has passed:
     a broken server gets one attempt per backoff step, not one per missing worker.
+    An exec'd start is a cold start (~0.5 s of CPU): at most `max_parallel` at once. A fork
+    from the template costs a few ms of CPU, so births for waiting acquires are all asked
+    for at once (the template forks them one after the other, the children run on every
+    core), while the idle top-up waits until no acquire does: it would only take CPU from
+    the births that sessions are waiting for.
     """
     if wanted <= 0 or not may_spawn:
         return 0
     if failing:
         return 1 if starting == 0 else 0
+    if forked and waiting > 0:
+        return max(0, min(wanted, waiting - idle - starting))
     return max(0, min(wanted, max_parallel - starting))
 
 
@@ -523,10 +534,12 @@ class Pool:
         seconds until it should look again."""
         now = asyncio.get_running_loop().time()
         starting = sum(1 for w in self._workers if w.state == states.STARTING)
-        target = self._autosize.target(now, len(self._busy) + len(self._handed))
+        bound = len(self._busy) + len(self._handed)
+        target = self._autosize.target(now, bound)
         wanted = spawns_wanted(idle=len(self._idle), starting=starting,
                                waiting=len(self._waiters), min_idle=target,
-                               serving=self.state == SERVING)
+                               serving=self.state == SERVING,
+                               room=self.config.max_sessions - bound)
         shrink = self._autosize.next_change(now)
         surplus = min(len(self._idle), len(self._idle) + starting - target)
         stepped, self._shrinks_seen = self._autosize.steps != self._shrinks_seen, \
@@ -545,7 +558,9 @@ class Pool:
             if hold > 0:
                 return hold
         count = spawns_allowed(wanted, starting=starting, max_parallel=self._max_parallel,
-                               failing=self._backoff.active, may_spawn=self._backoff.may_spawn())
+                               failing=self._backoff.active, may_spawn=self._backoff.may_spawn(),
+                               waiting=len(self._waiters), idle=len(self._idle),
+                               forked=self.template is not None and self.template.ready)
         for _ in range(count):
             self._spawn()
         if wanted > count and self._backoff.active and not self._backoff.may_spawn():

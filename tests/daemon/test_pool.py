@@ -51,6 +51,13 @@ def test_spawns_wanted_covers_min_idle_and_waiters() -> None:
     assert spawns_wanted(idle=2, starting=0, waiting=3, min_idle=2, serving=True) == 3
     assert spawns_wanted(idle=5, starting=0, waiting=0, min_idle=2, serving=True) == 0
     assert spawns_wanted(idle=0, starting=0, waiting=4, min_idle=2, serving=False) == 0
+    # Never more workers than could be bound: room = max_sessions - bound sessions.
+    assert spawns_wanted(idle=0, starting=0, waiting=14, min_idle=16, serving=True,
+                         room=22) == 22
+    assert spawns_wanted(idle=0, starting=20, waiting=14, min_idle=16, serving=True,
+                         room=22) == 2
+    assert spawns_wanted(idle=0, starting=0, waiting=3, min_idle=2, serving=True,
+                         room=8) == 5
 
 
 def test_spawns_allowed_caps_parallel_and_probes_one_at_a_time_when_failing() -> None:
@@ -61,6 +68,23 @@ def test_spawns_allowed_caps_parallel_and_probes_one_at_a_time_when_failing() ->
     assert spawns_allowed(5, starting=0, max_parallel=4, failing=True, may_spawn=True) == 1
     assert spawns_allowed(5, starting=1, max_parallel=4, failing=True, may_spawn=True) == 0
     assert spawns_allowed(5, starting=0, max_parallel=4, failing=True, may_spawn=False) == 0
+
+
+@pytest.mark.parametrize(("wanted", "starting", "waiting", "forked", "failing", "allowed"), [
+    # 14 sessions wait, the idle target grew to 8: the 14 births start together, past the
+    # cap of 4 meant for cold starts; the 8 for the idle target wait for the waiters.
+    (22, 0, 14, True, False, 14),
+    (8, 14, 14, True, False, 0),
+    (3, 10, 13, True, False, 3),
+    (8, 0, 0, True, False, 4),      # no waiter: the top-up, capped like any
+    (22, 0, 14, False, False, 4),   # exec'd births keep the cap even for waiters
+    (22, 0, 14, True, True, 1),     # a failing server still gets one probe at a time
+])
+def test_forks_for_waiting_acquires_are_all_asked_for_at_once_the_top_up_after(
+        wanted: int, starting: int, waiting: int, forked: bool, failing: bool,
+        allowed: int) -> None:
+    assert spawns_allowed(wanted, starting=starting, max_parallel=4, failing=failing,
+                          may_spawn=True, waiting=waiting, forked=forked) == allowed
 
 
 def test_spawn_hold_defers_the_top_up_but_never_a_waiter() -> None:
@@ -676,3 +700,49 @@ async def test_a_burst_grows_the_idle_target_and_quiet_shrinks_it_back() -> None
         await until(lambda: pool.snapshot()["idle_target"] == 1
                     and pool.snapshot()["pool"]["idle"] == 1, timeout=20)
         await until(lambda: len(pool.workers()) == 1, timeout=10)  # the retired ones end
+
+
+async def _most_starting_during(pool: Pool, acquires: int) -> tuple[int, list]:
+    """Start `acquires` acquire()s at once; the most workers starting together meanwhile."""
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, pool.snapshot()["pool"]["starting"])
+            await asyncio.sleep(0)
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        held = await asyncio.gather(*(pool.acquire(timeout=60) for _ in range(acquires)))
+    finally:
+        watcher.cancel()
+    return most, held
+
+
+@pytest.mark.anyio
+async def test_a_burst_asks_for_every_fork_at_once() -> None:
+    from tests.daemon.test_preload import PRELOAD, PRELOAD_SERVER
+    config = ServerConfig(name="pre", command=sys.executable, args=[PRELOAD_SERVER],
+                          cwd=str(Path(__file__).resolve().parents[2]), min_idle=0,
+                          max_sessions=8, stop_timeout=2.0, ready_timeout=30.0,
+                          containment="pgroup", preload=PRELOAD)
+    pool = Pool(config, max_parallel_spawns=2)
+    async with running(pool):
+        await until(lambda: pool.template is not None and pool.template.ready, 30)
+        most, held = await _most_starting_during(pool, 6)
+        assert len({w.pid for w in held}) == 6 and {w.birth for w in held} == {"fork"}
+        assert most == 6  # one birth per waiting session, none held back by the cap
+        for worker in held:
+            await pool.release(worker, states.SESSION_END)
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_cold_starts_keeps_the_cap() -> None:
+    pool = Pool(echo_config(min_idle=0, max_sessions=8), max_parallel_spawns=2)
+    async with running(pool):
+        most, held = await _most_starting_during(pool, 6)
+        assert len({w.pid for w in held}) == 6 and {w.birth for w in held} == {"exec"}
+        assert 1 <= most <= 2
+        for worker in held:
+            await pool.release(worker, states.SESSION_END)
