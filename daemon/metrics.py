@@ -46,6 +46,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from daemon import addresses
+from daemon.birth import BIRTH_MODES
 from daemon.containment import MODES as CONTAINMENT_MODES
 from daemon.exporter import Exporter
 from daemon.observer import OUTCOMES, ToolCallSink, ToolNames, Traffic
@@ -292,6 +293,10 @@ class _DaemonCollector(Collector):
             GaugeMetricFamily("luna_worker_containment",
                               "1 for the containment mode in force for the server's workers.",
                               labels=["server", "mode"]),
+            GaugeMetricFamily("luna_worker_birth",
+                              "1 for how the server's new workers are born now: fork of its "
+                              "preloaded template, or exec of its command.",
+                              labels=["server", "mode"]),
         ]
 
     def _snapshot(self) -> Snapshot:
@@ -316,7 +321,7 @@ class _DaemonCollector(Collector):
             families = self._families()
             (sessions, workers, backoff, rss, cpu, fds, tool_calls, tool_durations, requests,
              messages, nbytes, unparsed, infra_up, infra_restarts, phi, memories,
-             contained) = families
+             contained, born) = families
             try:
                 snap = self._snapshot()
             except Exception:
@@ -333,6 +338,9 @@ class _DaemonCollector(Collector):
                 in_force = pool.get("containment", {}).get("mode")
                 for mode in CONTAINMENT_MODES:
                     contained.add_metric([server, mode], 1.0 if mode == in_force else 0.0)
+                birth = pool.get("birth", {}).get("mode")
+                for mode in BIRTH_MODES:
+                    born.add_metric([server, mode], 1.0 if mode == birth else 0.0)
             self._sample_workers(snap.workers, rss, cpu, fds)
             for (server, tool), st in list(self.metrics._tools.items()):
                 for outcome, count in dict(st.outcomes).items():

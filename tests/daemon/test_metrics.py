@@ -27,6 +27,7 @@ TABLE: dict[str, tuple[str, set[str]]] = {
     "luna_pool_workers": ("gauge", {"server", "state"}),
     "luna_pool_backoff": ("gauge", {"server"}),
     "luna_worker_containment": ("gauge", {"server", "mode"}),
+    "luna_worker_birth": ("gauge", {"server", "mode"}),
     "luna_worker_spawns": ("counter", {"server", "result"}),
     "luna_worker_spawn_seconds": ("histogram", {"server"}),
     "luna_worker_exits": ("counter", {"server", "reason"}),
@@ -84,7 +85,7 @@ def exercised(child: psutil.Process, memory: Path | None = None) -> Metrics:
                         "min_idle": 2, "max_sessions": 8,
                         "backoff": {"active": True, "failures": 2, "retry_in": 1.0,
                                     "last_error": "boom"},
-                        "containment": {"mode": "pgroup"}}},
+                        "containment": {"mode": "pgroup"}, "birth": {"mode": "fork"}}},
         workers=[WorkerSample("echo", 0, child), WorkerSample("echo", 1, None)],
         infra=infra, luna_state=(memory, None) if memory is not None else None))
     return m
@@ -124,6 +125,8 @@ def test_values_come_from_events_and_snapshots(child: psutil.Process) -> None:
     assert s[("luna_pool_backoff", (("server", "echo"),))] == 1
     assert s[("luna_worker_containment", (("mode", "pgroup"), ("server", "echo")))] == 1
     assert s[("luna_worker_containment", (("mode", "pidns"), ("server", "echo")))] == 0
+    assert s[("luna_worker_birth", (("mode", "fork"), ("server", "echo")))] == 1
+    assert s[("luna_worker_birth", (("mode", "exec"), ("server", "echo")))] == 0
     assert s[("luna_tool_calls_total",
               (("outcome", "tool_error"), ("server", "echo"), ("tool", "echo")))] == 1
     assert s[("luna_tool_calls_total",

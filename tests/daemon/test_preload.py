@@ -103,6 +103,7 @@ async def test_forked_luna_worker_serves_tool_calls_through_the_shim() -> None:
 
 def test_no_state_leaks_between_forked_workers(lunad: Lunad) -> None:
     template = template_pid(lunad, "pre")
+    assert 'luna_worker_birth{mode="fork",server="pre"} 1.0' in lunad.metrics_text()
     with RawClient(lunad.socket_path("pre")) as a, RawClient(lunad.socket_path("pre")) as b:
         first, second = probe(a), probe(b)
     for worker in (first, second):
@@ -216,6 +217,7 @@ def test_broken_preload_falls_back_to_exec() -> None:
         log = daemon.log_path.read_text()
         assert "template for preload 'tests.daemon.servers.no_such_module:build'" in log
         assert "started by exec of" in log
+        assert 'luna_worker_birth{mode="exec",server="pre"} 1.0' in daemon.metrics_text()
     finally:
         daemon.stop()
 
