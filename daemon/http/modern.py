@@ -5,8 +5,11 @@ Each server gets a small pool of its own (`modern_workers` workers, same command
 limits) whose readiness probe is `server/discover`: an SDK server serves, for life, the era
 of the first request it gets, so these workers must not see the legacy ping the main pool
 sends. The front holds each ready worker as a SharedWorker (shared.py) and sends every
-request to the one with the fewest in flight. A worker that dies answers what it had in
-flight with lunad's error and is replaced from its pool (with the pool's backoff).
+request to the one with the fewest in flight, except (routing.py): a retry echoing a
+`requestState` goes to the worker that issued it, and a request asking for log messages
+waits (up to WAIT) for a worker with no other such request in flight.
+A worker that dies answers what it had in flight with lunad's error and is replaced from its
+pool (with the pool's backoff).
 
 Per request, before any worker sees it (the spec's server validation, with the `mcp` SDK's
 own ladder so lunad and the SDK agree): POST only (405), Accept (406), Content-Type (415),
@@ -37,7 +40,7 @@ from mcp.shared.inbound import (
 from starlette.datastructures import Headers
 
 from daemon import __version__
-from daemon.http import wire
+from daemon.http import routing, wire
 from daemon.http.shared import SharedWorker
 
 log = logging.getLogger("lunad.http")
@@ -75,6 +78,7 @@ class ModernWorkers:
         self.shared: dict[str, list[SharedWorker]] = {name: [] for name in hosts}
         self._observe = observe  # server -> {"traffic": ..., "on_tool_call": ...}
         self._ready = {name: asyncio.Event() for name in hosts}
+        self._log_waiters: dict[str, list[asyncio.Future[None]]] = {name: [] for name in hosts}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -97,7 +101,8 @@ class ModernWorkers:
                 continue
             gone = asyncio.Event()
             shared = SharedWorker(name, worker, **self._observe(name),
-                                  on_exit=lambda _s, gone=gone: gone.set())
+                                  on_exit=lambda _s, gone=gone: gone.set(),
+                                  on_log_free=lambda name=name: self._wake(name))
             self.shared[name].append(shared)
             self._ready[name].set()
             try:
@@ -123,12 +128,37 @@ class ModernWorkers:
     def workers(self) -> list[Any]:
         return [w for pool in self.pools.values() for w in pool.workers()]
 
-    async def pick(self, name: str) -> SharedWorker | None:
+    async def pick(self, name: str, *, logs: bool = False,
+                   state: str | None = None) -> SharedWorker | None:
+        """The worker for one request (None: none within WAIT). With `logs` its log slot
+        is reserved: the caller sends with logs=True or calls free_logs()."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
         if not self.shared[name]:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready[name].wait(), WAIT)
-        alive = [s for s in self.shared[name] if s.alive]
-        return min(alive, key=lambda s: len(s.in_flight)) if alive else None
+        while True:
+            chosen = choose(self.shared[name], logs=logs, state=state)
+            if chosen is not None or not logs or not any(s.alive for s in self.shared[name]):
+                break
+            waiter = loop.create_future()
+            self._log_waiters[name].append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(deadline - loop.time(), 0))
+            except TimeoutError:
+                return None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._log_waiters[name].remove(waiter)
+        if chosen is not None and logs:
+            chosen.reserve_logs()
+        return chosen
+
+    def _wake(self, name: str) -> None:
+        """A log slot came free: every waiter looks again."""
+        for waiter in self._log_waiters[name]:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- one request ------------------------------------------------------------------
 
@@ -165,16 +195,27 @@ class ModernWorkers:
                 message["id"], wire.METHOD_NOT_FOUND, "Method not found: initialize is not "
                 "part of 2026-07-28 (requests carry their version in _meta; see "
                 "server/discover)"))
-        shared = await self.pick(server)
+        logs = routing.wants_logs(message)
+        shared = await self.pick(server, logs=logs, state=routing.echoed_state(message))
         if shared is None:
+            why = (" with a free log slot (requests carrying io.modelcontextprotocol/logLevel "
+                   "run one at a time per worker; more `modern_workers` run more)"
+                   if logs and any(s.alive for s in self.shared[server]) else "")
             return await plain(send, 503, wire.error_body(
                 message["id"], -32000, f"lunad: no {server} worker for 2026-07-28 requests is "
-                f"ready (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
-        rejection = await self._param_headers(shared, message, scope)
+                f"ready{why} (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
+        try:
+            rejection = await self._param_headers(shared, message, scope)
+        except BaseException:
+            if logs:
+                shared.free_logs()
+            raise
         if rejection is not None:
+            if logs:
+                shared.free_logs()
             return await plain(send, 400, wire.error_body(
                 message["id"], rejection.code, rejection.message, rejection.data))
-        stream = shared.send(message)
+        stream = shared.send(message, logs=logs)
         status = await front.respond(stream, receive, send, None, status_for=status_of,
                                      priming=False)
         if not stream.finished:
@@ -201,3 +242,16 @@ class ModernWorkers:
         if schema is None:
             return None
         return validate_mcp_param_headers(schema, arguments, headers)
+
+
+def choose(workers: list[SharedWorker], *, logs: bool, state: str | None
+           ) -> SharedWorker | None:
+    """Pure choice among a server's shared workers: the one that issued `state` if it is
+    still alive, else any; with `logs`, only one whose log slot is free; then the fewest
+    requests in flight. None when no worker qualifies."""
+    alive = [s for s in workers if s.alive]
+    issuer = [s for s in alive if state is not None and state in s.states]
+    candidates = issuer or alive
+    if logs:
+        candidates = [s for s in candidates if not s.log_busy]
+    return min(candidates, key=lambda s: len(s.in_flight)) if candidates else None

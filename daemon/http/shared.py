@@ -2,10 +2,11 @@
 
 Requests from different HTTP clients may carry the same JSON-RPC id (and progress token),
 so each is sent to the worker under an id of ours (an int) and its answer is given back the
-client's id. Answers and the notifications of a request (progress, by its token; anything
-else while it is the only request in flight) go to that request's Stream (streams.py), which
-the app answers as JSON or SSE. A client closing its response is the 2026-07-28
-cancellation: the worker gets `notifications/cancelled` for our id. When the worker dies,
+client's id. Answers and the notifications of a request (which request: routing.py) go to
+that request's Stream (streams.py), which the app answers as JSON or SSE; a
+`subscriptions/listen` stream's messages get the client's id back as their subscriptionId.
+A client closing its response is the 2026-07-28 cancellation: the worker gets
+`notifications/cancelled` for our id. When the worker dies,
 every request in flight is answered with lunad's error (as a socket session's would be) and
 the owner takes another worker from the pool. The session Observer counts it all in the
 server's metrics (tool calls, messages, methods) like any session.
@@ -17,11 +18,13 @@ import asyncio
 import itertools
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.framing import FrameBuffer, FrameTooLarge
+from daemon.http import routing
 from daemon.http.streams import Stream
 from daemon.observer import Observer, ToolCallSink, Traffic
 from daemon.session import STDERR_LINES, StdoutTap, error_frame
@@ -32,6 +35,7 @@ _ids = itertools.count(1)
 
 
 LIST_PAGES = 50  # tools/list pages lunad reads for the schemas before giving up
+STATES = 1024  # requestStates remembered per worker (to send their retries back to it)
 
 
 @dataclass(slots=True)
@@ -41,12 +45,15 @@ class _Pending:
     token: Any  # our progress token, when the client sent one
     client_token: Any
     method: str = ""
+    listen: bool = False  # a subscriptions/listen stream
+    logs: bool = False  # holds the worker's log slot (asked for notifications/message)
 
 
 class SharedWorker:
     def __init__(self, server: str, worker: Any, *, traffic: Traffic | None = None,
                  on_tool_call: ToolCallSink | None = None,
-                 on_exit: Callable[[SharedWorker], None] = lambda w: None) -> None:
+                 on_exit: Callable[[SharedWorker], None] = lambda w: None,
+                 on_log_free: Callable[[], None] = lambda: None) -> None:
         self.server = server
         self.worker = worker
         self.observer = (Observer(traffic, on_tool_call) if on_tool_call is not None
@@ -57,6 +64,11 @@ class SharedWorker:
         self.alive = True
         # Tool name -> inputSchema, from every tools/list answer seen (for Mcp-Param checks).
         self.schemas: dict[str, Any] = {}
+        # At most one request that asked for log messages is in flight (see routing.py);
+        # ModernWorkers reserves the slot before the request is sent.
+        self.log_busy = False
+        self.states: OrderedDict[str, None] = OrderedDict()  # requestStates it issued
+        self._on_log_free = on_log_free
         self._own: dict[int, asyncio.Future[dict[str, Any]]] = {}  # lunad's own requests
         self._on_exit = on_exit
         self._buf = FrameBuffer()
@@ -73,11 +85,14 @@ class SharedWorker:
 
     # -- client -> worker ---------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> Stream:
-        """Forward one request; its answer arrives on the returned stream."""
+    def send(self, message: dict[str, Any], *, logs: bool = False) -> Stream:
+        """Forward one request; its answer arrives on the returned stream. `logs`: it takes
+        the log slot (reserved with reserve_logs())."""
         ours = next(_ids)
         stream = Stream(ours, {ours})
-        pending = _Pending(message["id"], stream, None, None, message.get("method", ""))
+        method = message.get("method", "")
+        pending = _Pending(message["id"], stream, None, None, method,
+                           listen=method == routing.LISTEN, logs=logs)
         params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         if isinstance(meta, dict) and "progressToken" in meta:
@@ -139,13 +154,29 @@ class SharedWorker:
                 if isinstance(tool, dict) and isinstance(tool.get("name"), str):
                     self.schemas[tool["name"]] = tool.get("inputSchema")
 
-    def cancel(self, stream: Stream) -> None:
-        """The client closed the request's response before its answer: cancel it."""
-        pending = self.in_flight.pop(stream.no, None)
-        if pending is None or not self.alive:
-            return
+    def reserve_logs(self) -> None:
+        self.log_busy = True
+
+    def free_logs(self) -> None:
+        self.log_busy = False
+        self._on_log_free()
+
+    def _done(self, ours: int) -> _Pending | None:
+        """Forget a request in flight (answered or cancelled) and what it held."""
+        pending = self.in_flight.pop(ours, None)
+        if pending is None:
+            return None
         if pending.token is not None:
             self.by_token.pop(pending.token, None)
+        if pending.logs:
+            self.free_logs()
+        return pending
+
+    def cancel(self, stream: Stream) -> None:
+        """The client closed the request's response before its answer: cancel it."""
+        pending = self._done(stream.no)
+        if pending is None or not self.alive:
+            return
         frame = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
                             "params": {"requestId": stream.no, "reason": "client closed the "
                                        "HTTP response"}}, separators=(",", ":")).encode()
@@ -180,6 +211,13 @@ class SharedWorker:
                 pending = self.in_flight[ours]
                 if pending.method == "tools/list" and isinstance(message.get("result"), dict):
                     self._learn(message["result"])
+                state = routing.issued_state(message)
+                if state is not None:
+                    self.states[state] = None
+                    while len(self.states) > STATES:
+                        self.states.popitem(last=False)
+                if pending.listen:
+                    routing.restamp(message, pending.client_id)
                 message["id"] = pending.client_id
                 self._answer(ours, _dump(message))
             elif type(ours) is int and ours in self._own and not self._own[ours].done():
@@ -189,24 +227,23 @@ class SharedWorker:
             log.info("%s modern worker sent a request (%s) on the stateless era: dropped",
                      self.server, message.get("method"))
             return
-        pending = None
+        ours = routing.owner(message, self.in_flight, self.by_token)
+        pending = self.in_flight.get(ours) if ours is not None else None
+        if pending is None:
+            log.debug("%s modern worker pid %s: %s belongs to no request in flight: dropped",
+                      self.server, self.worker.pid, message.get("method"))
+            return
         params = message.get("params")
-        token = params.get("progressToken") if isinstance(params, dict) else None
-        if token is not None and token in self.by_token:
-            pending = self.in_flight.get(self.by_token[token])
-            if pending is not None:
-                params["progressToken"] = pending.client_token
-        elif len(self.in_flight) == 1:
-            pending = next(iter(self.in_flight.values()))
-        if pending is not None:
-            pending.stream.add(_dump(message))
+        if isinstance(params, dict) and params.get("progressToken") is not None:
+            params["progressToken"] = pending.client_token
+        if pending.listen:
+            routing.restamp(message, pending.client_id)
+        pending.stream.add(_dump(message))
 
     def _answer(self, ours: int, raw: bytes) -> None:
-        pending = self.in_flight.pop(ours, None)
+        pending = self._done(ours)
         if pending is None:
             return
-        if pending.token is not None:
-            self.by_token.pop(pending.token, None)
         stream = pending.stream
         stream.pending.clear()
         if not stream.events:

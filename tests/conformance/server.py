@@ -62,8 +62,11 @@ WAV = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
 
 app = MCPServer(
     name="luna-conformance-server", version="1.0.0",
-    # Sealed requestState (2026-07-28 multi round-trip): a fixed test key, 32+ bytes.
-    request_state_security=RequestStateSecurity(keys=[b"luna-conformance-request-state-key!"]),
+    # Sealed requestState (2026-07-28 multi round-trip): a fixed test key, 32+ bytes, unless
+    # CONF_EPHEMERAL_STATE is set: then the SDK's default, a key only this process holds
+    # (what lunad's routing must cope with when several processes serve one server).
+    request_state_security=None if os.environ.get("CONF_EPHEMERAL_STATE") else
+    RequestStateSecurity(keys=[b"luna-conformance-request-state-key!"]),
 )
 subscriptions: set[str] = set()
 
@@ -100,6 +103,25 @@ async def sleep(seconds: float) -> str:
     """Wait, then answer (a request that stays in flight)."""
     await asyncio.sleep(seconds)
     return f"slept {seconds}"
+
+
+@app.tool()
+async def log(tag: str, count: int, ctx: Context) -> str:
+    """Send `count` log messages naming `tag`, pausing between them (so concurrent calls
+    interleave on the worker's stdout), then answer."""
+    for i in range(count):
+        await ctx.info(f"{tag} {i}")
+        await asyncio.sleep(0.02)
+    return f"{tag} logged {count}"
+
+
+@app.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Announce a change: tools list changed and resource `uri` updated (to the
+    subscriptions/listen streams of this process that asked for them)."""
+    await ctx.notify_tools_changed()
+    await ctx.notify_resource_updated(uri)
+    return f"touched {uri}"
 
 
 @app.tool()

@@ -1,0 +1,90 @@
+"""The 2026-07-28 routing policy without processes (daemon/http/routing.py and the shared
+worker choice in daemon/http/modern.py)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from daemon.http import routing
+from daemon.http.modern import choose
+
+SUB = routing.SUBSCRIPTION_ID
+
+
+@dataclass
+class Req:
+    listen: bool = False
+    logs: bool = False
+
+
+def note(method: str, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+IN_FLIGHT = {1: Req(), 2: Req(logs=True), 3: Req(listen=True), 4: Req(listen=True)}
+
+
+@pytest.mark.parametrize(("message", "owner"), [
+    (note("notifications/progress", progressToken="luna-1", progress=1), 1),
+    (note("notifications/progress", progressToken="theirs", progress=1), None),
+    (note("notifications/subscriptions/acknowledged", _meta={SUB: 3}), 3),
+    (note("notifications/tools/list_changed", _meta={SUB: 4}), 4),
+    (note("notifications/tools/list_changed", _meta={SUB: 1}), None),  # not a listen
+    (note("notifications/tools/list_changed", _meta={SUB: "3"}), None),  # not our id
+    (note("notifications/custom"), None),  # two ordinary requests: ambiguous
+    (note("notifications/message", level="info", data="x"), 2),  # the one that asked
+])
+def test_owner(message: dict[str, Any], owner: int | None) -> None:
+    assert routing.owner(message, IN_FLIGHT, {"luna-1": 1}) == owner
+
+
+def test_owner_logs_and_other_notifications_need_one_candidate() -> None:
+    two_logging = {1: Req(logs=True), 2: Req(logs=True)}
+    assert routing.owner(note("notifications/message", data="x"), two_logging, {}) is None
+    # An unattributed notification goes to the only ordinary request, listens aside.
+    one = {1: Req(), 3: Req(listen=True)}
+    assert routing.owner(note("notifications/custom"), one, {}) == 1
+    assert routing.owner(note("notifications/custom"), {3: Req(listen=True)}, {}) is None
+
+
+def test_restamp_and_states() -> None:
+    message = note("notifications/resources/updated", uri="u", _meta={SUB: 7, "k": 1})
+    routing.restamp(message, "listen-1")
+    assert message["params"]["_meta"] == {SUB: "listen-1", "k": 1}
+    answer = {"jsonrpc": "2.0", "id": 7, "result": {"resultType": "complete", "_meta": {SUB: 7}}}
+    routing.restamp(answer, "listen-1")
+    assert answer["result"]["_meta"] == {SUB: "listen-1"}
+    assert routing.issued_state({"result": {"resultType": "input_required",
+                                            "requestState": "s"}}) == "s"
+    assert routing.issued_state({"result": {"resultType": "complete", "requestState": "s"}}) \
+        is None
+    assert routing.echoed_state({"params": {"requestState": "s"}}) == "s"
+    assert routing.wants_logs({"params": {"_meta": {routing.LOG_LEVEL: "info"}}})
+    assert not routing.wants_logs({"params": {"_meta": {}}})
+
+
+@dataclass
+class Worker:
+    in_flight: dict[int, Any]
+    log_busy: bool = False
+    alive: bool = True
+    states: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+
+def test_choose() -> None:
+    a, b = Worker({1: 0}), Worker({})
+    a.states["sealed-by-a"] = None
+    assert choose([a, b], logs=False, state=None) is b  # fewest in flight
+    assert choose([a, b], logs=False, state="sealed-by-a") is a  # back to its issuer
+    assert choose([a, b], logs=False, state="unknown") is b
+    b.log_busy = True
+    assert choose([a, b], logs=True, state=None) is a  # the free log slot
+    a.log_busy = True
+    assert choose([a, b], logs=True, state=None) is None  # wait for one
+    assert choose([a, b], logs=False, state=None) is b  # others are not held up
+    a.alive = False
+    assert choose([a, b], logs=False, state="sealed-by-a") is b  # issuer gone: any
