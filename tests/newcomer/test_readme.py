@@ -2,10 +2,16 @@
 
 A copy of the repository gets a fresh venv by running the README's first command exactly as
 written (`python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/lunad`), which leaves
-lunad running on its embedded defaults. Then an outside MCP client (the MCP Inspector CLI, not
-our SDK) calls a Luna tool through that install's `luna-shim`, the call shows up in `/metrics`,
-every ```sh block of the README and docs/ runs against it and must succeed, and finally lunad
-gets SIGTERM and must leave no process behind (its workers, Redis and Prometheus included).
+lunad running on its embedded defaults. Those defaults (/run/luna, /var/lib/luna, ports 9464,
+6379, 9090) are the machine's, so the command runs in private mount and network namespaces
+(tests/support/namespaces.py): two runs on one machine, or a run after a killed one left its
+lunad, cannot collide, and a test below starts a second lunad beside the first to prove it. The
+namespace has only loopback, so pip installs from a wheelhouse that pip downloaded from the
+registries just before (PIP_NO_INDEX, PIP_FIND_LINKS; the command itself is unchanged). Then
+an outside MCP client (the MCP Inspector CLI, not our SDK) calls a Luna tool through that
+install's `luna-shim`, the call shows up in `/metrics`, every ```sh block of the README and
+docs/ runs against it and must succeed, and finally lunad gets SIGTERM and must leave no
+process behind (its workers, Redis and Prometheus included).
 
 Blocks fenced as ```sh are runnable; ```text blocks are illustrative (e.g. `systemctl start
 luna`, which needs a real systemd). The README's two set-up commands are not run again by the
@@ -20,16 +26,18 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from daemon import paths
 from daemon.control_client import ControlUnavailable, request
+from tests.support.namespaces import PrivateDefaults
 from tests.support.processes import assert_no_new_children, live_children, subreaper
 from tests.support.repository import copy_repository
 
@@ -72,6 +80,7 @@ def newcomer_env(home: Path, environ: dict[str, str] | None = None) -> dict[str,
 class Installation:
     work: Path
     env: dict[str, str]
+    namespaces: PrivateDefaults
     shell: subprocess.Popen[bytes]
     log: Path
     status: dict
@@ -82,6 +91,17 @@ class Installation:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """`argv` in lunad's namespaces, in the work dir, with the newcomer's environment."""
+        return subprocess.run(self.namespaces.command(argv, self.work), env=self.env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              **kwargs)
+
+
+def default_runtime(namespaces: PrivateDefaults, env: dict[str, str]) -> Path:
+    """lunad's default runtime dir inside `namespaces`, as reached from outside them."""
+    return namespaces.path(paths.runtime_dir(environ=env))
 
 
 def wait_for_lunad(shell: subprocess.Popen[bytes], runtime: Path, log: Path) -> dict:
@@ -104,33 +124,38 @@ def wait_for_lunad(shell: subprocess.Popen[bytes], runtime: Path, log: Path) -> 
                 f"{log.read_text(errors='replace')[-3000:]}")
 
 
+def wheelhouse(work: Path, env: dict[str, str], dest: Path) -> dict[str, str]:
+    """Download what `pip install -e .` of `work` needs (its build requirements too) into
+    `dest`, from the registries this machine uses; the environment that installs from it."""
+    build = tomllib.loads((work / "pyproject.toml").read_text())["build-system"]["requires"]
+    done = subprocess.run(["python3", "-m", "pip", "download", "--quiet", "--dest", str(dest),
+                           str(work), *build], env=env, capture_output=True, text=True,
+                          timeout=INSTALL_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"pip download failed:\n{done.stdout}{done.stderr}"
+    return {**env, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(dest)}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
+    if os.geteuid() != 0:
+        pytest.skip("runs lunad on a root's defaults in private namespaces: needs root")
     base = tmp_path_factory.mktemp("newcomer")
     work, home = base / "luna", base / "home"
     work.mkdir()
     home.mkdir()
     copy_repository(work)
-    env = newcomer_env(home)
-    runtime = paths.runtime_dir(environ=env)
-    if paths.control_socket(runtime).exists():
-        try:
-            request({"cmd": "status"}, runtime_dir=str(runtime), timeout=1.0)
-            pytest.fail(f"a lunad already answers on {runtime}: this test needs the defaults "
-                        "for itself; stop it first")
-        except ControlUnavailable:
-            pass
+    env = wheelhouse(work, newcomer_env(home), base / "wheels")
     install = sh_blocks(ROOT / "README.md")[0].strip()
     log = base / "install.log"
     # A subreaper for the whole module: orphans of doc commands become ours, so none hides.
-    with subreaper():
+    with subreaper(), PrivateDefaults() as namespaces:
         with open(log, "wb") as out:
-            shell = subprocess.Popen(["bash", "-c", install], cwd=work, env=env, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+            shell = subprocess.Popen(namespaces.command(["bash", "-c", install], work), env=env,
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            status = wait_for_lunad(shell, runtime, log)
-            yield Installation(work, env, shell, log, status)
+            status = wait_for_lunad(shell, default_runtime(namespaces, env), log)
+            yield Installation(work, env, namespaces, shell, log, status)
         finally:
             if shell.poll() is None:  # a test failed before the stop test: leave nothing
                 for proc in psutil.Process(shell.pid).children(recursive=True):
@@ -151,22 +176,72 @@ def test_readme_install_runs_lunad_from_the_fresh_venv(installed: Installation) 
 
 def test_outside_client_calls_a_tool_through_luna_shim(installed: Installation) -> None:
     assert INSPECTOR.exists(), "the MCP Inspector CLI is missing: scripts/test.sh installs it"
-    done = subprocess.run(
+    done = installed.run(
         [str(INSPECTOR), "--cli", str(installed.bin / "luna-shim"), "--method", "tools/call",
          "--tool-name", "phi_consciousness_calculate", "--tool-arg",
          "interaction_context=What is consciousness? How does phi relate to fractal patterns?"],
-        env=installed.env, capture_output=True, text=True, timeout=120)
+        timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     text = result["content"][0]["text"]
     assert not result.get("isError"), text
     assert re.search(r"1\.\d{15}", text), text  # φ with 15 decimals
 
-    scraped = urllib.request.urlopen(DEFAULT_METRICS, timeout=10).read().decode()
+    scraped = scrape(installed)
     calls = [line for line in scraped.splitlines()
              if line.startswith("luna_tool_calls_total{")
              and 'tool="phi_consciousness_calculate"' in line and 'outcome="ok"' in line]
     assert calls and float(calls[0].rsplit(" ", 1)[1]) >= 1, scraped[:2000]
+
+
+def test_a_second_lunad_on_the_same_defaults_runs_beside_the_first(
+        installed: Installation, tmp_path: Path) -> None:
+    """What a second test run on this machine, or the lunad a killed run left, amounts to: a
+    lunad on the very same defaults. On the machine's own /run/luna it would exit 1 naming the
+    running pid; in namespaces of its own it starts, serves its own ports, and stops clean."""
+    # The control: in the first one's namespaces the defaults are taken, as on a shared machine.
+    clash = installed.run([str(installed.bin / "lunad")], timeout=60)
+    first_pid = str(installed.status["daemon"]["pid"])
+    assert clash.returncode == 1 and first_pid in clash.stderr, (clash.returncode, clash.stderr)
+    log = tmp_path / "second.log"
+    with PrivateDefaults() as other, open(log, "wb") as out:
+        second = subprocess.Popen(other.command([str(installed.bin / "lunad")], installed.work),
+                                  env=installed.env, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            runtime = default_runtime(other, installed.env)
+            status = wait_for_lunad(second, runtime, log)
+            deadline = time.monotonic() + 30
+            while not status["infra"]["services"]["redis"]["up"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                status = request({"cmd": "status"}, runtime_dir=str(runtime))["result"]
+            tree = psutil.Process(second.pid).children(recursive=True)
+            metrics = subprocess.run(
+                other.command(["curl", "-sf", "--max-time", "10", DEFAULT_METRICS], tmp_path),
+                capture_output=True, text=True, timeout=30)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            returncode = second.wait(60)
+    first = request({"cmd": "status"}, runtime_dir=str(
+        default_runtime(installed.namespaces, installed.env)))["result"]
+    assert status["daemon"]["pid"] == second.pid != first["daemon"]["pid"]
+    assert first["daemon"]["pid"] == installed.status["daemon"]["pid"]  # the first one still runs
+    # Both run their own Redis on the default port (no Docker engine is in sight of either).
+    for one in (first, status):
+        redis = one["infra"]["services"]["redis"]
+        assert one["infra"]["backend"] == "native" and redis["up"], one["infra"]
+        assert redis["detail"].endswith("127.0.0.1:6379"), redis
+    assert "luna_sessions_active{" in metrics.stdout, metrics.stderr
+    assert returncode == 0, log.read_text(errors="replace")[-3000:]
+    _gone, alive = psutil.wait_procs(tree, timeout=15)
+    assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+
+
+def scrape(installed: Installation) -> str:
+    """lunad's /metrics at its default address, from inside its network namespace."""
+    done = installed.run(["curl", "-sf", "--max-time", "10", DEFAULT_METRICS], timeout=30)
+    assert done.returncode == 0, f"curl {DEFAULT_METRICS} exited {done.returncode}: {done.stderr}"
+    return done.stdout
 
 
 def runnable_doc_blocks() -> list[tuple[str, int, str]]:
@@ -202,7 +277,8 @@ def test_doc_command_runs(installed: Installation, doc: str, index: int, block: 
     # instead, so two runs on one machine (or a reader's own files) cannot collide.
     block = private_tmp(block, tmp_path)
     before = live_children()
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=installed.work,
+    done = subprocess.run(installed.namespaces.command(["bash", "-euo", "pipefail", "-c", block],
+                                                       installed.work),
                           env=env, capture_output=True, text=True, timeout=180,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, (f"{doc} block {index} failed ({done.returncode}):\n{block}\n"
