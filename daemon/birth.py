@@ -34,9 +34,13 @@ FORK = "fork"
 BIRTH_MODES = (EXEC, FORK)
 
 
-def fork_containment(policy: containment.Policy) -> dict[str, Any] | None:
-    """What the template's child needs to enter `policy` (containment.enter's arguments);
-    None for the process group, which the child's setsid() gives anyway."""
+def fork_containment(policy: containment.Policy,
+                     cgroup: str | None = None) -> dict[str, Any] | None:
+    """What the template's child needs to enter `policy` (containment.enter's arguments, or
+    the worker's leaf `cgroup` to join); None for the process group, which the child's
+    setsid() gives anyway."""
+    if policy.mode == containment.CGROUP:
+        return {"cgroup": cgroup}
     if policy.mode != containment.PIDNS:
         return None
     return {"userns": policy.userns,

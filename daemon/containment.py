@@ -13,9 +13,11 @@ this module is the containment one. Modes, best first (`detect()` picks per serv
   death kills the root (its own parent-death signal, daemon/childproc.py). The root and the
   init ignore SIGTERM/SIGHUP/SIGINT: lunad's process-group signals reach the server itself
   and what it started in its group, as without containment.
-- `cgroup`: a cgroup v2 subtree per worker with `cgroup.kill` (needs a delegated subtree,
-  e.g. systemd `Delegate=yes`). Detected and reported; not implemented yet, so never in
-  force (see `cgroup_status()`).
+- `cgroup`: where namespaces are unavailable, a cgroup v2 leaf per worker, ended with
+  `cgroup.kill` (needs a delegated subtree, e.g. systemd `Delegate=yes`; daemon/cgroups.py
+  has the layout, the janitor and the sweep). The worker joins its leaf before it execs
+  (`Policy.wrap(argv, cgroup=LEAF)`, or `{"cgroup": LEAF}` for a forked one); the process
+  lunad watches is then the server itself, as with `pgroup`.
 - `pgroup`: the worker's own process group (the last resort, what lunad did before): a child
   that calls setsid() escapes it, and after a SIGKILL of lunad only the worker itself gets
   the parent-death signal.
@@ -69,7 +71,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -80,12 +82,15 @@ PREFERENCES = ("auto", *MODES)
 # What each mode leaves uncovered, for `luna status` and `luna doctor`.
 GAPS = {
     PIDNS: "none: the server's whole tree ends with the worker and with lunad",
-    CGROUP: "not implemented",
+    CGROUP: ("after a SIGKILL of lunad its janitor kills the workers' cgroups; if the janitor "
+             "is killed too, they live until lunad starts again in the same cgroup"),
     PGROUP: ("a setsid() descendant escapes the worker's end, and after a SIGKILL of lunad "
              "only the worker itself dies"),
 }
 
 SHELL = "/bin/sh"
+# The cgroup mode's exec wrapper: join the leaf $1 (nothing is forked yet), then exec.
+JOIN = 'echo 0 > "$1/cgroup.procs" || exit 71; shift; exec "$@"'
 # The namespace's init (pid 1): runs the command as its child with the original stdin, lets
 # go of stdio (so the worker's pipes close with the server), waits for the server and exits
 # with its status (128+N if a signal N killed it). Its exit empties the namespace.
@@ -168,8 +173,13 @@ class Policy:
             text += "; sandbox: " + self.sandbox.describe()
         return text
 
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        """The argv to exec so that `argv` (argv[0] resolved) runs contained."""
+    def wrap(self, argv: Sequence[str], cgroup: str | None = None) -> list[str]:
+        """The argv to exec so that `argv` (argv[0] resolved) runs contained (`cgroup`: the
+        worker's leaf, for the cgroup mode)."""
+        if self.mode == CGROUP:
+            if cgroup is None:
+                raise ContainmentError("the cgroup containment needs the worker's cgroup")
+            return [SHELL, "-c", JOIN, "sh", cgroup, *argv]
         if self.mode != PIDNS:
             return list(argv)
         if self.sandbox is None and self.unshare is not None:
@@ -225,30 +235,50 @@ def probe_python(userns: bool, sandbox: bool) -> tuple[bool, str]:
     return ok, "" if ok else why
 
 
-def cgroup_status() -> str:
-    """Why the cgroup mode is not in force on this host (it is never, yet)."""
-    try:
-        with open("/proc/self/cgroup", encoding="ascii") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        return f"cannot read /proc/self/cgroup: {e}"
-    unified = [line[3:] for line in lines if line.startswith("0::")]
-    if not unified or len(lines) > 1:
-        return "cgroup v2 is not the only hierarchy here (hybrid or v1 layout)"
-    own = os.path.join("/sys/fs/cgroup", unified[0].lstrip("/"))
-    if not os.access(os.path.join(own, "cgroup.procs"), os.W_OK):
-        return f"lunad's cgroup {unified[0]} is not delegated to it (not writable)"
-    if not os.path.exists(os.path.join(own, "cgroup.kill")):
-        return "the kernel has no cgroup.kill (needs Linux 5.14)"
-    return "a delegated cgroup v2 subtree is there, but the cgroup mode is not implemented yet"
+def cgroup_status() -> str | None:
+    """Why the cgroup mode cannot be had here; None when it can (daemon/cgroups.py)."""
+    from daemon import cgroups  # not at module level: this file also runs as a script
+    return cgroups.detect()[1] or None
+
+
+_UNAVAILABLE = {PIDNS: "PID namespaces are not available here: ",
+                CGROUP: "the cgroup containment is not available: "}
+
+
+def choose(preference: str, why_not: Callable[[str], str | None]) -> tuple[str, str]:
+    """(mode, why no better one) for `preference`: for "auto" the first of MODES (best first)
+    that `why_not(mode)` does not refuse (None: available; `pgroup` always is), else that
+    mode or ContainmentError saying why not. Pure: `why_not` is asked lazily, in order."""
+    if preference not in PREFERENCES:
+        raise ContainmentError(f"unknown containment {preference!r}; allowed: "
+                               + ", ".join(PREFERENCES))
+    if preference == PGROUP:
+        return PGROUP, "asked for"
+    reasons = []
+    for mode in MODES if preference == "auto" else (preference,):
+        why = None if mode == PGROUP else why_not(mode)
+        if why is None:
+            return mode, "; ".join(reasons)
+        if preference != "auto":
+            raise ContainmentError(_UNAVAILABLE[mode] + why)
+        reasons.append(f"{mode}: {why}")
+    raise AssertionError("pgroup is always available")
+
+
+def _pidns_policy(root: bool) -> tuple[Policy | None, str]:
+    """The pidns policy this host gives (util-linux unshare, else this file's launcher)."""
+    path, why = probe_unshare(not root)
+    if path is not None:
+        return Policy(PIDNS, not root, None, unshare=path), ""
+    ok, why2 = probe_python(not root, False)
+    return (Policy(PIDNS, not root, None, reason=why), "") if ok else (None, why2)
 
 
 def detect(preference: str = "auto", sandbox: Sandbox | None = None) -> Policy:
     """The best containment this host gives (or the one asked for); ContainmentError if the
     one asked for, or the sandbox, cannot be had. Probes run once per process (cached)."""
     if preference not in PREFERENCES:
-        raise ContainmentError(f"unknown containment {preference!r}; allowed: "
-                               + ", ".join(PREFERENCES))
+        choose(preference, lambda mode: None)  # raises, naming what is allowed
     root = os.geteuid() == 0
     if sandbox is not None:
         if preference not in ("auto", PIDNS):
@@ -258,23 +288,19 @@ def detect(preference: str = "auto", sandbox: Sandbox | None = None) -> Policy:
             raise ContainmentError(f"a sandbox needs user, PID, mount and network namespaces, "
                                    f"which this host refused: {why}")
         return Policy(PIDNS, True, sandbox)
-    reasons = []
-    if preference in ("auto", PIDNS):
-        path, why = probe_unshare(not root)
-        if path is not None:
-            return Policy(PIDNS, not root, None, unshare=path)
-        ok, why2 = probe_python(not root, False)
-        if ok:
-            return Policy(PIDNS, not root, None, reason=why)
-        reasons.append(f"pidns: {why2}")
-        if preference == PIDNS:
-            raise ContainmentError("PID namespaces are not available here: " + why2)
-    if preference in ("auto", CGROUP):
-        why = cgroup_status()
-        reasons.append(f"cgroup: {why}")
-        if preference == CGROUP:
-            raise ContainmentError("the cgroup containment is not available: " + why)
-    return Policy(PGROUP, reason="; ".join(reasons) if reasons else "asked for")
+    pidns = functools.cache(lambda: _pidns_policy(root))
+
+    def why_not(mode: str) -> str | None:
+        if mode == PIDNS:
+            return pidns()[1] or None
+        return cgroup_status()
+
+    mode, reason = choose(preference, why_not)
+    if mode == PIDNS:
+        policy = pidns()[0]
+        assert policy is not None
+        return policy
+    return Policy(mode, reason=reason)
 
 
 class _ServerLike(Protocol):

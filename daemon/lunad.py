@@ -48,6 +48,7 @@ from typing import Any
 from daemon import (
     __version__,
     banner,
+    cgroups,
     childproc,
     containment,
     notify,
@@ -392,6 +393,15 @@ class Daemon:
             return
         log.info("server %s: containment %s%s", server.name, policy.describe(),
                  "" if policy.mode == containment.PIDNS else f"; not covered: {policy.gaps}")
+        if policy.mode == containment.CGROUP:
+            # Set up lunad's subtree (and sweep dead predecessors') now, before any worker.
+            try:
+                tree = cgroups.tree()
+            except cgroups.CgroupError as exc:
+                log.error("server %s: %s; its workers cannot start", server.name, exc)
+                return
+            log.info("cgroups: workers under %s, janitor pid %s%s", tree.workers,
+                     tree.janitor_pid, "".join(f"; swept {p}" for p in tree.swept))
 
     # -- ControlTarget ------------------------------------------------------------------
 

@@ -134,7 +134,10 @@ def run_worker(factory: Callable[[], Any], request: dict[str, Any], fds: list[in
         os.chdir(request["cwd"])
         random.seed()  # the at-fork hook did it too; explicit, as the docstring promises
         contain = request.get("contain")
-        if contain is not None:
+        if contain is not None and "cgroup" in contain:  # join the worker's leaf
+            with open(os.path.join(contain["cgroup"], "cgroup.procs"), "w") as procs:
+                procs.write("0")
+        elif contain is not None:
             _enter_containment(contain)
         server = factory()
         server.run("stdio")

@@ -47,7 +47,7 @@ from typing import Any
 
 import psutil
 
-from daemon import birth, childproc, containment, states
+from daemon import birth, cgroups, childproc, containment, states
 from daemon.config import ServerConfig
 
 STDOUT_LIMIT = 64 * 1024 * 1024 + 1024  # a 64 MiB frame plus its newline and some slack
@@ -174,6 +174,8 @@ class Worker:
         # The state it was in when the process exited: IDLE means it died unused.
         self.state_at_exit: str | None = None
         self.policy = containment.Policy(containment.PGROUP)  # set by start()
+        self.cgroup: str | None = None  # its leaf, in the cgroup containment
+        self._cgroup_gone: asyncio.Task[None] | None = None
         self.stdin: asyncio.StreamWriter
         self.stdout: asyncio.StreamReader
         self._extra_env = dict(extra_env or {})
@@ -199,6 +201,12 @@ class Worker:
             self.state = states.transition(self.state, new)
 
     def _on_exit(self) -> None:
+        # In the cgroup containment the worker's end ends its whole tree, as the PID
+        # namespace's does: kill the leaf now, remove it once the kernel has emptied it.
+        if self.cgroup is not None and self._cgroup_gone is None:
+            cgroups.kill(self.cgroup)
+            self._cgroup_gone = asyncio.get_running_loop().create_task(
+                self._remove_cgroup(self.cgroup), name=f"cgroup {self.server}#{self.slot}")
         self.state_at_exit = self.state
         if self.state != states.EXITED:
             self.set_state(states.EXITED)
@@ -246,13 +254,17 @@ class Worker:
         self.started_at = time.monotonic()
         try:
             self.policy = containment.for_server(self.config)
-        except containment.ContainmentError as e:
+            if self.policy.mode == containment.CGROUP:
+                self.cgroup = cgroups.tree().new_leaf(f"{self.server}-{self.slot}")
+        except (containment.ContainmentError, cgroups.CgroupError) as e:
             self.set_state(states.EXITED)
             raise SpawnError(self.server, f"containment: {e}", []) from e
         try:
             born = await self._fork(loop, env) or await self._exec(loop, env)
         except (OSError, subprocess.SubprocessError) as e:
             self.set_state(states.EXITED)
+            if self.cgroup is not None:  # nothing joined it
+                cgroups.try_remove(self.cgroup)
             raise SpawnError(self.server, f"could not execute {self.config.command}: {e}",
                              []) from e
         transport, protocol = born
@@ -315,7 +327,8 @@ class Worker:
         try:
             transport, protocol = await birth.fork_exec(
                 loop, lambda: _WorkerProtocol(STDOUT_LIMIT, loop), self._template, env,
-                self.config.cwd or os.getcwd(), birth.fork_containment(self.policy))
+                self.config.cwd or os.getcwd(),
+                birth.fork_containment(self.policy, self.cgroup))
         except birth.ForkUnavailable as exc:
             self._log.info("worker %s: not forked (%s); exec of %s instead", self.slot, exc,
                            self.config.command)
@@ -326,8 +339,10 @@ class Worker:
 
     async def _exec(self, loop: asyncio.AbstractEventLoop, env: Mapping[str, str]
                     ) -> tuple[asyncio.SubprocessTransport, _WorkerProtocol]:
+        leaf = self.cgroup
         how = childproc.launch([self.config.command, *self.config.args], env,
-                               self.config.cwd, wrap=self.policy.wrap)
+                               self.config.cwd,
+                               wrap=lambda argv: self.policy.wrap(argv, cgroup=leaf))
         transport, protocol = await loop.subprocess_exec(
             lambda: _WorkerProtocol(STDOUT_LIMIT, loop), *how.argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -428,6 +443,8 @@ class Worker:
     # ------------------------------------------------------------------ stop
 
     def _signal_group(self, sig: int) -> None:
+        if sig == signal.SIGKILL and self.cgroup is not None:
+            cgroups.kill(self.cgroup)  # what left the group is still in the leaf
         if self.pid is None:
             return
         # ESRCH: nothing left in the group. EPERM: a member changed uid; nothing we can do.
@@ -440,6 +457,20 @@ class Worker:
             self.exit_reason = reason
             self.exit_note = note
         self._signal_group(signal.SIGKILL)
+
+    async def _remove_cgroup(self, leaf: str) -> None:
+        """Remove the killed leaf once the kernel has emptied it (bounded: cgroups.EMPTY_WAIT)."""
+        deadline = time.monotonic() + cgroups.EMPTY_WAIT
+        try:
+            while not cgroups.try_remove(leaf):
+                if time.monotonic() > deadline:
+                    self._log.warning("worker %s: cgroup %s still populated %g s after "
+                                      "cgroup.kill; left for the janitor", self.slot, leaf,
+                                      cgroups.EMPTY_WAIT)
+                    return
+                await asyncio.sleep(0.01)
+        except OSError as e:
+            self._log.warning("worker %s: cannot remove cgroup %s: %s", self.slot, leaf, e)
 
     async def _wait_exit(self, timeout: float) -> bool:
         assert self._protocol is not None
@@ -492,6 +523,8 @@ class Worker:
                     await self._protocol.exited.wait()
         # The group outlives its leader if the server started children: they go too.
         self._signal_group(signal.SIGKILL)
+        if self._cgroup_gone is not None:
+            await asyncio.shield(self._cgroup_gone)
         if not self.stdin.is_closing():
             self.stdin.close()
         if self._stderr_task is not None:

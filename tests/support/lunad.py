@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from daemon.control_client import request
+from tests.support.cgroup import JOIN as CGROUP_JOIN
 from tests.support.ports import free_port
 from tests.support.supervised import alive
 
@@ -124,12 +125,14 @@ class Lunad:
                  infra: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None,
                  command: list[str] | None = None, user: User | None = None,
-                 http: dict[str, Any] | None = None) -> None:
+                 http: dict[str, Any] | None = None, cgroup: Path | None = None) -> None:
         """`infra` is the `[infra]` table (default: backend "none"); `metrics_port` pins the
         exporter's port (default: a free one); `env` is extra environment for lunad only;
         `command` runs lunad (default `python -m daemon.lunad`; `--config PATH` is added);
         `user` runs it as that unprivileged user (tests/support/users.py); `http` is the
-        `[http]` table (default: none, the front is off)."""
+        `[http]` table (default: none, the front is off); `cgroup` is a cgroup v2 dir that
+        lunad starts in (tests/support/cgroup.py), joined as root before dropping to `user`."""
+        self.cgroup = cgroup
         self.user = user
         self.dir = Path(tempfile.mkdtemp(prefix="luna-e2e-", dir="/tmp"))
         self.runtime_dir = self.dir / "run"
@@ -203,12 +206,20 @@ class Lunad:
         no `--require-file` or `--exit-at-once` (a server meant to fail)."""
         log = open(self.log_path, "wb")  # noqa: SIM115 -- handed to the child for its lifetime
         as_user: dict[str, Any] = {}
-        if self.user:
+        command = [*self.command, "--config", str(self.config_path)]
+        if self.cgroup is not None:
+            # Root joins the cgroup, then setpriv becomes the user: a process of the user's
+            # could not leave root's cgroup for the delegated one by itself.
+            drop = ([shutil.which("setpriv") or "setpriv", f"--reuid={self.user.uid}",
+                     f"--regid={self.user.gid}", "--init-groups", "--"] if self.user else [])
+            command = ["/bin/sh", "-c", CGROUP_JOIN, "sh", str(self.cgroup), *drop, *command]
+            as_user = {"umask": 0o022} if self.user else {}
+        elif self.user:
             # a desktop session's usual umask, whatever the runner's
             as_user = {"user": self.user.uid, "group": self.user.gid,
                        "extra_groups": self.user.groups, "umask": 0o022}
         self.proc = subprocess.Popen(
-            [*self.command, "--config", str(self.config_path)],
+            command,
             cwd=self.user.src if self.user else ROOT, env={**self.env, **self.daemon_env},
             stdout=log, stderr=subprocess.STDOUT, **as_user)
         log.close()
