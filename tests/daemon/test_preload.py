@@ -22,7 +22,8 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.daemon.test_e2e_containment import ShimClient
+from tests.daemon.test_e2e_containment import ShimClient, leaf_of
+from tests.support import cgroup
 from tests.support.lunad import ROOT, Lunad, RawClient, shim_command
 from tests.support.processes import gone, reap, subreaper
 from tests.support.users import User
@@ -147,6 +148,34 @@ def test_forked_workers_enter_the_servers_pid_namespace() -> None:
         assert first["random"] != second["random"]
     finally:
         daemon.stop()
+
+
+def test_forked_workers_join_their_own_cgroup_leaf() -> None:
+    """containment = "cgroup": the forked worker writes itself into its leaf before it
+    serves; the template stays in lunad's leaf; lunad's stop removes the whole subtree."""
+    why = cgroup.skip_reason()
+    if why:
+        pytest.skip(why)
+    delegated = cgroup.make()
+    daemon = Lunad({"pre": preloaded(containment="cgroup")}, cgroup=delegated)
+    try:
+        daemon.start(timeout=60)
+        daemon.wait_for(lambda: birth(daemon, "pre")["mode"] == "fork", 30, "the template")
+        assert daemon.status()["servers"]["pre"]["containment"]["mode"] == "cgroup"
+        subtree = delegated / f"luna-{daemon.proc.pid}"  # type: ignore[union-attr]
+        assert template_pid(daemon, "pre") in cgroup.procs(subtree / "lunad")
+        with RawClient(daemon.socket_path("pre")) as a, \
+                RawClient(daemon.socket_path("pre")) as b:
+            first, second = probe(a), probe(b)
+            leaves = {leaf_of(worker["pid"]) for worker in (first, second)}
+            assert len(leaves) == 2 and {leaf.parent for leaf in leaves} == {
+                subtree / "workers"}, leaves
+            assert first["imported_in"] == template_pid(daemon, "pre")
+        daemon.stop()
+        daemon.wait_for(lambda: not subtree.exists(), what="lunad's subtree removed")
+    finally:
+        daemon.stop()
+        cgroup.remove(delegated)
 
 
 def test_template_killed_is_restarted_and_running_sessions_go_on(lunad: Lunad) -> None:
