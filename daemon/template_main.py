@@ -4,6 +4,8 @@ Run by lunad (daemon/template.py) as `<server's python> -c LOADER this-file MODU
 loaded by path so that it needs nothing but the standard library and the preload module (the
 server's interpreter need not have lunad installed). FD is its end of a SOCK_SEQPACKET pair
 with lunad. It imports MODULE (the expensive part: the MCP SDK, pydantic, the server's code),
+rehearses (when the callable has a `rehearsal`: one readiness ping answered by a state-free
+server, so what the first request builds lazily is built here once; see rehearse()),
 freezes everything it allocated out of the cyclic GC's reach (gc.freeze(): a collection in a
 worker then never writes to those pages, so they stay shared with the template), and says
 {"ready": pid}. Then, per request (JSON {"env", "cwd", "parent"} plus the worker's stdin,
@@ -43,6 +45,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -188,6 +191,62 @@ def serve(sock: socket.socket, factory: Callable[[], Any]) -> int:
         sock.send(json.dumps(answer).encode())
 
 
+REHEARSAL_PING = b'{"jsonrpc": "2.0", "id": "luna-rehearsal", "method": "ping"}\n'
+REHEARSAL_WAIT = 5.0    # seconds for the rehearsal's threads to end
+
+
+def rehearse(factory: Callable[[], Any]) -> str | None:
+    """Serve one readiness ping in the template, before any fork; None, or why it failed.
+
+    What a server builds lazily at its first request (the SDK's dispatch, OpenTelemetry's
+    no-op tracer, anyio's stream classes, pydantic serializers) is then built once here and
+    shared, instead of built again in every worker after its fork. Only with a state-free
+    server: `factory.rehearsal`, a zero-argument callable returning a server that holds no
+    per-process state (no files, no connections), as the preload module promises by defining
+    it. The server runs on stdio as a worker would, with a pipe holding the ping on fd 0 and
+    a pipe on fd 1; both are put back afterwards, its threads are waited for (a fork must not
+    copy a thread's half-held locks) and the fds it left open are closed.
+    """
+    build = getattr(factory, "rehearsal", None)
+    if build is None:
+        return None
+    before = set(os.listdir("/proc/self/fd"))
+    saved = os.dup(0), os.dup(1)
+    ping_r, ping_w = os.pipe()
+    answer_r, answer_w = os.pipe()
+    try:
+        os.write(ping_w, REHEARSAL_PING)
+        os.close(ping_w)
+        os.dup2(ping_r, 0)
+        os.dup2(answer_w, 1)
+        os.close(answer_w)
+        try:
+            build().run("stdio")
+        except BaseException as exc:  # the workers will say it again at their readiness ping
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 0)
+            os.dup2(saved[1], 1)
+        os.set_blocking(answer_r, False)
+        try:
+            answer = os.read(answer_r, 65536)
+        except BlockingIOError:
+            answer = b""
+        if b'"luna-rehearsal"' not in answer:
+            return f"no answer to its ping: {answer[:200]!r}"
+        return None
+    finally:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread():
+                thread.join(REHEARSAL_WAIT)
+        for fd in set(os.listdir("/proc/self/fd")) - before - {str(fd) for fd in saved}:
+            with contextlib.suppress(OSError):
+                os.close(int(fd))
+        for fd in saved:
+            os.close(fd)
+
+
 def main(argv: list[str]) -> int:
     spec, fd = argv[0], int(argv[1])
     sock = socket.socket(fileno=fd)
@@ -204,6 +263,10 @@ def main(argv: list[str]) -> int:
     if "anyio" in sys.modules:
         with contextlib.suppress(ImportError):
             importlib.import_module("anyio._backends._asyncio")
+    failed = rehearse(factory)
+    if failed is not None:
+        print(f"luna template: the rehearsal of {spec!r} failed ({failed}); workers are "
+              "forked all the same", file=sys.stderr)
     # Everything imported so far is shared with every worker: keep the GC from touching it.
     gc.collect()
     gc.freeze()

@@ -38,6 +38,16 @@ def server() -> LunaServer:
     return _PREPARED
 
 
+def rehearsal() -> LunaServer:
+    """The prepared server, with no Luna: no per-process state. lunad's template answers one
+    readiness ping with it before it forks (daemon/template_main.py, `rehearse`), so what the
+    SDK builds at a server's first request is built once there, not in every worker."""
+    return _PREPARED
+
+
+server.rehearsal = rehearsal  # type: ignore[attr-defined]
+
+
 def main() -> int:
     try:
         server().run("stdio")

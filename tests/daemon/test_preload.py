@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -344,3 +345,49 @@ def test_forked_luna_workers_as_an_unprivileged_user(unprivileged_user: User) ->
         assert not left, f"outlived a SIGKILL of lunad: {left}"
     finally:
         daemon.stop(expect_code=-signal.SIGKILL)
+
+
+REHEARSE = """
+import json, os, sys, threading
+sys.path.insert(0, {root!r})
+from daemon import template_main
+from luna_server.__main__ import server
+
+def ident(fd):
+    st = os.fstat(fd)
+    return [st.st_dev, st.st_ino]
+
+def state():
+    return [ident(0), ident(1)], sorted(os.listdir("/proc/self/fd")), threading.active_count()
+
+def broken():
+    raise RuntimeError("no server today")
+
+def factory():
+    raise AssertionError("the rehearsal must not call the worker's callable")
+
+factory.rehearsal = {rehearsal}
+before = state()
+failed = template_main.rehearse(factory)
+print(json.dumps({{"failed": failed, "before": before, "after": state(),
+                  "luna_attached": server.rehearsal().luna is not None}}))
+"""
+
+
+@pytest.mark.parametrize("rehearsal", ["server.rehearsal", "broken"])
+def test_the_template_rehearses_a_ping_and_leaves_no_trace(rehearsal: str) -> None:
+    # The template answers one ping with the state-free server before it forks; fds 0 and 1
+    # are its own again after, no thread is left to be copied half-way by a fork, no fd
+    # stays open, and the Luna server never got a Luna (files, Redis) in the template.
+    out = subprocess.run([sys.executable, "-c", REHEARSE.format(root=str(ROOT),
+                                                                rehearsal=rehearsal)],
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+                         cwd=ROOT, check=True)
+    found = json.loads(out.stdout)
+    assert found["after"] == found["before"]
+    assert found["before"][2] == 1  # one thread, before and after
+    assert not found["luna_attached"]
+    if rehearsal == "broken":
+        assert found["failed"] == "RuntimeError: no server today"
+    else:
+        assert found["failed"] is None, out.stderr.decode()[-2000:]
