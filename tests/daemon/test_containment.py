@@ -217,7 +217,9 @@ def attempt(name, fn):
         out[name] = type(e).__name__ + ":" + str(e.errno)
 attempt("write_outside", lambda: open(sys.argv[1] + "/outside", "w").close())
 attempt("write_allowed", lambda: open(sys.argv[2] + "/allowed", "w").close())
-attempt("write_tmp", lambda: open("/tmp/luna-sandbox-probe", "w").close())
+# Named after OUTSIDE's fresh parent dir, so no run can trip over an earlier run's leftover.
+tmp_probe = "/tmp/" + os.path.basename(os.path.dirname(sys.argv[1]))
+attempt("write_tmp", lambda: open(tmp_probe, "w").close())
 attempt("tcp_out", lambda: socket.create_connection(("192.0.2.1", 80), timeout=2).close())
 def loopback():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
@@ -249,7 +251,7 @@ def test_sandbox_walls(var_tmp: Path, tmp_path: Path) -> None:
     seen = eval(out.stdout)  # our own probe's repr of a dict of str/int
     assert seen["write_outside"].startswith("OSError:30")  # EROFS
     assert seen["write_allowed"] == "ok" and (allowed / "allowed").exists()
-    assert seen["write_tmp"] == "ok" and not Path("/tmp/luna-sandbox-probe").exists()
+    assert seen["write_tmp"] == "ok" and not (Path("/tmp") / var_tmp.name).exists()
     assert seen["tcp_out"].startswith("OSError:101")  # ENETUNREACH: no route, no network
     assert seen["loopback"] == "ok"
     assert seen["uid"] == os.getuid()  # the same uid inside: files stay lunad's
