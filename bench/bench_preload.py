@@ -6,11 +6,15 @@
 One run, one machine, for docs/BENCHMARKS.md ("Preloaded workers"):
 
 1. start: a worker from `Worker.start()` to its readiness ping answered, forked from the
-   Luna template vs exec'd (`python -m luna_server`), one at a time, same containment;
+   Luna template vs exec'd (`python -m luna_server`), alternately, one at a time, same
+   containment; each fork split into its stages (STAGES: the template's fork as lunad sees
+   it, the worker's setup and containment, its server built, its ping answered), read from
+   bench/_staged_luna.py, Luna's preload with timestamps;
 2. burst: N sessions opened back to back (all N `initialize` sent at once, every session
    held open) on a lunad with the default min_idle of 2: each session's attach time (connect
-   to `initialize` answered), preloaded pool vs exec pool, and a direct spawn of the server
-   (what a client without lunad waits for) for the ratio;
+   to `initialize` answered), preloaded pool vs exec pool, each right after `--direct`
+   direct spawns of the server (what a client without lunad waits for) for the ratio at the
+   same load;
 3. memory: USS and PSS per Luna worker (the server process plus its containment root and
    init) with N sessions held, forked vs exec'd;
 4. capacity: Luna sessions opened and held (initialized) up to N, checking after each
@@ -45,6 +49,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._staged_luna import STAGE  # noqa: E402
 from bench._stats import machine, percentile, save_results  # noqa: E402
 from daemon import containment  # noqa: E402
 from daemon.config import load_config  # noqa: E402
@@ -65,14 +70,51 @@ def ms(seconds: list[float]) -> str:
 
 # ---------------------------------------------------------------- 1. start
 
-async def starts(count: int, memory: str) -> dict[str, list[float]]:
+STAGES = ("template fork", "setup and containment", "server built", "ping answered")
+
+
+class StagedTemplate(Template):
+    """The template, with when lunad asked for each fork and when the pid came back."""
+
+    asked: float = 0.0
+    answered: float = 0.0
+
+    async def fork(self, *args: Any, **kwargs: Any) -> int:
+        self.asked = time.monotonic()
+        pid = await super().fork(*args, **kwargs)
+        self.answered = time.monotonic()
+        return pid
+
+
+def stages(worker: Worker, template: StagedTemplate) -> dict[str, float]:
+    """Seconds of each stage of one forked birth (STAGES): lunad's request to the template's
+    answer, to the worker's callable (its setup and containment: the PID namespace's two
+    forks), to its server built, to its readiness ping answered in lunad."""
+    marks = {}
+    for line in worker.stderr_tail(100):
+        if STAGE in line:
+            marks = dict(part.split("=") for part in line.split(STAGE, 1)[1].split())
+    assert marks, f"no stage line from the worker: {worker.stderr_tail(5)}"
+    assert worker.ready_seconds is not None
+    points = [worker.started_at, template.asked, template.answered,
+              float(marks["built_from"]), float(marks["built"]),
+              worker.started_at + worker.ready_seconds]
+    # The first stage counts from the start of Worker.start() (its env, the request).
+    return {name: points[i + 2] - points[i + 1] if i else points[2] - points[0]
+            for i, name in enumerate(STAGES)}
+
+
+async def starts(count: int, memory: str) -> dict[str, Any]:
+    """One fork, then one exec, `count` times: each one's start -> ready, and the stages of
+    the forks (bench/_staged_luna.py)."""
     luna = load_config(None).servers["luna"]
-    config = dataclasses.replace(luna, env={"LUNA_MEMORY_PATH": memory})
-    template = Template(config, env=dict)
+    config = dataclasses.replace(luna, env={"LUNA_MEMORY_PATH": memory}, cwd=str(ROOT),
+                                 preload="bench._staged_luna:server")
+    template = StagedTemplate(config, env=dict)
     await template.start()
     while not template.ready:
         await asyncio.sleep(0.02)
-    out: dict[str, list[float]] = {"fork": [], "exec": []}
+    out: dict[str, Any] = {"fork": [], "exec": [], "stages": {name: [] for name in STAGES}}
     try:
         for _ in range(count):
             for birth, forker in (("fork", template), ("exec", None)):
@@ -80,6 +122,10 @@ async def starts(count: int, memory: str) -> dict[str, list[float]]:
                 await worker.start()
                 assert worker.birth == birth and worker.ready_seconds is not None
                 out[birth].append(worker.ready_seconds)
+                if birth == "fork":
+                    await asyncio.sleep(0.02)  # the stage line is on its way through stderr
+                    for name, seconds in stages(worker, template).items():
+                        out["stages"][name].append(seconds)
                 await worker.stop()
     finally:
         await template.stop()
@@ -252,10 +298,6 @@ def main() -> int:
     print(machine())
     print(f"containment: {containment.for_server(load_config(None).servers['luna']).mode}")
     with tempfile.TemporaryDirectory(prefix="luna-bench-") as memory_dir:
-        direct = direct_spawn(args.direct, memory_dir) if args.direct > 0 else [1.0]
-        results["direct"] = direct
-        print(f"direct spawn -> initialize answered: {ms(direct)}")
-    with tempfile.TemporaryDirectory(prefix="luna-bench-") as memory_dir:
         found = asyncio.run(starts(args.starts, memory_dir)) if args.starts > 0 else {}
     if found:
         results["start"] = found
@@ -263,8 +305,15 @@ def main() -> int:
         print(f"start, exec -> ready: {ms(found['exec'])}")
         ratio = statistics.median(found["exec"]) / statistics.median(found["fork"])
         print(f"  exec / fork (p50): {ratio:.1f}x")
+        for name, seconds in found["stages"].items():
+            print(f"  fork stage {name}: {ms(seconds)}")
+    # Each burst right after direct spawns of its own: the ratio is taken at one load.
+    direct_all: list[float] = []
     for size in (int(n) for n in args.bursts.split(",") if n.strip() and int(n) > 0):
         for preload in (True, False) if args.exec_burst else (True,):
+            with tempfile.TemporaryDirectory(prefix="luna-bench-") as memory_dir:
+                direct = direct_spawn(max(1, args.direct), memory_dir)
+            direct_all += direct
             daemon = lunad(preload, size + 8)
             try:
                 socks, times = open_burst(daemon.socket_path("luna"), size)
@@ -273,9 +322,13 @@ def main() -> int:
                 daemon.stop(check=False)
             name = "fork" if preload else "exec"
             results[f"burst_{size}_{name}"] = times
+            results[f"burst_{size}_{name}_direct"] = direct
             share = percentile(times, 0.95) / statistics.median(direct)
-            print(f"burst of {size}, {name} pool: attach {ms(times)}; "
-                  f"p95 / direct spawn p50 = {share:.2f}")
+            print(f"burst of {size}, {name} pool: attach {ms(times)}; direct spawn just "
+                  f"before: {ms(direct)}; p95 / direct spawn p50 = {share:.2f}")
+    if direct_all:
+        results["direct"] = direct_all
+        print(f"direct spawn -> initialize answered, all: {ms(direct_all)}")
     sizes = [int(n) for n in args.memory.split(",") if n.strip() and int(n) > 0]
     for size in sizes:
         # exec'd workers at the smallest size only: 52 MiB each would make 256 of them 13 GiB.
