@@ -211,6 +211,7 @@ def rehearse(factory: Callable[[], Any]) -> str | None:
     if build is None:
         return None
     before = set(os.listdir("/proc/self/fd"))
+    threads = set(threading.enumerate())
     saved = os.dup(0), os.dup(1)
     ping_r, ping_w = os.pipe()
     answer_r, answer_w = os.pipe()
@@ -237,9 +238,8 @@ def rehearse(factory: Callable[[], Any]) -> str | None:
             return f"no answer to its ping: {answer[:200]!r}"
         return None
     finally:
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread():
-                thread.join(REHEARSAL_WAIT)
+        for thread in set(threading.enumerate()) - threads:  # the rehearsal's own
+            thread.join(REHEARSAL_WAIT)
         for fd in set(os.listdir("/proc/self/fd")) - before - {str(fd) for fd in saved}:
             with contextlib.suppress(OSError):
                 os.close(int(fd))
