@@ -4,6 +4,9 @@
 over stdio with exactly `env`, initializes, makes the calls in order and prints a JSON list:
 {"is_error": bool, "text": str} per tool call, {"tools": [names]} per list_tools, and
 {"error": message} for a call answered with a JSON-RPC error.
+
+With "hold": true in the spec (sent as one line), the session stays open after the results
+are printed (flushed), until stdin reaches EOF: a test can end it, or kill lunad under it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
@@ -36,12 +40,22 @@ async def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 results.append({"is_error": bool(result.is_error), "text": text})
             except MCPError as exc:
                 results.append({"error": exc.message})
+        if spec.get("hold"):
+            print(json.dumps(results), flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.read)
     return results
 
 
 def main() -> None:
-    spec = json.loads(sys.stdin.read())
-    print(json.dumps(anyio.run(run, spec)))
+    spec = json.loads(sys.stdin.readline())
+    try:
+        results = anyio.run(run, spec)
+    except Exception:
+        if spec.get("hold"):  # the server went away under a held session: expected
+            return
+        raise
+    if not spec.get("hold"):
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":
