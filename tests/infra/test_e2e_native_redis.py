@@ -25,6 +25,7 @@ from mcp.client.stdio import stdio_client
 from tests.daemon.test_e2e_sdk import params
 from tests.support.lunad import Lunad
 from tests.support.ports import free_port
+from tests.support.users import User
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,8 +35,9 @@ TOKEN = "zephyrquill"  # a word nothing else stores, so retrieval finds exactly 
 class NativeInfraLunad(Lunad):
     """The shared lunad harness, with an `[infra]` table for the native backend."""
 
-    def __init__(self, servers: dict[str, dict[str, Any]], infra: dict[str, Any]) -> None:
-        super().__init__(servers, infra=infra)
+    def __init__(self, servers: dict[str, dict[str, Any]], infra: dict[str, Any],
+                 user: User | None = None) -> None:
+        super().__init__(servers, infra=infra, user=user)
 
     def redis_status(self) -> dict[str, Any]:
         return self.status()["infra"]["services"]["redis"]
@@ -119,11 +121,18 @@ async def test_redis_sigkilled_under_luna_calls_loses_nothing(lunad: NativeInfra
     assert Path(lunad.state_dir / "infra" / "redis" / "redis.conf").is_file()
 
 
-def test_sigkilled_lunad_leaves_no_redis_or_prometheus() -> None:
+@pytest.fixture(params=["root", "unprivileged"])
+def user(request: pytest.FixtureRequest) -> User | None:
+    return None if request.param == "root" else request.getfixturevalue("unprivileged_user")
+
+
+def test_sigkilled_lunad_leaves_no_redis_or_prometheus(user: User | None) -> None:
+    """Also as an ordinary uid: there lunad's infra children are that user's, and nothing of
+    root's (no setpriv as root, no cgroup) is there to take them down with lunad."""
     daemon = NativeInfraLunad(
         {"luna": {"min_idle": 1, "max_sessions": 2, "stop_timeout": 2}},
         {"backend": "native", "redis_port": free_port(), "prometheus_port": free_port(),
-         "poll_interval": 0.2})
+         "poll_interval": 0.2}, user=user)
     try:
         daemon.start(timeout=60)
         daemon.wait_for(lambda: daemon.status()["infra"]["services"]["prometheus"]["up"], 30,
@@ -132,6 +141,8 @@ def test_sigkilled_lunad_leaves_no_redis_or_prometheus() -> None:
         tree = psutil.Process(daemon.proc.pid).children(recursive=True)
         names = sorted(p.name() for p in tree)
         assert "redis-server" in names and "prometheus" in names, names
+        uid = user.uid if user else 0
+        assert {p.uids().real for p in tree} == {uid}, [(p.name(), p.uids()) for p in tree]
         daemon.signal(signal.SIGKILL)
         daemon.proc.wait(10)
 
