@@ -180,21 +180,28 @@ def test_server_flooding_stderr_keeps_working(lunad: Lunad) -> None:
             assert c.recv()["result"]["content"][0]["text"] == f"n{i}"
 
 
-def test_max_sessions_refusal_is_seen_by_the_client_and_printed_by_the_shim(
-        lunad: Lunad) -> None:
-    with RawClient(lunad.socket_path("tiny")) as holder:
-        holder.initialize()
-        request = json.dumps({"jsonrpc": "2.0", "id": "first", "method": "initialize",
-                              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                                         "clientInfo": {"name": "t", "version": "1"}}})
-        out = subprocess.run(shim_command("tiny"), input=request + "\n", capture_output=True,
-                             text=True, timeout=30, cwd=ROOT,
-                             env={**lunad.env, "PYTHONPATH": str(ROOT)})
+INITIALIZE_FIRST = json.dumps({"jsonrpc": "2.0", "id": "first", "method": "initialize",
+                               "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                          "clientInfo": {"name": "t", "version": "1"}}}) + "\n"
+
+
+def assert_refused_for_max_sessions(out: subprocess.CompletedProcess[str]) -> None:
+    """luna-shim, fed INITIALIZE_FIRST while the server's only session is taken."""
     assert out.returncode == 1, (out.stdout, out.stderr)
     answer = json.loads(out.stdout)
     assert answer["id"] == "first", answer
     assert "max_sessions" in answer["error"]["message"]
     assert "luna-shim: lunad:" in out.stderr and "max_sessions" in out.stderr
+
+
+def test_max_sessions_refusal_is_seen_by_the_client_and_printed_by_the_shim(
+        lunad: Lunad) -> None:
+    with RawClient(lunad.socket_path("tiny")) as holder:
+        holder.initialize()
+        out = subprocess.run(shim_command("tiny"), input=INITIALIZE_FIRST, capture_output=True,
+                             text=True, timeout=30, cwd=ROOT,
+                             env={**lunad.env, "PYTHONPATH": str(ROOT)})
+    assert_refused_for_max_sessions(out)
     text = lunad.metrics_text()
     assert metric(text, "luna_sessions_total", server="tiny", outcome="rejected") >= 1
 
@@ -279,6 +286,11 @@ def test_sockets_are_private(lunad: Lunad) -> None:
 
 
 def test_worker_over_memory_limit_is_killed_and_the_client_told(lunad: Lunad) -> None:
+    assert_memory_hog_killed(lunad)
+
+
+def assert_memory_hog_killed(lunad: Lunad) -> None:
+    """A session on server "hog" (192 MiB against a 96 MiB memory_limit)."""
     with RawClient(lunad.socket_path("hog"), timeout=30) as c:
         c.initialize()  # the first answer, then the server allocates 192 MiB
         c.tool(5, "sleep", seconds=20)
