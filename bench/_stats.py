@@ -35,7 +35,8 @@ def median_p95_ms(seconds: Sequence[float]) -> str:
 
 
 def machine() -> str:
-    """CPU count (nproc), the lscpu model name, and the Python version."""
+    """CPU count (nproc), the lscpu model name, the Python version, and the load average
+    (1, 5, 15 min) when called: docs/BENCHMARKS.md names the load beside every figure."""
     model = "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -43,7 +44,9 @@ def machine() -> str:
                       if line.startswith("Model name")), model)
     except (OSError, subprocess.CalledProcessError):
         pass
-    return f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} CPUs (nproc), {model}, Python {platform.python_version()}, "
+            f"load average {load}")
 
 
 def save_results(name: str, **data: Any) -> Path:

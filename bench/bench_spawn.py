@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._stats import machine
 from bench._stats import median_p95_ms as ms
 from daemon import states
 from daemon.config import ServerConfig
@@ -95,7 +95,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--refill", type=int, default=8)
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, rounds {args.rounds}")
+    print(f"{machine()}; rounds {args.rounds}")
     print()
     print("| server | what | median ms | p95 ms |")
     print("|---|---|---|---|")

@@ -36,6 +36,7 @@ from supervisor.xmlrpc import SupervisorTransport
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as `python bench/bench_supervisorctl.py` from anywhere
 
+from bench._stats import machine  # noqa: E402
 from daemon.control_client import request  # noqa: E402
 from tests.support.supervised import BIN, Supervised  # noqa: E402
 
@@ -129,6 +130,7 @@ def main() -> int:
             pending.join(timeout=30)
             lines.append(row("supervisor.getState while luna.status waits on a SIGSTOPped "
                              "lunad", frozen))
+            print(f"{machine()}; rounds {args.rounds}\n")
             print("\n".join(lines))
             print(f"\nluna.status still pending while getState was answered: {still_pending}")
             print(f"longest getState while luna.status arrived for the frozen lunad (the hold): "
