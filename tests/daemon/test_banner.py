@@ -12,6 +12,10 @@ from daemon.infra.children import output_level
 from tests.support.lunad import Lunad, echo_server
 from tests.support.ports import free_port
 
+pytestmark = pytest.mark.root_only(
+    "the start banner's text; lunad as a user prints the same lines from the same code, and"
+    " runs native infra in tests/infra/test_e2e_native_redis.py")
+
 
 def test_redact_url_drops_the_password() -> None:
     assert redact_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

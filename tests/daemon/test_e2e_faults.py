@@ -25,7 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.framing import MAX_FRAME
 from tests.support.lunad import ROOT, Lunad, RawClient, echo_server, shim_command
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.root_only(
+    "as a user: tests/users/test_limits_user.py (memory limit, max_sessions through the "
+    "user's shim, socket ownership, another uid refused) and "
+    "tests/daemon/test_e2e_session_path.py (a crash mid-call); load, framing, stderr flood,"
+    " idle, kill and drain are the same code whatever the uid")]
 
 
 @pytest.fixture(scope="module")

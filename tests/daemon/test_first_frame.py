@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.lunad import Lunad, RawClient, echo_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.root_only(
+    "a timer in the session, the same code whatever the uid")]
 
 
 @pytest.fixture(scope="module")

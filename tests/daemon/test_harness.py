@@ -15,6 +15,9 @@ from daemon.config import load_config
 from tests.daemon.test_lunad_signals import running, wait_gone
 from tests.support.lunad import ECHO, Lunad, RawClient, echo_server
 
+pytestmark = pytest.mark.root_only(
+    "the harness itself; tests/users/test_harness.py checks Lunad(user=...)")
+
 
 def test_recv_line_reads_a_connection_reset_as_end_of_stream(tmp_path: Path) -> None:
     # A peer closed (or killed) with our unread bytes in its buffer resets the connection.

@@ -10,7 +10,9 @@ import pytest
 from tests.support.lunad import ECHO, Lunad, RawClient, echo_server
 from tests.support.ports import free_port
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.root_only(
+    "as a user: tests/users/test_redis_access.py (native Redis with Luna storing through "
+    "it) and tests/infra/test_e2e_native_redis.py")]
 
 # The echo server, after printing the LUNA_REDIS_URL it was given to stderr: the crash tool
 # then brings that line back to the client inside lunad's worker_exited error.

@@ -13,7 +13,10 @@ import pytest
 
 from tests.support.lunad import ROOT, Lunad, RawClient, echo_server
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.root_only(
+    "as a user, SIGTERM and SIGKILL of lunad: tests/daemon/test_e2e_containment.py and "
+    "tests/daemon/test_preload.py; config errors, sd_notify, threads and failed starts do "
+    "not depend on the uid")]
 
 
 def running(pid: int) -> bool:

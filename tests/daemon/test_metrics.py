@@ -18,6 +18,10 @@ from daemon.observer import OTHER, Observer
 from tests.support.lunad import Lunad, RawClient, echo_server
 from tests.support.ports import free_port
 
+pytestmark = pytest.mark.root_only(
+    "the exporter's content, the same code whatever the uid; a user's lunad is scraped in "
+    "tests/users/test_limits_user.py")
+
 # name -> (type, label names) exactly as in DESIGN.md's table
 TABLE: dict[str, tuple[str, set[str]]] = {
     "luna_sessions_active": ("gauge", {"server"}),

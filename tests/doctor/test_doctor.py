@@ -28,6 +28,10 @@ from daemon.doctor import (
 )
 from tests.support.lunad import ECHO, Lunad, echo_server
 
+pytestmark = pytest.mark.root_only(
+    "as a user: `luna doctor` against the user's lunad in tests/users/test_e2e_user.py and "
+    "tests/users/test_redis_access.py")
+
 LUNA = [sys.executable, "-m", "daemon.cli"]
 
 

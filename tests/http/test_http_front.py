@@ -14,7 +14,9 @@ import pytest
 from tests.http.conftest import HttpLunad, conformance_server
 from tests.http.raw import MODERN_META, call, in_session, initialize, modern, request
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.root_only(
+    "as a user: tests/http/test_http_unprivileged.py (both eras, the per-uid loopback "
+    "check); the rest is protocol handling, the same code whatever the uid")]
 
 
 # ---------------------------------------------------------------- who may talk to it

@@ -17,7 +17,9 @@ from mcp_types import ElicitResult
 
 from tests.http.conftest import HttpLunad, conformance_server
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.root_only(
+    "message routing inside the front, the same code whatever the uid; the front runs as a "
+    "user in tests/http/test_http_unprivileged.py")]
 
 MODERN = "2026-07-28"
 

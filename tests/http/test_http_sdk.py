@@ -15,7 +15,8 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.http.conftest import HttpLunad
 from tests.support.lunad import venv_script
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.root_only(
+    "as a user, the SDK client over both eras: tests/http/test_http_unprivileged.py")]
 
 
 async def _pids(url: str, mode: str, calls: int = 3) -> list[int]:

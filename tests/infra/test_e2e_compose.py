@@ -23,7 +23,9 @@ import pytest
 from tests.infra.stand_in_docker import StandInDocker
 from tests.support.lunad import ROOT, Lunad
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.root_only(
+    "a stand-in docker CLI; the real engine runs with lunad as a user in "
+    "tests/infra/test_real_engine.py")]
 
 
 class ComposeLunad(Lunad):

@@ -45,7 +45,9 @@ TOOL = "phi_consciousness_calculate"
 CALLS = 5
 WAIT = 30.0  # seconds any one condition may take to show up in Prometheus
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.root_only(
+    "Prometheus scraping the exporter: the same exporter whatever lunad's uid; a user's "
+    "lunad is scraped in tests/users/test_limits_user.py")]
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:

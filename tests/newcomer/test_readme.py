@@ -46,7 +46,10 @@ INSPECTOR = ROOT / "tests" / "outside-client" / "node_modules" / ".bin" / "mcp-i
 DEFAULT_METRICS = "http://127.0.0.1:9464/metrics"
 INSTALL_TIMEOUT = 600.0
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.root_only(
+    "the README's command on root's defaults (/run/luna, /var/lib/luna), in private "
+    "namespaces that need root; the same command as a desktop user is not run here yet (its"
+    " per-uid defaults are in tests/daemon/test_paths.py)")]
 
 
 def sh_blocks(path: Path) -> list[str]:

@@ -26,6 +26,9 @@ CLAUDE = ROOT / "tests" / "claude-code" / "node_modules" / ".bin" / "claude"
 LUNA = str(Path(sys.executable).parent / "luna")
 
 pytestmark = [
+    pytest.mark.root_only(
+        "Claude Code's npm tree is in the checkout, which the user cannot read; the printed "
+        "entries are launched as a user in tests/ops/test_clients.py"),
     pytest.mark.timeout(180),
     pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code is not installed: run "
                        "scripts/install/claude-code.sh (scripts/test.sh does)"),

@@ -34,6 +34,10 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from tests.support.supervised import BIN, Supervised, alive
 
+pytestmark = pytest.mark.root_only(
+    "supervisord is the system service (`systemctl start luna`), root's; lunad as a user "
+    "under it (`luna install --user`) is rendered in tests/ops/test_install.py, not run")
+
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = BIN.parent
 SETTINGS = ["infra.backend=none", "metrics.listen=", "servers.luna.min_idle=1",
