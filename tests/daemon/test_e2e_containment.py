@@ -156,7 +156,12 @@ def test_cgroup_mode_ends_a_hostile_tree_too(tree: str, ending: str, user: User 
     table = {**tree_table(tree, user), "containment": "cgroup"}
     lunad = Lunad({"srv": table}, drain_timeout=1, user=user, cgroup=delegated).start()
     try:
-        assert lunad.status()["servers"]["srv"]["containment"]["mode"] == containment.CGROUP
+        assert lunad.status()["servers"]["srv"]["containment"] == {
+            "mode": containment.CGROUP, "userns": False, "sandbox": None,
+            "gaps": containment.GAPS[containment.CGROUP], "reason": ""}
+        if ending == "session_end":  # what `luna status` tells its user
+            shown = lunad.luna("status").stdout
+            assert f"containment: cgroup; not covered: {containment.GAPS['cgroup']}" in shown
         assert [line.rsplit(" ", 1)[1] for line in lunad.metrics_text().splitlines()
                 if line.startswith('luna_worker_containment{mode="cgroup"')] == ["1.0"]
         subtree = delegated / f"luna-{lunad.proc.pid}"  # type: ignore[union-attr]
