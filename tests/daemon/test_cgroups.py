@@ -221,3 +221,20 @@ def test_the_next_lunad_sweeps_what_a_killed_janitor_left(delegated: Path) -> No
     finally:
         end(second)
     assert wait_gone({int(made2["escapee"])}) == set()  # type: ignore[arg-type]
+
+
+def test_a_live_lunads_subtree_is_never_swept(delegated: Path) -> None:
+    """Two lunads in one cgroup: the second's sweep leaves the first's workers alone."""
+    first, made = standin(delegated)
+    escapee = int(made["escapee"])  # type: ignore[arg-type]
+    try:
+        second, made2 = standin(delegated)
+        try:
+            assert made2["swept"] == []
+            assert psutil.Process(escapee).is_running()
+            assert escapee in cgroup.procs(Path(str(made["base"])))
+        finally:
+            end(second)
+    finally:
+        end(first)
+    assert wait_gone({escapee, int(made2["escapee"])}) == set()  # type: ignore[arg-type]
