@@ -86,7 +86,8 @@ def unavailable(own: str, exists: Callable[[str], bool],
             return f"lunad is in the root cgroup ({own}), which is never delegated"
         return "the kernel has no cgroup.kill (needs Linux 5.14)"
     if not (writable(own) and writable(os.path.join(own, "cgroup.procs"))):
-        return f"lunad's cgroup {own} is not delegated to its uid (not writable)"
+        return (f"lunad's cgroup {own} is not delegated to its uid (not writable; systemd: "
+                "Delegate=yes, and ProtectControlGroups=no, which mounts it read-only)")
     return None
 
 
