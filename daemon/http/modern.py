@@ -7,7 +7,7 @@ of the first request it gets, so these workers must not see the legacy ping the 
 sends. The front holds each ready worker as a SharedWorker (shared.py) and sends every
 request to the one with the fewest in flight, except (routing.py): a retry echoing a
 `requestState` goes to the worker that issued it, and a request asking for log messages
-waits (up to WAIT) for a worker with no other such request in flight.
+waits (up to WAIT, then goes anyway) for a worker with no other such request in flight.
 A worker that dies answers what it had in flight with lunad's error and is replaced from its
 pool (with the pool's backoff).
 
@@ -128,10 +128,11 @@ class ModernWorkers:
     def workers(self) -> list[Any]:
         return [w for pool in self.pools.values() for w in pool.workers()]
 
-    async def pick(self, name: str, *, logs: bool = False,
-                   state: str | None = None) -> SharedWorker | None:
-        """The worker for one request (None: none within WAIT). With `logs` its log slot
-        is reserved: the caller sends with logs=True or calls free_logs()."""
+    async def pick(self, name: str, *, logs: bool = False, state: str | None = None
+                   ) -> tuple[SharedWorker | None, bool]:
+        """The worker for one request (None: none within WAIT) and whether its log slot was
+        reserved for it (the caller then sends with slot=True or calls free_logs()). With
+        `logs` it waits up to WAIT for a free slot, then takes a worker without one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
         if not self.shared[name]:
@@ -146,13 +147,16 @@ class ModernWorkers:
             try:
                 await asyncio.wait_for(waiter, max(deadline - loop.time(), 0))
             except TimeoutError:
-                return None
+                log.info("%s: no free log slot within %.0f s; a request asking for log "
+                         "messages shares a worker with another (their logs are dropped)",
+                         name, WAIT)
+                return choose(self.shared[name], logs=False, state=state), False
             finally:
                 with contextlib.suppress(ValueError):
                     self._log_waiters[name].remove(waiter)
         if chosen is not None and logs:
             chosen.reserve_logs()
-        return chosen
+        return chosen, chosen is not None and logs
 
     def _wake(self, name: str) -> None:
         """A log slot came free: every waiter looks again."""
@@ -195,27 +199,24 @@ class ModernWorkers:
                 message["id"], wire.METHOD_NOT_FOUND, "Method not found: initialize is not "
                 "part of 2026-07-28 (requests carry their version in _meta; see "
                 "server/discover)"))
-        logs = routing.wants_logs(message)
-        shared = await self.pick(server, logs=logs, state=routing.echoed_state(message))
+        shared, slot = await self.pick(server, logs=routing.wants_logs(message),
+                                       state=routing.echoed_state(message))
         if shared is None:
-            why = (" with a free log slot (requests carrying io.modelcontextprotocol/logLevel "
-                   "run one at a time per worker; more `modern_workers` run more)"
-                   if logs and any(s.alive for s in self.shared[server]) else "")
             return await plain(send, 503, wire.error_body(
                 message["id"], -32000, f"lunad: no {server} worker for 2026-07-28 requests is "
-                f"ready{why} (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
+                f"ready (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
         try:
             rejection = await self._param_headers(shared, message, scope)
         except BaseException:
-            if logs:
+            if slot:
                 shared.free_logs()
             raise
         if rejection is not None:
-            if logs:
+            if slot:
                 shared.free_logs()
             return await plain(send, 400, wire.error_body(
                 message["id"], rejection.code, rejection.message, rejection.data))
-        stream = shared.send(message, logs=logs)
+        stream = shared.send(message, slot=slot)
         status = await front.respond(stream, receive, send, None, status_for=status_of,
                                      priming=False)
         if not stream.finished:

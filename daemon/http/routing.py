@@ -7,9 +7,12 @@ attributable, and lunad relies on exactly that instead of guessing:
   the final result) carries `_meta["io.modelcontextprotocol/subscriptionId"]`, the listen
   request's JSON-RPC id, which is lunad's id for it on the worker;
 - `notifications/message` (logging) is sent only for a request whose `_meta` carries
-  `io.modelcontextprotocol/logLevel`, on that request's stream. Nothing on the wire names
-  it, so lunad lets at most one such request be in flight per shared worker (ModernWorkers
-  waits for a free slot): the log messages then belong to that one;
+  `io.modelcontextprotocol/logLevel`, on that request's stream, never on a listen stream.
+  Nothing on the wire names the request, so lunad keeps at most one such request in flight
+  per shared worker (ModernWorkers holds the others, up to WAIT, for a free log slot): the
+  log messages then belong to that one. A request that waited WAIT in vain is sent anyway;
+  while two that asked are in flight, their log messages are dropped, never misrouted (a
+  server MAY omit them; failing the request would be worse);
 - an `input_required` result's `requestState` may be sealed with a key only that worker
   process holds (the SDK's default is an ephemeral key), so the retry carrying it goes back
   to the worker that issued it.
@@ -32,7 +35,7 @@ class Routed(Protocol):
     """What routing needs to know of a request in flight."""
 
     listen: bool  # a subscriptions/listen stream
-    logs: bool  # it asked for log messages (logLevel in its _meta)
+    logs: bool  # it asked for log messages (logLevel in its _meta; not a listen)
 
 
 def _params(message: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -46,8 +49,9 @@ def _meta(holder: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def wants_logs(request: Mapping[str, Any]) -> bool:
-    """Whether a request opts in to `notifications/message` (and so needs a log slot)."""
-    return LOG_LEVEL in _meta(_params(request))
+    """Whether a request opts in to `notifications/message` (and so wants a log slot). A
+    listen stream never carries them, though the SDK client stamps logLevel on it too."""
+    return request.get("method") != LISTEN and LOG_LEVEL in _meta(_params(request))
 
 
 def echoed_state(request: Mapping[str, Any]) -> str | None:

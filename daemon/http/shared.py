@@ -46,7 +46,8 @@ class _Pending:
     client_token: Any
     method: str = ""
     listen: bool = False  # a subscriptions/listen stream
-    logs: bool = False  # holds the worker's log slot (asked for notifications/message)
+    logs: bool = False  # asked for notifications/message (routing.wants_logs)
+    slot: bool = False  # holds the worker's log slot
 
 
 class SharedWorker:
@@ -64,8 +65,8 @@ class SharedWorker:
         self.alive = True
         # Tool name -> inputSchema, from every tools/list answer seen (for Mcp-Param checks).
         self.schemas: dict[str, Any] = {}
-        # At most one request that asked for log messages is in flight (see routing.py);
-        # ModernWorkers reserves the slot before the request is sent.
+        # Normally at most one request that asked for log messages is in flight (see
+        # routing.py); ModernWorkers reserves this slot before the request is sent.
         self.log_busy = False
         self.states: OrderedDict[str, None] = OrderedDict()  # requestStates it issued
         self._on_log_free = on_log_free
@@ -85,14 +86,15 @@ class SharedWorker:
 
     # -- client -> worker ---------------------------------------------------------------
 
-    def send(self, message: dict[str, Any], *, logs: bool = False) -> Stream:
-        """Forward one request; its answer arrives on the returned stream. `logs`: it takes
-        the log slot (reserved with reserve_logs())."""
+    def send(self, message: dict[str, Any], *, slot: bool = False) -> Stream:
+        """Forward one request; its answer arrives on the returned stream. `slot`: it holds
+        the log slot (reserved with reserve_logs()) until it is answered or cancelled."""
         ours = next(_ids)
         stream = Stream(ours, {ours})
         method = message.get("method", "")
         pending = _Pending(message["id"], stream, None, None, method,
-                           listen=method == routing.LISTEN, logs=logs)
+                           listen=method == routing.LISTEN, logs=routing.wants_logs(message),
+                           slot=slot)
         params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         if isinstance(meta, dict) and "progressToken" in meta:
@@ -168,7 +170,7 @@ class SharedWorker:
             return None
         if pending.token is not None:
             self.by_token.pop(pending.token, None)
-        if pending.logs:
+        if pending.slot:
             self.free_logs()
         return pending
 

@@ -36,16 +36,24 @@ def test_listen_streams_get_their_own_events_while_other_requests_run(lunad: Htt
                                                                        ) -> None:
     """Two clients listen on the one shared worker (ids "listen-1" both: the SDK client mints
     them per process), each for a different kind; a third calls tools meanwhile. Each stream
-    is acknowledged and gets exactly the events it asked for; the tool calls are answered."""
+    is acknowledged and gets exactly the events it asked for; the tool calls are answered.
+    The first client asks for log messages (the SDK stamps logLevel on its listen request
+    too): its listen stream does not keep its own tool call from getting its logs."""
+    logs: list[str] = []
+
+    async def on_log(params: Any) -> None:
+        logs.append(params.data)
 
     async def main() -> tuple[list[Any], list[Any], list[str]]:
-        async with _client(lunad) as a, _client(lunad) as b, _client(lunad) as caller, \
+        async with _client(lunad, log_level="info", logging_callback=on_log) as a, \
+                _client(lunad) as b, _client(lunad) as caller, \
                 a.listen(tools_list_changed=True) as tools, \
                 b.listen(resource_subscriptions=["test://watched-resource"]) as watched:
             assert tools.honored.tools_list_changed is True
             assert watched.honored.resource_subscriptions == ["test://watched-resource"]
             answers = [_text(await caller.call_tool("touch", {"uri": uri}))
                        for uri in ("test://other", "test://watched-resource")]
+            answers.append(_text(await a.call_tool("log", {"tag": "a", "count": 2})))
             got_tools = [await asyncio.wait_for(tools.__anext__(), 10)]
             got_watched = [await asyncio.wait_for(watched.__anext__(), 10)]
             # Nothing more for either but tools events: the other resource was never
@@ -56,7 +64,9 @@ def test_listen_streams_get_their_own_events_while_other_requests_run(lunad: Htt
             return got_tools, got_watched, answers
 
     got_tools, got_watched, answers = asyncio.run(main())
-    assert answers == ["touched test://other", "touched test://watched-resource"]
+    assert answers == ["touched test://other", "touched test://watched-resource",
+                       "a logged 2"]
+    assert logs == ["a 0", "a 1"]
     assert got_tools and all(e == ToolsListChanged() for e in got_tools)
     assert got_watched == [ResourceUpdated(uri="test://watched-resource")]
     # The listen streams were cancelled when the clients left: the worker serves on.

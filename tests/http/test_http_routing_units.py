@@ -3,14 +3,16 @@ worker choice in daemon/http/modern.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from daemon.http import modern as modern_module
 from daemon.http import routing
-from daemon.http.modern import choose
+from daemon.http.modern import ModernWorkers, choose
 
 SUB = routing.SUBSCRIPTION_ID
 
@@ -65,6 +67,9 @@ def test_restamp_and_states() -> None:
     assert routing.echoed_state({"params": {"requestState": "s"}}) == "s"
     assert routing.wants_logs({"params": {"_meta": {routing.LOG_LEVEL: "info"}}})
     assert not routing.wants_logs({"params": {"_meta": {}}})
+    # A listen stream never carries log messages: it must not take the log slot.
+    assert not routing.wants_logs({"method": routing.LISTEN,
+                                   "params": {"_meta": {routing.LOG_LEVEL: "info"}}})
 
 
 @dataclass
@@ -88,3 +93,40 @@ def test_choose() -> None:
     assert choose([a, b], logs=False, state=None) is b  # others are not held up
     a.alive = False
     assert choose([a, b], logs=False, state="sealed-by-a") is b  # issuer gone: any
+
+
+class SlotWorker(Worker):
+    def reserve_logs(self) -> None:
+        self.log_busy = True
+
+
+def _modern(workers: list[Any]) -> Any:
+    """A ModernWorkers over fake shared workers: pick() needs only these attributes."""
+    modern = ModernWorkers.__new__(ModernWorkers)
+    modern.shared = {"s": workers}
+    modern._ready = {"s": asyncio.Event()}
+    modern._ready["s"].set()
+    modern._log_waiters = {"s": []}
+    return modern
+
+
+def test_pick_waits_for_a_log_slot_then_goes_anyway(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modern_module, "WAIT", 0.3)
+    worker = SlotWorker({1: 0}, log_busy=True)
+    modern = _modern([worker])
+
+    async def freed_soon() -> tuple[Any, bool]:
+        async def free() -> None:
+            await asyncio.sleep(0.05)
+            worker.log_busy = False
+            modern._wake("s")
+        task = asyncio.create_task(free())
+        got = await modern.pick("s", logs=True)
+        await task
+        return got
+
+    assert asyncio.run(freed_soon()) == (worker, True)  # the freed slot, now reserved
+    assert worker.log_busy
+    # Never freed: after WAIT the request goes anyway, without the slot (never a 503).
+    assert asyncio.run(modern.pick("s", logs=True)) == (worker, False)
+    assert asyncio.run(modern.pick("s", logs=False)) == (worker, False)

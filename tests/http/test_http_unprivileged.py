@@ -26,7 +26,21 @@ async def main(url, mode):
         return {"era": client.protocol_version, "sum": added.structured_content["result"],
                 "pid": int(pid.content[0].text)}
 
-print(json.dumps([asyncio.run(main(sys.argv[1], mode)) for mode in ("legacy", "2026-07-28")]))
+async def routed(url):
+    # 2026-07-28 server messages: a listen stream's event, a request's own log messages.
+    logs = []
+    async def on_log(params):
+        logs.append(params.data)
+    async with Client(streamable_http_client(url), mode="2026-07-28", log_level="info",
+                      logging_callback=on_log) as client:
+        async with client.listen(tools_list_changed=True) as sub:
+            await client.call_tool("log", {"tag": "u", "count": 2})
+            await client.call_tool("touch", {"uri": "test://x"})
+            event = await asyncio.wait_for(sub.__anext__(), 10)
+    return {"event": type(event).__name__, "logs": logs}
+
+print(json.dumps([asyncio.run(main(sys.argv[1], mode)) for mode in ("legacy", "2026-07-28")]
+                 + [asyncio.run(routed(sys.argv[1]))]))
 """
 
 
@@ -36,7 +50,8 @@ def test_both_eras_as_an_unprivileged_user(unprivileged_user: User) -> None:
     try:
         run = user.run([user.python, "-c", CLIENT, daemon.url()])
         assert run.returncode == 0, run.stderr[-3000:]
-        legacy, modern = json.loads(run.stdout)
+        legacy, modern, routed = json.loads(run.stdout)
+        assert routed == {"event": "ToolsListChanged", "logs": ["u 0", "u 1"]}
         assert (legacy["era"], legacy["sum"]) == ("2025-11-25", 42)
         assert (modern["era"], modern["sum"]) == ("2026-07-28", 42)
         # Unprivileged workers live in their own PID namespace: the pid a tool sees is not
