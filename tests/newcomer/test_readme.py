@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -40,16 +42,14 @@ from daemon.control_client import ControlUnavailable, request
 from tests.support.namespaces import PrivateDefaults
 from tests.support.processes import assert_no_new_children, live_children, subreaper
 from tests.support.repository import copy_repository
+from tests.support.users import User
 
 ROOT = Path(__file__).resolve().parents[2]
 INSPECTOR = ROOT / "tests" / "outside-client" / "node_modules" / ".bin" / "mcp-inspector"
 DEFAULT_METRICS = "http://127.0.0.1:9464/metrics"
 INSTALL_TIMEOUT = 600.0
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.root_only(
-    "the README's command on root's defaults (/run/luna, /var/lib/luna), in private "
-    "namespaces that need root; the same command as a desktop user is not run here yet (its"
-    " per-uid defaults are in tests/daemon/test_paths.py)")]
+pytestmark = pytest.mark.timeout(900)
 
 
 def sh_blocks(path: Path) -> list[str]:
@@ -147,7 +147,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation
     work.mkdir()
     home.mkdir()
     copy_repository(work)
-    env = wheelhouse(work, newcomer_env(home), base / "wheels")
+    # Readable by the desktop user's run below too (pytest's own temp dirs are 0700).
+    wheels = Path(tempfile.mkdtemp(prefix="luna-wheels-", dir="/tmp"))
+    wheels.chmod(0o755)
+    env = wheelhouse(work, newcomer_env(home), wheels)
     install = sh_blocks(ROOT / "README.md")[0].strip()
     log = base / "install.log"
     # A subreaper for the whole module: orphans of doc commands become ours, so none hides.
@@ -160,11 +163,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation
             status = wait_for_lunad(shell, default_runtime(namespaces, env), log)
             yield Installation(work, env, namespaces, shell, log, status)
         finally:
-            if shell.poll() is None:  # a test failed before the stop test: leave nothing
-                for proc in psutil.Process(shell.pid).children(recursive=True):
-                    proc.kill()
-                os.killpg(shell.pid, signal.SIGKILL)
-                shell.wait(10)
+            kill_tree(shell)  # when a test failed before the stop test: leave nothing
+            shutil.rmtree(wheels, ignore_errors=True)
+
+
+def kill_tree(shell: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `shell` (a session leader) and everything under it, if it still runs."""
+    if shell.poll() is None:
+        for proc in psutil.Process(shell.pid).children(recursive=True):
+            proc.kill()
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait(10)
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -238,6 +247,76 @@ def test_a_second_lunad_on_the_same_defaults_runs_beside_the_first(
     assert returncode == 0, log.read_text(errors="replace")[-3000:]
     _gone, alive = psutil.wait_procs(tree, timeout=15)
     assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+
+
+def test_readme_install_as_a_desktop_user(installed: Installation, unprivileged_user: User,
+                                          tmp_path: Path) -> None:
+    """The same first command as an ordinary user, as a desktop user runs Luna: lunad on that
+    uid's defaults (sockets in /tmp/luna-<uid> here, no /run/user/<uid>; state in ~/.local/
+    state), native Redis and Prometheus as that user on the default ports (in namespaces of
+    its own), a real SDK client through its luna-shim, the call in /metrics, and SIGTERM
+    leaving nothing. The work copy and wheelhouse are the user's to read."""
+    user = unprivileged_user
+    base = Path(tempfile.mkdtemp(prefix="luna-newcomer-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        work = base / "luna"
+        work.mkdir()
+        copy_repository(work)
+        login = {"PATH": "/usr/local/bin:/usr/bin:/bin", "USER": user.name,
+                 "LOGNAME": user.name, "LANG": "C.UTF-8"}
+        # The user's python3 may not be ours (Debian's 3.11.2 pulls async-timeout, 3.11.7
+        # does not): add what it needs to the wheelhouse, downloaded by that python3.
+        wheels = Path(installed.env["PIP_FIND_LINKS"])
+        pip = wheelhouse(work, newcomer_env(tmp_path, {**os.environ, **login}), wheels)
+        subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(work)], check=True)
+        pip = {k: v for k, v in pip.items() if k.startswith("PIP_")}
+        env = {**newcomer_env(user.home, {**login, **pip}), **pip}
+        install = sh_blocks(ROOT / "README.md")[0].strip()
+        log = tmp_path / "install.log"
+        with PrivateDefaults() as namespaces, open(log, "wb") as out:
+            shell = subprocess.Popen(namespaces.command(["bash", "-c", install], work, user.name),
+                                     env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                runtime = paths.runtime_dir(environ=env, uid=user.uid,
+                                            run_root=namespaces.path("/run"),
+                                            tmp_root=namespaces.path("/tmp"))
+                status = wait_for_lunad(shell, runtime, log)
+                lunad = psutil.Process(status["daemon"]["pid"])
+                assert lunad.uids().real == user.uid and str(work / ".venv") in lunad.cmdline()[0]
+                assert (user.home / ".local" / "state" / "luna").is_dir()
+
+                def inside(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+                    return subprocess.run(namespaces.command(argv, work, user.name), env=env,
+                                          capture_output=True, text=True, timeout=120,
+                                          **kwargs)
+
+                spec = {"command": [str(work / ".venv" / "bin" / "luna-shim")],
+                        "env": {"HOME": str(user.home), **login}, "calls": [
+                            {"tool": "phi_consciousness_calculate",
+                             "arguments": {"interaction_context": "a desktop user's phi"}}]}
+                called = inside([str(work / ".venv" / "bin" / "python"),
+                                 str(work / "tests" / "support" / "mcp_calls.py")],
+                                input=json.dumps(spec))
+                assert called.returncode == 0, called.stdout + called.stderr
+                result = json.loads(called.stdout)[0]
+                assert not result["is_error"] and re.search(r"1\.\d{15}", result["text"]), result
+                scraped = inside(["curl", "-sf", "--max-time", "10", DEFAULT_METRICS])
+                assert 'tool="phi_consciousness_calculate"' in scraped.stdout, scraped.stderr
+                redis = request({"cmd": "status"}, runtime_dir=str(runtime))["result"]["infra"]
+                assert redis["backend"] == "native", redis
+                tree = lunad.children(recursive=True)
+                assert {p.uids().real for p in tree} == {user.uid}, tree
+                assert "redis-server" in {p.name() for p in tree}
+                lunad.send_signal(signal.SIGTERM)
+                assert shell.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+                _gone, alive = psutil.wait_procs(tree, timeout=15)
+                assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+            finally:
+                kill_tree(shell)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def scrape(installed: Installation) -> str:

@@ -22,6 +22,7 @@ reaches beyond loopback: download what is needed first (see the newcomer test's 
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,10 +59,13 @@ class PrivateDefaults:
     def pid(self) -> int:
         return self.holder.pid
 
-    def command(self, argv: Sequence[str], cwd: str | Path) -> list[str]:
-        """`argv` run inside the namespaces, in `cwd` (entering a mount namespace moves to /)."""
+    def command(self, argv: Sequence[str], cwd: str | Path, user: str | None = None) -> list[str]:
+        """`argv` run inside the namespaces, in `cwd` (entering a mount namespace moves to /);
+        as the local `user` (name) when given: root enters, then setpriv becomes the user."""
+        drop = (["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}",
+                 "--init-groups", "--"] if user else [])
         return ["nsenter", f"--target={self.pid}", "--mount", "--net", f"--wd={cwd}", "--",
-                *argv]
+                *drop, *argv]
 
     def path(self, inside: str | Path) -> Path:
         """Where `inside` (an absolute path in the namespace) is from outside it."""
