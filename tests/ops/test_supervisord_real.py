@@ -22,6 +22,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import xmlrpc.client
@@ -33,10 +34,7 @@ import pytest
 from supervisor.xmlrpc import SupervisorTransport
 
 from tests.support.supervised import BIN, Supervised, alive
-
-pytestmark = pytest.mark.root_only(
-    "supervisord is the system service (`systemctl start luna`), root's; lunad as a user "
-    "under it (`luna install --user`) is rendered in tests/ops/test_install.py, not run")
+from tests.support.users import User
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = BIN.parent
@@ -221,6 +219,45 @@ def test_supervisorctl_status_and_luna_commands(
     assert gone.returncode == 7
     assert f"supervisord is not answering on unix://{run}/supervisord.sock" in gone.stdout
     assert "Traceback" not in gone.stdout + gone.stderr
+
+
+@pytest.mark.timeout(120)
+def test_the_service_as_an_unprivileged_user(unprivileged_user: User) -> None:
+    """`luna install --user NAME` (what a desktop installs, so that its Claude Desktop reaches
+    the sockets): supervisord, lunad and its workers all as that user, a session through the
+    user's luna-shim, supervisorctl's `luna status` as the user, nothing left after shutdown."""
+    user = unprivileged_user
+    base = Path(tempfile.mkdtemp(prefix="luna-service-", dir="/tmp"))  # the user can traverse
+    try:
+        base.chmod(0o755)
+        run = base / "run"
+        result = subprocess.run(
+            [user.script("luna"), "install", "--user", user.name, "--conf-dir",
+             str(base / "etc"), "--unit-dir", str(base / "systemd"), "--runtime-dir", str(run),
+             "--state-dir", str(base / "state"),
+             *(arg for setting in SETTINGS for arg in ("--set", setting))],
+            capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert f"User={user.name}" in (base / "systemd" / "luna.service").read_text()
+        assert run.stat().st_uid == user.uid
+        service = Supervised(base / "etc" / "supervisord.conf", user=user)
+        try:
+            service.start()
+            service.wait_for("luna", "status", expect="luna    serving")
+            status = service.status()
+            tree = [psutil.Process(status["daemon"]["pid"])]
+            tree += tree[0].children(recursive=True)
+            assert {p.uids().real for p in tree} == {user.uid}, tree
+            assert psutil.Process(service.process.pid).uids().real == user.uid
+            [answer] = user.mcp([user.script("luna-shim"), "luna", "--socket",
+                                 str(run / "luna.sock")],
+                                [{"tool": "phi_consciousness_calculate",
+                                  "arguments": {"interaction_context": "as a service"}}])
+            assert answer["is_error"] is False, answer
+        finally:
+            assert service.stop() == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.timeout(90)

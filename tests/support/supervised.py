@@ -16,9 +16,12 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from tests.support.users import User
 
 BIN = Path(sys.executable).absolute().parent
 
@@ -32,22 +35,34 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class Supervised:
-    def __init__(self, conf: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, conf: Path, env: Mapping[str, str] | None = None,
+                 user: User | None = None) -> None:
+        """`user` runs supervisord and supervisorctl as that unprivileged user (with the
+        user's Python and login-like environment plus `env`), as `luna install --user` has
+        systemd do."""
         self.conf = conf
-        self.env = clean_env(env)
+        self.user = user
+        self.env = dict(env or {}) if user else clean_env(env)
         self.process: subprocess.Popen[bytes] | None = None
         self.seen: dict[int, psutil.Process] = {}
 
+    def _command(self, tool: str) -> list[str]:
+        return [self.user.script(tool) if self.user else str(BIN / tool), "-c", str(self.conf)]
+
     def start(self) -> None:
-        self.process = subprocess.Popen([str(BIN / "supervisord"), "-c", str(self.conf)],
-                                        env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        spawn = self.user.popen if self.user else subprocess.Popen
+        self.process = spawn(self._command("supervisord"), env=self.env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
         self.remember()
 
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
-                                env=self.env, capture_output=True, text=True, timeout=timeout)
+        argv = [*self._command("supervisorctl"), *args]
+        if self.user:
+            result = self.user.run(argv, env=self.env, timeout=timeout)
+        else:
+            result = subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                                    timeout=timeout)
         self.remember()
         return result
 

@@ -62,6 +62,10 @@ _IGNORE = shutil.ignore_patterns(".venv", ".git", "node_modules", "__pycache__",
                                  ".pytest_cache", ".ruff_cache", "*.egg-info", "build")
 
 
+SUPERVISOR_SCRIPTS = ["supervisord = supervisor.supervisord:main",
+                      "supervisorctl = supervisor.supervisorctl:main"]
+
+
 class UserVenv:
     """A 0755 temp dir holding a copy of the source tree and a venv any uid can execute."""
 
@@ -145,6 +149,7 @@ class UserVenv:
         cfg = ConfigParser()
         cfg.read(self.src / "setup.cfg")
         lines = cfg.get("options.entry_points", "console_scripts", fallback="").splitlines()
+        lines += SUPERVISOR_SCRIPTS  # a dependency's, which `luna install` looks for beside luna
         for line in filter(None, (x.strip() for x in lines)):
             name, target = (part.strip() for part in line.split("=", 1))
             module, func = target.split(":")
