@@ -8,9 +8,13 @@ here: lunad makes the three pipes, sends the worker's ends to the template
 (daemon/template.py), which forks a worker onto them; the worker is lunad's own child
 (clone(CLONE_PARENT), see daemon/template_main.py), so lunad reaps it and gets its exit status
 through a pidfd watched by the event loop, at the moment it exits. Containment is the other
-axis (daemon/containment.py): the forked child enters the server's policy itself
-(`containment.enter`, asked for by `fork_containment(policy)`), so it becomes the same
-root -> init -> server chain as an exec'd worker under `unshare`.
+axis (daemon/containment.py): the forked child enters the server's policy itself, as
+`fork_containment(policy)` asks. A plain `pidns` worker is cloned straight into its new PID
+namespace as the init (init -> server, one fork fewer than the exec'd root -> init -> server
+chain under `unshare`; the init does what the root did: it is what lunad watches and signals,
+it dies with lunad, and it exits with the server's status); a sandboxed one goes through
+`containment.enter`, whose root stays outside to report a refused mount. `server_depth()`
+says how far below the watched process the server is, for per-worker metrics.
 
 `TemplateChild` stands in for the `subprocess.Popen` that asyncio's base subprocess transport
 holds; `ForkedTransport` is that transport, fed an already-born process instead of a Popen.
@@ -43,8 +47,16 @@ def fork_containment(policy: containment.Policy,
         return {"cgroup": cgroup}
     if policy.mode != containment.PIDNS:
         return None
-    return {"userns": policy.userns,
-            "sandbox": None if policy.sandbox is None else json.loads(policy.sandbox.to_json())}
+    if policy.sandbox is None:
+        return {"userns": policy.userns, "sandbox": None, "init": True}
+    return {"userns": policy.userns, "sandbox": json.loads(policy.sandbox.to_json())}
+
+
+def server_depth(policy: containment.Policy, born: str) -> int:
+    """Processes from the one lunad watches down to the server (0: the server itself)."""
+    if born == FORK and policy.mode == containment.PIDNS and policy.sandbox is None:
+        return 1  # the init, cloned by the template
+    return policy.server_depth
 
 
 class ForkUnavailable(Exception):

@@ -39,7 +39,7 @@ Interfaces
 Exec birth (daemon/worker.py): `policy = detect(preference, sandbox)` once per server, then
 `policy.wrap(argv)` turns a resolved argv into the argv to exec (util-linux `unshare` plus a
 /bin/sh init for plain `pidns`, the cheapest; this file run by Python for a sandbox).
-`for_server(config)` does both for a [servers.NAME] entry. `server_process(root, policy)` finds
+`for_server(config)` does both for a [servers.NAME] entry. `server_process(root, depth)` finds
 the server's pid under the root (for per-worker metrics), `decode_returncode()` reads its exit
 status.
 
@@ -55,6 +55,10 @@ SIGTERM/SIGHUP/SIGINT. It returns in a grandchild, the worker, pid 2 of a new PI
 caller should arm the root's own parent-death signal (prctl PR_SET_PDEATHSIG) before calling,
 so that the root dies with whoever must end it; the init dies with the root. `userns=None`
 means: a user namespace only when not root (always for a sandbox).
+
+A process cloned straight into a new PID namespace (and user namespace: `map_ids(uid, gid)`
+first) is its init already: `become_init()` forks the server and returns in it, the caller
+staying as the init (daemon/template_main.py does this for a plain `pidns` worker).
 
 This file imports only the standard library at module level: it also runs as a script
 (`python -I -S containment.py`), the sandbox launcher.
@@ -338,11 +342,12 @@ def tmp_dirs(paths: Sequence[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def server_process(root: int, policy: Policy) -> int:
-    """The pid of the server under containment root `root` (the root itself for pgroup):
-    what per-worker metrics should measure. The root when the chain is not (yet) there."""
+def server_process(root: int, depth: int) -> int:
+    """The pid of the server `depth` processes under containment root `root` (the root
+    itself for pgroup, depth 0): what per-worker metrics should measure. The root when the
+    chain is not (yet) there."""
     pid = root
-    for _ in range(policy.server_depth):
+    for _ in range(depth):
         try:
             with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
                 children = f.read().split()
@@ -460,9 +465,7 @@ def enter(sandbox: Sandbox | None = None, userns: bool | None = None) -> None:
         flags |= CLONE_NEWNS | CLONE_NEWNET
     _check(_libc.unshare(flags), "unshare")
     if userns:
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        map_ids(uid, gid)
     if sandbox is not None:
         _apply_sandbox_mounts(sandbox)  # before the fork: an error reaches the caller
     alive_r, alive_w = os.pipe()  # the init learns here whether the root died before prctl
@@ -493,6 +496,21 @@ def enter(sandbox: Sandbox | None = None, userns: bool | None = None) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (sandbox.max_processes,) * 2)
         if sandbox.memory is not None:
             resource.setrlimit(resource.RLIMIT_DATA, (sandbox.memory,) * 2)
+    become_init()
+
+
+def map_ids(uid: int, gid: int) -> None:
+    """In a new user namespace: map lunad's uid and gid to themselves (nothing else)."""
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1")
+
+
+def become_init() -> None:
+    """Called as pid 1 of a new PID namespace: fork the server and return in it; this
+    process stays as the init (ignores SIGTERM/SIGHUP/SIGINT, lets go of stdio, reaps
+    orphans) and exits with the server's status (128+N for a signal), emptying the namespace.
+    """
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     worker = os.fork()

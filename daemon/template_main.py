@@ -16,7 +16,8 @@ template, lunad's event loop), not the template. So lunad reaps it and reads its
 like any child's; the template's own death (a crash, a restart) does not touch running
 workers; and the worker's PR_SET_PDEATHSIG fires when lunad dies, SIGKILL included: the same
 guarantee as a spawned worker, with the same guard (its parent must be lunad right after the
-prctl, else lunad died before the signal was armed and it exits ORPHAN_EXIT). Python's own
+prctl, else lunad died before the signal was armed and it exits ORPHAN_EXIT; cloned into a
+new PID namespace it sees no parent, and asks lunad's pidfd instead). Python's own
 fork bookkeeping runs around the raw clone (PyOS_BeforeFork / PyOS_AfterFork_*), so the
 interpreter state, os.register_at_fork hooks (random's re-seed among them) and locks are
 exactly as after os.fork().
@@ -25,8 +26,10 @@ In the worker, before the server runs (run_worker): stdio are the three received
 other fd is closed (the control socket, anything the preload module opened); it leads a new
 session (process group = its pid, as a spawned worker); the environment and cwd are the ones
 lunad sent, not the template's; `random` is re-seeded from os.urandom; it enters the server's
-containment when lunad asks (daemon/containment.py's `enter`: it stays as the containment
-root, and the server runs as pid 2 of a new PID namespace); then CALLABLE() builds
+containment when lunad asks: a plain `pidns` worker was cloned as pid 1 of new PID (and, when
+not root, user) namespaces and stays as their init, the server its child
+(containment.become_init); a sandboxed one goes through containment.enter (it stays as the
+containment root, the server runs as pid 2 under an init); then CALLABLE() builds
 the server (so its state: files, Redis connections, event loop, is created in the worker, never
 shared) and `.run("stdio")` serves until stdin closes. It never returns into the template's loop.
 """
@@ -42,6 +45,7 @@ import importlib.util
 import json
 import os
 import random
+import select
 import signal
 import socket
 import sys
@@ -54,6 +58,8 @@ ORPHAN_EXIT = 70        # as daemon/childproc.py: lunad died before the death si
 PRELOAD_FAILED = 3      # exit code: the preload could not be imported (lunad falls back to exec)
 MAX_MESSAGE = 1 << 20   # a request: the environment and cwd as JSON
 _CLONE_PARENT = 0x00008000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
 _PR_SET_PDEATHSIG = 1
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 
@@ -76,13 +82,17 @@ def load(spec: str) -> Callable[[], Any]:
     return target
 
 
-def fork_sibling() -> int:
-    """clone(CLONE_PARENT | SIGCHLD) with Python's fork bookkeeping: 0 in the child."""
+def fork_sibling(namespaces: int = 0) -> int:
+    """clone(CLONE_PARENT | SIGCHLD | namespaces) with Python's fork bookkeeping: 0 in the
+    child."""
     if _SYS_CLONE is None:
+        if namespaces:
+            raise OSError(f"cloning into new namespaces needs x86_64 or aarch64, "
+                          f"not {os.uname().machine}")
         return os.fork()  # an unknown architecture: the worker is then the template's child
     _api.PyOS_BeforeFork()
     pid = _libc.syscall(ctypes.c_long(_SYS_CLONE),
-                        ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD),
+                        ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD | namespaces),
                         None, None, None, ctypes.c_ulong(0))
     if pid == 0:
         _api.PyOS_AfterFork_Child()
@@ -107,6 +117,28 @@ def _containment() -> Any:
 
 
 _CONTAINMENT: Any = None  # loaded in the template, before any fork (see main())
+_LUNAD_PIDFD = -1        # lunad's pidfd, opened in main(): readable once lunad is gone
+
+
+def clone_namespaces(contain: dict[str, Any] | None) -> int:
+    """The namespaces to clone the worker into: a plain `pidns` worker (daemon/birth.py says
+    so with "init") is cloned straight in as its namespace's init, one fork fewer than
+    containment.enter() (which stays outside as the root: needed for a sandbox's mounts)."""
+    if contain is None or not contain.get("init"):
+        return 0
+    userns = contain.get("userns")
+    if userns is None:
+        userns = os.geteuid() != 0
+    return _CLONE_NEWPID | (_CLONE_NEWUSER if userns else 0)
+
+
+def _lunad_gone(parent: int) -> bool:
+    """After the prctl: did lunad die before the death signal was armed?"""
+    ppid = os.getppid()
+    if ppid != 0:
+        return ppid != parent
+    # pid 1 of a new PID namespace: its parent is outside it, so getppid() says 0.
+    return bool(select.select([_LUNAD_PIDFD], [], [], 0)[0])
 
 
 def _enter_containment(contain: dict[str, Any]) -> None:
@@ -121,12 +153,18 @@ def _enter_containment(contain: dict[str, Any]) -> None:
     _CONTAINMENT.enter(box, contain.get("userns"))
 
 
-def run_worker(factory: Callable[[], Any], request: dict[str, Any], fds: list[int]) -> None:
-    """In the forked worker: become a clean process of its own, then serve. Never returns."""
+def run_worker(factory: Callable[[], Any], request: dict[str, Any], fds: list[int],
+               ids: tuple[int, int] | None = None) -> None:
+    """In the forked worker: become a clean process of its own, then serve. Never returns.
+
+    `ids`: the template's uid and gid when the worker was cloned into a user namespace of its
+    own (then mapped to themselves first)."""
     code = 1
     try:
+        if ids is not None:
+            _CONTAINMENT.map_ids(*ids)
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != request["parent"]:
+        if _lunad_gone(request["parent"]):
             os._exit(ORPHAN_EXIT)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -140,6 +178,8 @@ def run_worker(factory: Callable[[], Any], request: dict[str, Any], fds: list[in
         if contain is not None and "cgroup" in contain:  # join the worker's leaf
             with open(os.path.join(contain["cgroup"], "cgroup.procs"), "w") as procs:
                 procs.write("0")
+        elif contain is not None and contain.get("init"):
+            _CONTAINMENT.become_init()  # cloned as pid 1: the server runs as its child
         elif contain is not None:
             _enter_containment(contain)
         server = factory()
@@ -178,10 +218,12 @@ def serve(sock: socket.socket, factory: Callable[[], Any]) -> int:
             request = json.loads(data)
             if len(fds) != 3:
                 raise ValueError(f"expected 3 fds (stdin, stdout, stderr), got {len(fds)}")
-            pid = fork_sibling()
+            namespaces = clone_namespaces(request.get("contain"))
+            ids = (os.geteuid(), os.getegid()) if namespaces & _CLONE_NEWUSER else None
+            pid = fork_sibling(namespaces)
             if pid == 0:
                 sock.close()
-                run_worker(factory, request, fds)
+                run_worker(factory, request, fds, ids)
             answer: dict[str, Any] = {"pid": pid}
         except Exception as exc:  # one bad request must not end the template
             answer = {"error": f"{type(exc).__name__}: {exc}"}
@@ -215,12 +257,17 @@ def rehearse(factory: Callable[[], Any]) -> str | None:
     saved = os.dup(0), os.dup(1)
     ping_r, ping_w = os.pipe()
     answer_r, answer_w = os.pipe()
+    answers: list[bytes] = []
+    # stdin ends only once the ping is answered: an EOF at once lets the server stop with the
+    # ping still unanswered (the SDK ends its session at EOF, in-flight requests cancelled).
+    reader = threading.Thread(target=_read_answer_then_close, args=(answer_r, ping_w, answers),
+                              name="luna-rehearsal-reader")
     try:
         os.write(ping_w, REHEARSAL_PING)
-        os.close(ping_w)
         os.dup2(ping_r, 0)
         os.dup2(answer_w, 1)
         os.close(answer_w)
+        reader.start()
         try:
             build().run("stdio")
         except BaseException as exc:  # the workers will say it again at their readiness ping
@@ -228,12 +275,9 @@ def rehearse(factory: Callable[[], Any]) -> str | None:
         finally:
             sys.stdout.flush()
             os.dup2(saved[0], 0)
-            os.dup2(saved[1], 1)
-        os.set_blocking(answer_r, False)
-        try:
-            answer = os.read(answer_r, 65536)
-        except BlockingIOError:
-            answer = b""
+            os.dup2(saved[1], 1)  # the answer pipe's last writer: the reader sees EOF
+        reader.join(REHEARSAL_WAIT)
+        answer = answers[0] if answers else b""
         if b'"luna-rehearsal"' not in answer:
             return f"no answer to its ping: {answer[:200]!r}"
         return None
@@ -247,6 +291,21 @@ def rehearse(factory: Callable[[], Any]) -> str | None:
             os.close(fd)
 
 
+def _read_answer_then_close(answer_r: int, ping_w: int, answers: list[bytes]) -> None:
+    """The rehearsal's reader: the first line the server writes (or what came before EOF or
+    REHEARSAL_WAIT), then the ping's stdin is closed so that the server stops."""
+    data = b""
+    try:
+        while b"\n" not in data and select.select([answer_r], [], [], REHEARSAL_WAIT)[0]:
+            chunk = os.read(answer_r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        answers.append(data)
+        os.close(ping_w)
+
+
 def main(argv: list[str]) -> int:
     spec, fd = argv[0], int(argv[1])
     sock = socket.socket(fileno=fd)
@@ -256,8 +315,9 @@ def main(argv: list[str]) -> int:
         print(f"luna template: preload {spec!r} failed:", file=sys.stderr)
         traceback.print_exc()
         return PRELOAD_FAILED
-    global _CONTAINMENT
+    global _CONTAINMENT, _LUNAD_PIDFD
     _CONTAINMENT = _containment()
+    _LUNAD_PIDFD = os.pidfd_open(os.getppid())
     # MCP's Python SDK serves on anyio, which imports its asyncio backend (and ssl with it)
     # at the first run: import it here once, not in every worker.
     if "anyio" in sys.modules:

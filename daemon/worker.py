@@ -314,7 +314,8 @@ class Worker:
     def _find_server_process(self) -> None:
         """Per-worker metrics measure the server, not its containment root and init."""
         assert self.pid is not None
-        server = containment.server_process(self.pid, self.policy)
+        server = containment.server_process(self.pid,
+                                            birth.server_depth(self.policy, self.birth))
         if server != self.pid:
             with contextlib.suppress(psutil.Error):
                 self.process = psutil.Process(server)

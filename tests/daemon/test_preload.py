@@ -140,8 +140,11 @@ def test_forked_workers_enter_the_servers_pid_namespace() -> None:
                 RawClient(daemon.socket_path("pre")) as b:
             first, second = probe(a), probe(b)
             roots = [s["pid"] for s in daemon.status()["servers"]["pre"]["sessions"]]
-            # The server runs under a containment root that is lunad's child, as when exec'd.
+            # lunad watches each worker's init, cloned as its own child straight into the new
+            # namespace; the server is the init's child (one fork fewer than exec's chain).
             assert [psutil.Process(root).ppid() for root in roots] == [daemon.proc.pid] * 2
+            assert [len(psutil.Process(root).children(recursive=True)) for root in roots] == [
+                1, 1]
         for worker in (first, second):
             # The server is pid 2 of its own namespace (its init is pid 1).
             assert (worker["pid"], worker["ppid"]) == (2, 1)
@@ -295,13 +298,14 @@ def test_no_orphans_after_sigkill_of_lunad() -> None:
             client = RawClient(daemon.socket_path("pre"))
             assert probe(client)["imported_in"] == template_pid(daemon, "pre")
             busy = daemon.status()["servers"]["pre"]["sessions"][0]["pid"]
-            # The template, 3 idle and 1 busy worker, each a root, an init and a server: the
-            # pool tops itself back up to 3 idle after the bind, so wait for the whole tree.
+            # The template, 3 idle and 1 busy worker, each an init (cloned into its PID
+            # namespace) and a server: the pool tops itself back up to 3 idle after the bind,
+            # so wait for the whole tree.
             def whole_tree() -> set[int] | None:
                 tree = _tree(daemon)
-                return tree if busy in tree and len(tree) >= 13 else None
+                return tree if busy in tree and len(tree) >= 9 else None
 
-            everything = daemon.wait_for(whole_tree, 30, "the topped-up pool's 13 processes")
+            everything = daemon.wait_for(whole_tree, 30, "the topped-up pool's 9 processes")
             daemon.signal(signal.SIGKILL)
             daemon.proc.wait(10)
             for pid in everything:
@@ -391,3 +395,32 @@ def test_the_template_rehearses_a_ping_and_leaves_no_trace(rehearsal: str) -> No
         assert found["failed"] == "RuntimeError: no server today"
     else:
         assert found["failed"] is None, out.stderr.decode()[-2000:]
+
+
+_GONE_PROBE = """
+import sys
+from daemon import template_main
+template_main._LUNAD_PIDFD = int(sys.argv[1])
+print(template_main._lunad_gone(int(sys.argv[2])))
+"""
+
+
+@pytest.mark.parametrize("lunad_alive", [True, False])
+def test_a_cloned_init_asks_lunads_pidfd_whether_lunad_is_gone(lunad_alive: bool) -> None:
+    """A worker cloned as pid 1 of a new PID namespace sees getppid() == 0, so its guard
+    against a lunad that died before the death signal was armed reads lunad's pidfd."""
+    stand_in = subprocess.Popen(["sleep", "60"])
+    pidfd = os.pidfd_open(stand_in.pid)
+    try:
+        if not lunad_alive:
+            stand_in.kill()
+            stand_in.wait()
+        out = subprocess.run(
+            ["unshare", "--user", "--map-current-user", "--pid", "--fork", "--",
+             sys.executable, "-c", _GONE_PROBE, str(pidfd), str(stand_in.pid)],
+            pass_fds=(pidfd,), cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.strip() == str(not lunad_alive), out.stderr
+    finally:
+        os.close(pidfd)
+        stand_in.kill()
+        stand_in.wait()
