@@ -13,31 +13,31 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.lunad import ROOT, Lunad, echo_server
+from tests.support.users import User
 
 CLAUDE = ROOT / "tests" / "claude-code" / "node_modules" / ".bin" / "claude"
 LUNA = str(Path(sys.executable).parent / "luna")
 
 pytestmark = [
-    pytest.mark.root_only(
-        "Claude Code's npm tree is in the checkout, which the user cannot read; the printed "
-        "entries are launched as a user in tests/ops/test_clients.py"),
     pytest.mark.timeout(180),
     pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code is not installed: run "
                        "scripts/install/claude-code.sh (scripts/test.sh does)"),
 ]
 
 
-def minimal_env(home: Path) -> dict[str, str]:
-    return {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "USER": "root",
-            "LOGNAME": "root", "SHELL": "/bin/sh", "TERM": "dumb",
+def minimal_env(home: Path, user: str = "root") -> dict[str, str]:
+    return {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "USER": user,
+            "LOGNAME": user, "SHELL": "/bin/sh", "TERM": "dumb",
             # Offline here: no update checks or telemetry to wait for.
             "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
 
@@ -114,3 +114,42 @@ def test_the_suggested_claude_mcp_add_command_works_too(lunad: Lunad, tmp_path: 
     listed = claude(home, "mcp", "list")
     line = next(x for x in listed.stdout.splitlines() if x.startswith("echo:"))
     assert re.search(r"[✓✔] Connected$", line), listed.stdout
+
+
+def test_a_users_claude_code_connects_to_that_users_lunad(unprivileged_user: User) -> None:
+    """A desktop user's own Claude Code and lunad: the entry `luna config claude-code
+    --install` writes as that user names the user's socket, and the user's `claude mcp list`
+    connects through it. Claude Code is one self-contained executable; the user gets a link
+    to it (or a copy) in a directory it can traverse, the checkout being out of its reach."""
+    user = unprivileged_user
+    base = Path(tempfile.mkdtemp(prefix="luna-claude-", dir="/tmp"))
+    lunad = Lunad({"echo": echo_server(min_idle=1, user=user)}, user=user)
+    try:
+        base.chmod(0o755)
+        exe = base / "claude"
+        try:
+            os.link(CLAUDE.resolve(), exe)
+        except OSError:  # another filesystem
+            shutil.copy2(CLAUDE.resolve(), exe)
+        home = base / "home"
+        home.mkdir(mode=0o700)
+        user.chown(home)
+        lunad.start(timeout=60)
+
+        def claude_as_user(*args: str) -> subprocess.CompletedProcess[str]:
+            return user.run([str(exe), *args], env=minimal_env(home, user.name), cwd=str(home),
+                            timeout=120)
+
+        assert "No MCP servers configured" in claude_as_user("mcp", "list").stdout
+        installed = user.luna("config", "claude-code", "--install", "--server", "echo",
+                              env={"HOME": str(home), "LUNA_RUNTIME_DIR": str(lunad.runtime_dir)})
+        assert installed.returncode == 0, installed.stderr
+        listed = claude_as_user("mcp", "list")
+        line = next((x for x in listed.stdout.splitlines() if x.startswith("echo:")), None)
+        assert line is not None, listed.stdout + listed.stderr
+        assert f"--socket {lunad.socket_path('echo')}" in line
+        assert user.script("luna-shim") in line  # the user's own install, not ours
+        assert re.search(r"[✓✔] Connected$", line), listed.stdout
+    finally:
+        lunad.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -33,8 +33,8 @@ URL_KEY = {"claude-code": "url", "cursor": "url", "vscode": "url", "codex": "url
            "gemini": "httpUrl", "windsurf": "serverUrl", "zed": "url"}
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.root_only(
-    "Claude Code's npm tree is in the checkout, which the user cannot read; URL entries "
-    "reach the front as a user in tests/http/test_http_unprivileged.py")]
+    "the HTTP front as a user: tests/http/test_http_unprivileged.py; a user's Claude Code "
+    "and lunad (stdio entries): tests/ops/test_claude_code.py")]
 
 
 @pytest.fixture(scope="module")
