@@ -24,13 +24,17 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+ROOT = Path(__file__).resolve().parents[2]
+# Loopback up the way lunad's sandbox does it (an ioctl): iproute2's `ip` may be missing.
+_LOOPBACK_UP = "from daemon.containment import _loopback_up; _loopback_up()"
 # Runs inside the new namespaces before the holder sleeps; `set -e` makes any failure its exit.
 _PREPARE = """set -eu
-ip link set lo up
+"$LUNA_PYTHON" -c "$LUNA_LOOPBACK_UP"
 mount -t tmpfs -o mode=0755 luna-run /run
 mkdir -p /var/lib/luna
 mount -t tmpfs -o mode=0700 luna-state /var/lib/luna
@@ -48,7 +52,8 @@ class PrivateDefaults:
         self.holder = subprocess.Popen(
             ["setpriv", "--pdeathsig", "KILL", "--", "unshare", "--mount", "--net",
              "--propagation", "private", "--", "bash", "-c", _PREPARE],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "LUNA_PYTHON": sys.executable, "LUNA_LOOPBACK_UP": _LOOPBACK_UP})
         assert self.holder.stdout is not None
         if self.holder.stdout.readline() != b"ready\n":  # EOF: the script failed
             self.holder.kill()
