@@ -11,7 +11,8 @@ registries just before (PIP_NO_INDEX, PIP_FIND_LINKS; the command itself is unch
 an outside MCP client (the MCP Inspector CLI, not our SDK) calls a Luna tool through that
 install's `luna-shim`, the call shows up in `/metrics`, every ```sh block of the README and
 docs/ runs against it and must succeed, and finally lunad gets SIGTERM and must leave no
-process behind (its workers, Redis and Prometheus included).
+process behind (its workers, Redis and Prometheus included). The same first command also runs
+as an unprivileged user, a desktop user's lunad on that uid's defaults.
 
 Blocks fenced as ```sh are runnable; ```text blocks are illustrative (e.g. `systemctl start
 luna`, which needs a real systemd). The README's two set-up commands are not run again by the
