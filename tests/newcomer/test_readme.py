@@ -130,11 +130,16 @@ def wait_for_lunad(shell: subprocess.Popen[bytes], runtime: Path, log: Path) -> 
 
 def wheelhouse(work: Path, env: dict[str, str], dest: Path) -> dict[str, str]:
     """Download what `pip install -e .` of `work` needs (its build requirements too) into
-    `dest`, from the registries this machine uses; the environment that installs from it."""
+    `dest`, from the registries this machine uses; the environment that installs from it.
+    The download runs in a throwaway venv of `python3` on env's PATH: the interpreter and
+    pip the README's command gets (a system python3 may have no pip of its own)."""
     build = tomllib.loads((work / "pyproject.toml").read_text())["build-system"]["requires"]
-    done = subprocess.run(["python3", "-m", "pip", "download", "--quiet", "--dest", str(dest),
-                           str(work), *build], env=env, capture_output=True, text=True,
-                          timeout=INSTALL_TIMEOUT, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="luna-download-") as venv:
+        script = ('python3 -m venv "$1" && "$1/bin/pip" download --quiet --dest "$2" "$3" '
+                  '"${@:4}"')
+        done = subprocess.run(["bash", "-c", script, "download", venv, str(dest), str(work),
+                               *build], env=env, capture_output=True, text=True,
+                              timeout=INSTALL_TIMEOUT, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"pip download failed:\n{done.stdout}{done.stderr}"
     return {**env, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(dest)}
 
