@@ -323,6 +323,9 @@ def test_readme_install_as_a_desktop_user(installed: Installation, unprivileged_
                 kill_tree(shell)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        # lunad leaves its runtime dir (a lock file) by design; on the shared /tmp it would
+        # outlive the user, whose uid a later user may get.
+        shutil.rmtree(f"/tmp/luna-{user.uid}", ignore_errors=True)
 
 
 def scrape(installed: Installation) -> str:
