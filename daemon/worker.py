@@ -3,7 +3,8 @@
 start() execs the server command with
 - its containment (daemon/containment.py, per server): by default its own PID namespace, so
   that the worker's end, or lunad's, ends everything the server started, setsid()ed or not;
-  `self.pid` is then the containment root, `self.process` the server itself;
+  `self.pid` is then the containment root (a forked worker's: its namespace's init),
+  `self.process` the server itself;
 - its own process group (start_new_session=True), so stop() and the memory watch signal the
   server and everything it started, never lunad;
 - PR_SET_PDEATHSIG=SIGKILL, so a SIGKILLed lunad leaves no orphan, set by
