@@ -345,7 +345,8 @@ def main() -> None:
     table = []
     for name, era, times, rate, opened in rows:
         p50, p95, p99 = (percentile(times, q) * 1000 for q in (0.5, 0.95, 0.99))
-        print(f"| {name} | {era} | {p50:.2f} | {p95:.2f} | {p99:.2f} | {rate:.0f} | "
+        tail = f"{p99:.2f}" if len(times) >= 100 else "-"  # a p99 of fewer samples says little
+        print(f"| {name} | {era} | {p50:.2f} | {p95:.2f} | {tail} | {rate:.0f} | "
               f"{opened:.2f} |")
         table.append({"front": name, "era": era, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
                       "calls_per_s": rate, "open_s": opened})
