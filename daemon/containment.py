@@ -76,7 +76,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 PIDNS, CGROUP, PGROUP = "pidns", "cgroup", "pgroup"
@@ -529,6 +529,12 @@ def _main(argv: list[str]) -> int:
         return 2
     spec = json.loads(argv[0])
     sandbox = None if spec["sandbox"] is None else Sandbox.from_json(json.dumps(spec["sandbox"]))
+    if sandbox is not None:
+        # What it runs must stay reachable under its private /tmp (a checkout or venv under
+        # /tmp), whoever built the spec: the command (and where its symlink leads), the
+        # arguments, the cwd.
+        named = tmp_dirs([*argv[2:], os.path.realpath(argv[2]), os.getcwd()])
+        sandbox = replace(sandbox, visible=tuple(dict.fromkeys((*sandbox.visible, *named))))
     try:
         enter(sandbox, spec["userns"])
     except OSError as e:

@@ -258,6 +258,21 @@ def test_sandbox_walls(var_tmp: Path, tmp_path: Path) -> None:
     assert seen["pids_seen"] <= 3  # its own /proc: the init, the probe
 
 
+def test_a_sandboxed_command_under_tmp_still_runs(tmp_path: Path) -> None:
+    """A checkout or venv under /tmp (a CI clone, say) stays reachable in the sandbox's
+    private /tmp even when the Sandbox was built without `visible` (failed in a clean CI run
+    from /tmp/ci: "cannot execute /tmp/ci/.venv/bin/python")."""
+    script = tmp_path / "venv" / "bin" / "server"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\necho ran as $(id -u)\n")
+    script.chmod(0o755)
+    policy = containment.detect(sandbox=Sandbox((), max_processes=64))
+    out = subprocess.run(policy.wrap([str(script)]), capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ran as {os.getuid()}"
+
+
 FORK_BOMB = """
 import os, time
 n = 0
