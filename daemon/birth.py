@@ -47,14 +47,20 @@ def fork_containment(policy: containment.Policy,
         return {"cgroup": cgroup}
     if policy.mode != containment.PIDNS:
         return None
-    if policy.sandbox is None:
+    if _clones_init(policy):
         return {"userns": policy.userns, "sandbox": None, "init": True}
     return {"userns": policy.userns, "sandbox": json.loads(policy.sandbox.to_json())}
 
 
+def _clones_init(policy: containment.Policy) -> bool:
+    """Whether a forked worker under `policy` is cloned straight in as its namespace's init
+    (plain pidns; a sandbox's mounts need containment.enter's root outside)."""
+    return policy.mode == containment.PIDNS and policy.sandbox is None
+
+
 def server_depth(policy: containment.Policy, born: str) -> int:
     """Processes from the one lunad watches down to the server (0: the server itself)."""
-    if born == FORK and policy.mode == containment.PIDNS and policy.sandbox is None:
+    if born == FORK and _clones_init(policy):
         return 1  # the init, cloned by the template
     return policy.server_depth
 

@@ -460,7 +460,7 @@ def enter(sandbox: Sandbox | None = None, userns: bool | None = None) -> None:
     if userns is None:
         userns = sandbox is not None or os.geteuid() != 0
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
+    flags = pid_namespace_flags(userns)
     if sandbox is not None:
         flags |= CLONE_NEWNS | CLONE_NEWNET
     _check(_libc.unshare(flags), "unshare")
@@ -497,6 +497,13 @@ def enter(sandbox: Sandbox | None = None, userns: bool | None = None) -> None:
         if sandbox.memory is not None:
             resource.setrlimit(resource.RLIMIT_DATA, (sandbox.memory,) * 2)
     become_init()
+
+
+def pid_namespace_flags(userns: bool | None) -> int:
+    """CLONE_NEWPID, with CLONE_NEWUSER when `userns` (None: when not root)."""
+    if userns is None:
+        userns = os.geteuid() != 0
+    return CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
 
 
 def map_ids(uid: int, gid: int) -> None:

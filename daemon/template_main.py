@@ -58,8 +58,6 @@ ORPHAN_EXIT = 70        # as daemon/childproc.py: lunad died before the death si
 PRELOAD_FAILED = 3      # exit code: the preload could not be imported (lunad falls back to exec)
 MAX_MESSAGE = 1 << 20   # a request: the environment and cwd as JSON
 _CLONE_PARENT = 0x00008000
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWPID = 0x20000000
 _PR_SET_PDEATHSIG = 1
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 
@@ -126,10 +124,7 @@ def clone_namespaces(contain: dict[str, Any] | None) -> int:
     containment.enter() (which stays outside as the root: needed for a sandbox's mounts)."""
     if contain is None or not contain.get("init"):
         return 0
-    userns = contain.get("userns")
-    if userns is None:
-        userns = os.geteuid() != 0
-    return _CLONE_NEWPID | (_CLONE_NEWUSER if userns else 0)
+    return int(_CONTAINMENT.pid_namespace_flags(contain.get("userns")))
 
 
 def _lunad_gone(parent: int) -> bool:
@@ -219,7 +214,8 @@ def serve(sock: socket.socket, factory: Callable[[], Any]) -> int:
             if len(fds) != 3:
                 raise ValueError(f"expected 3 fds (stdin, stdout, stderr), got {len(fds)}")
             namespaces = clone_namespaces(request.get("contain"))
-            ids = (os.geteuid(), os.getegid()) if namespaces & _CLONE_NEWUSER else None
+            ids = ((os.geteuid(), os.getegid()) if namespaces & _CONTAINMENT.CLONE_NEWUSER
+                   else None)
             pid = fork_sibling(namespaces)
             if pid == 0:
                 sock.close()

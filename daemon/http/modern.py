@@ -205,18 +205,16 @@ class ModernWorkers:
             return await plain(send, 503, wire.error_body(
                 message["id"], -32000, f"lunad: no {server} worker for 2026-07-28 requests is "
                 f"ready (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
+        stream = None
         try:
             rejection = await self._param_headers(shared, message, scope)
-        except BaseException:
-            if slot:
+            if rejection is not None:
+                return await plain(send, 400, wire.error_body(
+                    message["id"], rejection.code, rejection.message, rejection.data))
+            stream = shared.send(message, slot=slot)  # the sent request frees it when done
+        finally:
+            if slot and stream is None:
                 shared.free_logs()
-            raise
-        if rejection is not None:
-            if slot:
-                shared.free_logs()
-            return await plain(send, 400, wire.error_body(
-                message["id"], rejection.code, rejection.message, rejection.data))
-        stream = shared.send(message, slot=slot)
         status = await front.respond(stream, receive, send, None, status_for=status_of,
                                      priming=False)
         if not stream.finished:

@@ -15,8 +15,6 @@ from pathlib import Path
 from daemon import cgroups
 
 DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
-# Run as root: join cgroup $1, then exec the rest (setpriv drops to the user when asked).
-JOIN = 'echo 0 > "$1/cgroup.procs" || exit 71; shift; exec "$@"'
 
 
 def parent() -> tuple[str | None, str]:

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from daemon import containment
 from daemon.control_client import request
-from tests.support.cgroup import JOIN as CGROUP_JOIN
 from tests.support.ports import free_port
 from tests.support.supervised import alive
 
@@ -212,7 +212,7 @@ class Lunad:
             # could not leave root's cgroup for the delegated one by itself.
             drop = ([shutil.which("setpriv") or "setpriv", f"--reuid={self.user.uid}",
                      f"--regid={self.user.gid}", "--init-groups", "--"] if self.user else [])
-            command = ["/bin/sh", "-c", CGROUP_JOIN, "sh", str(self.cgroup), *drop, *command]
+            command = ["/bin/sh", "-c", containment.JOIN, "sh", str(self.cgroup), *drop, *command]
             as_user = {"umask": 0o022} if self.user else {}
         elif self.user:
             # a desktop session's usual umask, whatever the runner's
