@@ -5,11 +5,13 @@ password when the user gave none). A secret lives in `<state_dir>/secrets/<name>
 a 0700 directory, the file 0600 and owned by lunad's uid, so it is readable by that uid (and
 root) only; it never goes on a command line, where every local user could read it in `ps`.
 
-The first start creates it with O_EXCL, so two lunads racing on one state dir agree on one
-secret (the loser reads the winner's). A file someone loosened (group/other bits) is tightened
-back to 0600 and logged; one owned by another uid, a symlink, or an empty one is refused with
-an error naming the file, never silently replaced (replacing it would lock out whatever already
-uses the old value, e.g. a Redis with that password in its data).
+The first start writes it whole under a private name and links it into place (link(2) fails
+if the name exists), so two lunads racing on one state dir agree on one secret (the loser
+reads the winner's) and none reads a half-written file. A file someone loosened
+(group/other bits) is tightened back to 0600 and logged; one owned by another uid, a symlink,
+or an empty one is refused with an error naming the file, never silently replaced (replacing
+it would lock out whatever already uses the old value, e.g. a Redis with that password in
+its data).
 """
 
 from __future__ import annotations
@@ -75,16 +77,26 @@ def read_or_create(state_dir: str | Path, name: str) -> str:
     """The secret `name`, created (random, 0600) at the first call. Raises SecretError."""
     path = secret_path(state_dir, name)
     _private_dir(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _read(path)
     value = secrets.token_urlsafe(TOKEN_BYTES)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(value + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, 0o600)  # O_CREAT's mode is filtered by the umask; say it outright
+    # Written whole under a private name, then linked into place: link(2) fails if the name
+    # exists, so racing creators agree on one secret, and nobody ever reads a half-written
+    # (empty) file, which an O_EXCL create followed by the write would show a racing reader.
+    draft = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value + "\n")
+            f.flush()
+            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask
+            os.fsync(f.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return _read(path)
+    finally:
+        os.unlink(draft)
     log.info("created secret %s (0600)", path)
     return value
 
