@@ -10,7 +10,9 @@ limited to HEAD_LIMIT bytes by h11.
 
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
-anyone else gets one 403 and the connection closes, before any request is read.
+anyone else gets one 403 before any request is parsed; what it sends is read and dropped for
+up to REFUSED_LINGER s (so that it can read the 403 rather than a reset), then the connection
+closes. A refused connection never counts against `limit_concurrency`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger("lunad.http")
 KEEP_ALIVE = 15
 HEAD_LIMIT = 32 * 1024
 GRACEFUL = 3
+REFUSED_LINGER = 0.25  # seconds a refused peer has to finish sending and read its 403
 
 
 class _InLoopServer(uvicorn.Server):
@@ -54,6 +57,8 @@ def uid_gate(allowed_uids: Iterable[int]) -> type[H11Protocol]:
     allowed = frozenset(allowed_uids) | {0}
 
     class UidGate(H11Protocol):
+        _refused: asyncio.TimerHandle | None = None  # set while a refused peer lingers
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             client, server = self.client, self.server
@@ -64,10 +69,30 @@ def uid_gate(allowed_uids: Iterable[int]) -> type[H11Protocol]:
                 return
             log.warning("HTTP: refused a connection from %s:%s: uid %s is not in "
                         "allowed_uids %s", client[0], client[1], uid, sorted(allowed))
+            self.connections.discard(self)  # never counts against limit_concurrency
             transport.write(_refusal(
                 f"lunad: uid {uid} may not use this HTTP front; allowed uids: "
                 f"{sorted(allowed)} (daemon.allowed_uids in luna.toml)"))
-            transport.close()
+            transport.write_eof()
+            # Closing at once, with the request the peer is sending still unread, makes the
+            # kernel reset the connection: the peer would see EPIPE, not the 403. So what it
+            # sends is read and dropped until it closes, for REFUSED_LINGER at most.
+            self._refused = asyncio.get_running_loop().call_later(REFUSED_LINGER,
+                                                                   transport.close)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused is None:
+                super().data_received(data)
+
+        def eof_received(self) -> bool | None:  # type: ignore[override]
+            if self._refused is not None:
+                self.transport.close()
+            return None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._refused is not None:
+                self._refused.cancel()
+            super().connection_lost(exc)
 
     return UidGate
 
