@@ -77,6 +77,15 @@ def test_two_legacy_sessions_get_two_workers(lunad: HttpLunad) -> None:
 
 
 def test_modern_requests_share_a_ready_worker_without_spawning(lunad: HttpLunad) -> None:
+    # The earlier tests' sessions retire their workers and the pool tops itself up in the
+    # background: let it settle first, so that a late top-up is not taken for a spawn per
+    # request (one was, once, in a clean CI run).
+    def settled() -> bool:
+        pool = lunad.status()["servers"]["conf"]["pool"]
+        return (pool["starting"] == pool["stopping"] == pool["busy"] == 0
+                and pool["idle"] >= 1)
+
+    lunad.wait_for(settled, 30, "the pool at rest")
     before = lunad.worker_pids()
 
     async def main() -> list[list[int]]:
