@@ -1,7 +1,7 @@
 """MCP over Streamable HTTP: lunad's front vs the SDK's own HTTP server vs supergateway.
 
     python bench/bench_http.py [--calls 2000] [--seconds 5] [--clients 8] [--rss-sessions 16]
-                               [--modern-workers 1,2]
+                               [--modern-workers 1,2] [--stdio sdk,pipes]
 
 The same server code everywhere (tests/conformance/server.py, its `add` tool):
 
@@ -53,6 +53,7 @@ from tests.http.conftest import SERVER, HttpLunad, conformance_server  # noqa: E
 from tests.support.ports import free_port  # noqa: E402
 
 SUPERGATEWAY = ROOT / "bench" / "supergateway" / "node_modules" / ".bin" / "supergateway"
+STDIO = {"sdk": "SDK stdio_server", "pipes": "event-loop pipes"}
 SPAWN_CALLS = 30  # round trips through a front that spawns a server per request
 OPEN_TIMEOUT = 180.0  # seconds for every client's session to open before the run is void
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -256,14 +257,17 @@ def lunad_rss_per_session(lunad: HttpLunad, sessions: int) -> tuple[float, float
     return (after - before) / sessions / 1024, worker_rss / 1024
 
 
-def measure_lunad(args: argparse.Namespace, workers: int, results: dict[str, Any] | None
+def measure_lunad(args: argparse.Namespace, workers: int, stdio: str, sessions: bool,
+                  results: dict[str, Any] | None
                   ) -> list[tuple[str, str, list[float], float, float]]:
-    """lunad's rows with `workers` shared 2026-07-28 workers; with `results`, also its
-    2025-11-25 row and memory per session (taken once: they do not use the shared workers)."""
-    sessions = max(args.clients, args.rss_sessions) + 2
+    """lunad's 2026-07-28 rows with `workers` shared workers, its workers on `stdio` (the
+    SDK's transport, or "pipes"); with `sessions`, its 2025-11-25 rows too (they do not use
+    the shared workers); with `results`, also memory per session (taken once)."""
+    held = max(args.clients, args.rss_sessions)
     lunad = HttpLunad({"conf": conformance_server(
-        min_idle=max(args.clients, args.rss_sessions) + 1 if results is not None else 0,
-        max_sessions=sessions + 4)}, modern_workers=workers).start(timeout=120)
+        args=[SERVER] + (["--pipes"] if stdio == "pipes" else []),
+        min_idle=held + 1 if sessions else 0, max_sessions=held + 6)},
+        modern_workers=workers).start(timeout=120)
 
     def shared() -> bool:
         return len(lunad.status()["http"]["modern_workers"]["conf"]) == workers
@@ -274,7 +278,7 @@ def measure_lunad(args: argparse.Namespace, workers: int, results: dict[str, Any
     rows = []
     try:
         lunad.wait_for(shared, timeout=OPEN_TIMEOUT, what="the shared workers")
-        eras = (("2025-11-25", False), ("2026-07-28", True)) if results is not None else \
+        eras = (("2025-11-25", False), ("2026-07-28", True)) if sessions else \
             (("2026-07-28", True),)
         for era, modern in eras:
             if not modern:
@@ -284,10 +288,11 @@ def measure_lunad(args: argparse.Namespace, workers: int, results: dict[str, Any
                 # Sessions that ended retired their workers: time the clients' sessions
                 # against the warm pool lunad keeps (min_idle), not against its refill.
                 lunad.wait_for(refilled, timeout=OPEN_TIMEOUT, what="the pool refilled")
-            name = "lunad HTTP front" + (f", modern_workers {workers}" if modern else "")
+            name = f"lunad HTTP front, worker stdio: {STDIO[stdio]}" + (
+                f", modern_workers {workers}" if modern else "")
             rows.append((name, era, times,
                          *throughput(lunad.url(), args.clients, args.seconds, modern)))
-        if results is not None:
+        if results is not None and sessions:
             rss, worker = lunad_rss_per_session(lunad, args.rss_sessions)
             results["lunad_rss_per_session_kib"] = rss
             results["worker_rss_kib"] = worker
@@ -306,12 +311,19 @@ def main() -> None:
                         type=lambda v: [int(n) for n in v.split(",")],
                         help="lunad's shared 2026-07-28 workers, one lunad per value "
                              "(comma-separated)")
+    parser.add_argument("--stdio", default="sdk,pipes", type=lambda v: v.split(","),
+                        help="the workers' stdio transports, one lunad each: sdk (the SDK's "
+                             "stdio_server), pipes (luna_server/pipes.py)")
     args = parser.parse_args()
+    if set(args.stdio) - set(STDIO):
+        parser.error(f"--stdio: choose among {', '.join(STDIO)}")
 
     rows: list[tuple[str, str, list[float], float, float]] = []
     results: dict[str, Any] = {}
-    for n, workers in enumerate(args.modern_workers):
-        rows += measure_lunad(args, workers, results if n == 0 else None)
+    for stdio in args.stdio:
+        for n, workers in enumerate(args.modern_workers):
+            rows += measure_lunad(args, workers, stdio, n == 0,
+                                  results if n == 0 and not results else None)
 
     sdk, url = start_sdk()
     try:
@@ -338,7 +350,7 @@ def main() -> None:
     print(f"Machine: {machine()}\n")
     print(f"`python bench/bench_http.py --calls {args.calls} --seconds {args.seconds:g} "
           f"--clients {args.clients} --rss-sessions {args.rss_sessions} --modern-workers "
-          f"{','.join(map(str, args.modern_workers))}`\n")
+          f"{','.join(map(str, args.modern_workers))} --stdio {','.join(args.stdio)}`\n")
     print("| front | era | round trip p50 ms | p95 ms | p99 ms | throughput calls/s "
           f"({args.clients} clients) | {args.clients} sessions open after s |")
     print("|---|---|---|---|---|---|---|")

@@ -21,6 +21,8 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 
+from luna_server.pipes import is_pipe, open_pipes
+
 log = logging.getLogger("luna_server.stdio")
 
 PARSE_ERROR = -32700
@@ -96,9 +98,18 @@ async def screen(source: Any, sink: Any, answers: Any) -> None:
 
 
 async def run_stdio(server: Any) -> None:
-    """`MCPServer.run_stdio_async`, with `screen` between the transport and the server."""
+    """`MCPServer.run_stdio_async`, with `screen` between the transport and the server, on
+    the event loop's own pipes when stdin and stdout are pipes (luna_server/pipes.py)."""
+    if is_pipe(0) and is_pipe(1):
+        async with open_pipes() as (stdin, stdout):
+            await _serve(server, stdio_server(stdin, stdout))  # type: ignore[arg-type]
+    else:
+        await _serve(server, stdio_server())
+
+
+async def _serve(server: Any, transport: Any) -> None:
     lowlevel = server._lowlevel_server
-    async with stdio_server() as (read_stream, write_stream):
+    async with transport as (read_stream, write_stream):
         sink, screened = create_context_streams[SessionMessage | Exception](0)
         async with anyio.create_task_group() as group:
             group.start_soon(screen, read_stream, sink, write_stream)

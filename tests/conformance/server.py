@@ -570,5 +570,11 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--http"]:  # the SDK's own HTTP server, for bench/bench_http.py
         app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    elif sys.argv[1:2] == ["--pipes"]:  # stdio on the event loop's pipes, as the Luna server
+        import anyio
+
+        from luna_server.stdio import run_stdio
+
+        anyio.run(run_stdio, app)
     else:
         app.run()
