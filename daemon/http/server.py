@@ -1,12 +1,15 @@
 """uvicorn, run as a task inside lunad's own event loop, serving the front's ASGI app.
 
-uvicorn and h11 come with the `mcp` dependency (its HTTP transports use them), so the front
-adds no package. lunad binds the socket itself, so that a taken port is a clear start error
-and `listen = "127.0.0.1:0"` can report the port it got. uvicorn is kept from touching what
-belongs to lunad: no signal handlers (lunad's SIGTERM drain stays in charge), no logging
-config, no lifespan. Bounds: `limit_concurrency` (connections + requests in progress beyond
-it get 503), idle keep-alive connections close after KEEP_ALIVE seconds, request heads are
-limited to HEAD_LIMIT bytes by h11.
+uvicorn comes with the `mcp` dependency (its HTTP transports use it); its parser here is
+httptools (llhttp, in C), a dependency of lunad's own: uvicorn's pure-Python h11 parser took
+about 0.8 ms of lunad's CPU per request on the benchmark machine, more than the rest of the
+front (docs/BENCHMARKS.md, "HTTP front"). lunad binds the socket itself, so that a taken port
+is a clear start error and `listen = "127.0.0.1:0"` can report the port it got. uvicorn is
+kept from touching what belongs to lunad: no signal handlers (lunad's SIGTERM drain stays in
+charge), no logging config, no lifespan. Bounds: `limit_concurrency` (connections + requests
+in progress beyond it get 503), idle keep-alive connections close after KEEP_ALIVE seconds, a
+request's head (its URL and headers) may have HEAD_LIMIT bytes, else 431 and the connection
+closes (llhttp has no bound of its own: BoundedHead counts what it hands over).
 
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
@@ -26,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from daemon.http.config import is_loopback
 from daemon.http.peers import loopback_peer_uid
@@ -52,11 +55,53 @@ def _refusal(message: str) -> bytes:
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)) + body
 
 
-def uid_gate(allowed_uids: Iterable[int]) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, refusing loopback peers whose uid is not allowed."""
+class HeadTooLarge(Exception):
+    pass
+
+
+class BoundedHead(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a request head of at most HEAD_LIMIT bytes."""
+
+    _head = 0            # bytes of the current request's URL and headers so far
+    _head_too_large = False
+
+    def on_message_begin(self) -> None:
+        self._head = 0
+        super().on_message_begin()
+
+    def _count(self, size: int) -> None:
+        self._head += size
+        if self._head > HEAD_LIMIT:
+            self._head_too_large = True
+            raise HeadTooLarge  # llhttp stops; uvicorn answers through send_400_response
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:
+            super().send_400_response(msg)
+            return
+        log.warning("HTTP: refused a request from %s: its head is over %d bytes",
+                    self.client, HEAD_LIMIT)
+        text = f"Request Header Fields Too Large: at most {HEAD_LIMIT} bytes of URL and headers"
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                             b"content-type: text/plain; charset=utf-8\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                             % (len(text), text.encode()))
+        self.transport.close()
+
+
+def uid_gate(allowed_uids: Iterable[int]) -> type[BoundedHead]:
+    """The front's HTTP protocol, refusing loopback peers whose uid is not allowed."""
     allowed = frozenset(allowed_uids) | {0}
 
-    class UidGate(H11Protocol):
+    class UidGate(BoundedHead):
         _refused: asyncio.TimerHandle | None = None  # set while a refused peer lingers
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -122,7 +167,7 @@ class HttpServer:
             app, lifespan="off", log_config=None, access_log=False,
             http=uid_gate(allowed_uids),
             limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
-            timeout_graceful_shutdown=GRACEFUL, h11_max_incomplete_event_size=HEAD_LIMIT,
+            timeout_graceful_shutdown=GRACEFUL,
             server_header=False, date_header=False)
         self.server = _InLoopServer(config)
         self._task: asyncio.Task[None] | None = None

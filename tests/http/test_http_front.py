@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from daemon.http.server import HEAD_LIMIT
 from tests.http.conftest import HttpLunad, conformance_server
 from tests.http.raw import MODERN_META, call, in_session, initialize, modern, request
 
@@ -69,6 +70,21 @@ def test_body_over_max_body_is_refused(lunad: HttpLunad) -> None:
     assert reply.status == 413 and "http.max_body" in reply.json()["error"]["message"]
     after = {s["id"] for s in lunad.status()["servers"]["conf"]["sessions"]}
     assert after <= before  # no worker was bound for it
+
+
+def test_request_head_over_head_limit_is_refused(lunad: HttpLunad) -> None:
+    """llhttp bounds nothing itself: the front counts URL and headers (HEAD_LIMIT)."""
+    big = {"X-Pad": "x" * HEAD_LIMIT}
+    reply = request(lunad.url(), body=call(1, "ping"), headers=big)
+    assert reply.status == 431 and str(HEAD_LIMIT) in reply.response.read().decode()
+    reply = request(lunad.url() + "/" + "q" * HEAD_LIMIT, body=call(1, "ping"))  # a long URL
+    assert reply.status == 431
+    # Many headers, each small, add up; a head just under the bound is served as usual.
+    many = {f"X-Pad-{n}": "y" * 1000 for n in range(HEAD_LIMIT // 1000 + 2)}
+    assert request(lunad.url(), body=call(1, "ping"), headers=many).status == 431
+    under = {"X-Pad": "x" * (HEAD_LIMIT - 1024)}
+    reply = request(lunad.url(), body=call(1, "tools/list"), headers=under)
+    assert reply.status == 400 and "Mcp-Session-Id" in reply.json()["error"]["message"]
 
 
 def test_token_required_beyond_loopback(tmp_path: Path) -> None:
