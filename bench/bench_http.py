@@ -1,36 +1,49 @@
 """MCP over Streamable HTTP: lunad's front vs the SDK's own HTTP server vs supergateway.
 
-    python bench/bench_http.py [--calls 2000] [--seconds 5] [--clients 8] [--rss-sessions 16]
-                               [--modern-workers 1,2] [--stdio sdk,pipes]
+    python bench/bench_http.py [--calls 2000] [--seconds 6] [--clients 8] [--rss-sessions 16]
+                               [--modern-workers 1,2] [--stdio sdk,pipes] [--rounds 3]
 
 The same server code everywhere (tests/conformance/server.py, its `add` tool):
 
-- lunad: the server on stdio as lunad's workers, reached through `[http] listen`; its
-  2026-07-28 rows once per `--modern-workers` value (the shared workers stateless requests
-  are spread over);
+- lunad: the server on stdio as lunad's workers, reached through `[http] listen`, once per
+  `--stdio` transport of the workers (sdk: the SDK's stdio_server, which reads and writes
+  through threads; pipes: `server.py --pipes`, luna_server/pipes.py, as the Luna server
+  runs); its 2026-07-28 rows once per `--modern-workers` value (the shared workers stateless
+  requests are spread over);
 - sdk: the same file run with the mcp SDK's own Streamable HTTP transport (`--http PORT`);
 - supergateway: npm supergateway 4.0 (`--outputTransport streamableHttp`, stateful: one stdio
   child per session; at 2026-07-28 one stdio child per request) in front of the same file on
   stdio; skipped unless installed with `bash scripts/install/supergateway.sh`.
 
-One client for all (stdlib http.client, keep-alive, raw JSON-RPC, so the client's cost is
-the same and small): sequential `tools/call` round trips in one 2025-11-25 session (and,
-for lunad and the SDK, as stateless 2026-07-28 requests); throughput with `--clients`
-processes, each its own session, for `--seconds`, timed only once every client's session is
-open and has answered a call (how long that took is reported too: a front that spawns a
-server per session opens them slowly); lunad's RSS per open HTTP session (its own process;
-each session's worker is a process of its own, reported apart).
+Every front is started first and all run side by side; the measurements are interleaved so
+that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all of them alike:
+
+- round trips: one client per row (stdlib http.client, keep-alive, raw JSON-RPC, so the
+  client's cost is the same and small), sequential `tools/call`s in one 2025-11-25 session
+  or as stateless 2026-07-28 requests, BLOCK calls to each row in turn until each has made
+  `--calls`;
+- throughput: `--clients` processes, each its own session, for `--seconds` per row split in
+  `--rounds` windows taken round-robin; each window's clock starts once every client's
+  session is open and has answered a call (how long that took is reported too: a front that
+  spawns a server per session opens them slowly); before each window every lunad's pool has
+  refilled, so no front's window pays for another's spawns;
+- lunad's RSS per open HTTP session (its own process; each session's worker is a process
+  of its own, reported apart).
+
+supergateway's 2026-07-28 path spawns a server per request: its round trips are SPAWN_CALLS
+calls, taken apart.
 
 Prints a Markdown block for docs/BENCHMARKS.md.
 
 Smoke test (tests/bench/test_bench_smoke.py):
-    --calls 20 --seconds 0.5 --clients 2 --rss-sessions 2 --modern-workers 1,2
+    --calls 20 --seconds 0.5 --clients 2 --rss-sessions 2 --modern-workers 1,2 --rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import multiprocessing
@@ -39,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +69,7 @@ from tests.support.ports import free_port  # noqa: E402
 SUPERGATEWAY = ROOT / "bench" / "supergateway" / "node_modules" / ".bin" / "supergateway"
 STDIO = {"sdk": "SDK stdio_server", "pipes": "event-loop pipes"}
 SPAWN_CALLS = 30  # round trips through a front that spawns a server per request
+BLOCK = 50  # consecutive round trips to one row before the next row
 OPEN_TIMEOUT = 180.0  # seconds for every client's session to open before the run is void
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                "io.modelcontextprotocol/clientCapabilities": {},
@@ -132,17 +147,48 @@ class Client:
         self.conn.close()
 
 
-def round_trips(url: str, calls: int, modern: bool, warmup: int = 50) -> list[float]:
-    client = Client(url) if modern else Client(url).open()
-    for _ in range(min(warmup, calls)):
-        client.add(modern)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        client.add(modern)
-        times.append(time.perf_counter() - start)
-    client.close()
-    return times
+@dataclasses.dataclass
+class Row:
+    """One line of the table: a front and an era."""
+
+    front: str
+    era: str
+    url: str
+    times: list[float] = dataclasses.field(default_factory=list)
+    calls: int = 0
+    seconds: float = 0.0
+    opened: float = 0.0
+
+    @property
+    def modern(self) -> bool:
+        return self.era == "2026-07-28"
+
+
+def interleaved_round_trips(rows: list[Row], calls: int, warmup: int = BLOCK) -> None:
+    clients = [Client(r.url) if r.modern else Client(r.url).open() for r in rows]
+    for row, client in zip(rows, clients, strict=True):
+        for _ in range(min(warmup, calls)):
+            client.add(row.modern)
+    while any(len(r.times) < calls for r in rows):
+        for row, client in zip(rows, clients, strict=True):
+            for _ in range(min(BLOCK, calls - len(row.times))):
+                start = time.perf_counter()
+                client.add(row.modern)
+                row.times.append(time.perf_counter() - start)
+    for client in clients:
+        client.close()
+
+
+def interleaved_throughput(rows: list[Row], clients: int, seconds: float, rounds: int,
+                           settle: Callable[[], None] = lambda: None) -> None:
+    """`settle()` before each window: no front's window may pay for another's spawns."""
+    for _ in range(rounds):
+        for row in rows:
+            settle()
+            rate, opened = throughput(row.url, clients, seconds / rounds, row.modern)
+            row.calls += round(rate * seconds / rounds)
+            row.seconds += seconds / rounds
+            row.opened = max(row.opened, opened)
 
 
 def _worker(url: str, seconds: float, modern: bool, ready: Any, go: Any,
@@ -257,54 +303,36 @@ def lunad_rss_per_session(lunad: HttpLunad, sessions: int) -> tuple[float, float
     return (after - before) / sessions / 1024, worker_rss / 1024
 
 
-def measure_lunad(args: argparse.Namespace, workers: int, stdio: str, sessions: bool,
-                  results: dict[str, Any] | None
-                  ) -> list[tuple[str, str, list[float], float, float]]:
-    """lunad's 2026-07-28 rows with `workers` shared workers, its workers on `stdio` (the
-    SDK's transport, or "pipes"); with `sessions`, its 2025-11-25 rows too (they do not use
-    the shared workers); with `results`, also memory per session (taken once)."""
+def start_lunad(args: argparse.Namespace, stdio: str, workers: int, sessions: bool
+                ) -> HttpLunad:
+    """A lunad whose `conf` workers run on `stdio`, with `workers` shared 2026-07-28 workers;
+    with `sessions`, a warm pool for every 2025-11-25 client (else none: its 2026-07-28
+    rows only)."""
     held = max(args.clients, args.rss_sessions)
     lunad = HttpLunad({"conf": conformance_server(
         args=[SERVER] + (["--pipes"] if stdio == "pipes" else []),
         min_idle=held + 1 if sessions else 0, max_sessions=held + 6)},
-        modern_workers=workers).start(timeout=120)
+        modern_workers=workers).start(timeout=OPEN_TIMEOUT)
+    lunad.wait_for(lambda: len(lunad.status()["http"]["modern_workers"]["conf"]) == workers,
+                   timeout=OPEN_TIMEOUT, what="the shared workers")
+    return lunad
 
-    def shared() -> bool:
-        return len(lunad.status()["http"]["modern_workers"]["conf"]) == workers
 
-    def refilled() -> bool:
-        return lunad.status()["servers"]["conf"]["pool"]["idle"] >= args.clients
-
-    rows = []
-    try:
-        lunad.wait_for(shared, timeout=OPEN_TIMEOUT, what="the shared workers")
-        eras = (("2025-11-25", False), ("2026-07-28", True)) if sessions else \
-            (("2026-07-28", True),)
-        for era, modern in eras:
-            if not modern:
-                wait_http(lunad.url())
-            times = round_trips(lunad.url(), args.calls, modern)
-            if not modern:
-                # Sessions that ended retired their workers: time the clients' sessions
-                # against the warm pool lunad keeps (min_idle), not against its refill.
-                lunad.wait_for(refilled, timeout=OPEN_TIMEOUT, what="the pool refilled")
-            name = f"lunad HTTP front, worker stdio: {STDIO[stdio]}" + (
-                f", modern_workers {workers}" if modern else "")
-            rows.append((name, era, times,
-                         *throughput(lunad.url(), args.clients, args.seconds, modern)))
-        if results is not None and sessions:
-            rss, worker = lunad_rss_per_session(lunad, args.rss_sessions)
-            results["lunad_rss_per_session_kib"] = rss
-            results["worker_rss_kib"] = worker
-    finally:
-        lunad.stop(check=False)
-    return rows
+def at_rest(lunads: list[HttpLunad]) -> Callable[[], None]:
+    """Wait until no lunad's pool is starting or stopping a worker (sessions that ended
+    retired theirs and the pool tops itself up to min_idle)."""
+    def wait() -> None:
+        for lunad in lunads:
+            lunad.wait_for(lambda lunad=lunad: not any(
+                lunad.status()["servers"]["conf"]["pool"][s] for s in ("starting", "stopping")),
+                timeout=OPEN_TIMEOUT, what="the pool at rest")
+    return wait
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rss-sessions", type=int, default=16)
     parser.add_argument("--modern-workers", default="1,2",
@@ -314,59 +342,76 @@ def main() -> None:
     parser.add_argument("--stdio", default="sdk,pipes", type=lambda v: v.split(","),
                         help="the workers' stdio transports, one lunad each: sdk (the SDK's "
                              "stdio_server), pipes (luna_server/pipes.py)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput windows per row, taken round-robin")
     args = parser.parse_args()
     if set(args.stdio) - set(STDIO):
         parser.error(f"--stdio: choose among {', '.join(STDIO)}")
 
-    rows: list[tuple[str, str, list[float], float, float]] = []
+    rows: list[Row] = []
     results: dict[str, Any] = {}
-    for stdio in args.stdio:
-        for n, workers in enumerate(args.modern_workers):
-            rows += measure_lunad(args, workers, stdio, n == 0,
-                                  results if n == 0 and not results else None)
-
-    sdk, url = start_sdk()
+    lunads: list[HttpLunad] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    spawning: Row | None = None
     try:
-        for era, modern in (("2025-11-25", False), ("2026-07-28", True)):
-            rows.append(("SDK Streamable HTTP", era, round_trips(url, args.calls, modern),
-                         *throughput(url, args.clients, args.seconds, modern)))
-    finally:
-        stop(sdk)
+        for stdio in args.stdio:
+            name = f"lunad HTTP front, worker stdio: {STDIO[stdio]}"
+            for n, workers in enumerate(args.modern_workers):
+                lunad = start_lunad(args, stdio, workers, sessions=n == 0)
+                lunads.append(lunad)
+                if n == 0:
+                    rows.append(Row(name, "2025-11-25", lunad.url()))
+                rows.append(Row(f"{name}, modern_workers {workers}", "2026-07-28", lunad.url()))
+        sdk, url = start_sdk()
+        procs.append(sdk)
+        rows += [Row("SDK Streamable HTTP", era, url) for era in ("2025-11-25", "2026-07-28")]
+        gateway = start_supergateway()
+        if gateway is not None:
+            proc, url = gateway
+            procs.append(proc)
+            rows.append(Row("supergateway 4.0", "2025-11-25", url))
+            spawning = Row("supergateway 4.0", "2026-07-28", url)
 
-    gateway = start_supergateway()
-    if gateway is not None:
-        proc, url = gateway
-        try:
-            rows.append(("supergateway 4.0", "2025-11-25", round_trips(url, args.calls, False),
-                         *throughput(url, args.clients, args.seconds, False)))
-            # Its 2026-07-28 path starts a stdio server per request: a cold start per call,
-            # so fewer round trips say as much.
-            rows.append(("supergateway 4.0", "2026-07-28",
-                         round_trips(url, min(args.calls, SPAWN_CALLS), True, warmup=2),
-                         *throughput(url, args.clients, args.seconds, True)))
-        finally:
+        interleaved_round_trips(rows, args.calls)
+        interleaved_throughput(rows, args.clients, args.seconds, args.rounds, at_rest(lunads))
+        if spawning is not None:
+            # A cold start per call: fewer round trips say as much, and one window.
+            interleaved_round_trips([spawning], min(args.calls, SPAWN_CALLS), warmup=2)
+            interleaved_throughput([spawning], args.clients, args.seconds, 1)
+            rows.append(spawning)
+        rss, worker = lunad_rss_per_session(lunads[0], args.rss_sessions)
+        results["lunad_rss_per_session_kib"] = rss
+        results["worker_rss_kib"] = worker
+    finally:
+        for lunad in lunads:
+            lunad.stop(check=False)
+        for proc in procs:
             stop(proc)
 
     print(f"Machine: {machine()}\n")
     print(f"`python bench/bench_http.py --calls {args.calls} --seconds {args.seconds:g} "
           f"--clients {args.clients} --rss-sessions {args.rss_sessions} --modern-workers "
-          f"{','.join(map(str, args.modern_workers))} --stdio {','.join(args.stdio)}`\n")
+          f"{','.join(map(str, args.modern_workers))} --stdio {','.join(args.stdio)} "
+          f"--rounds {args.rounds}`\n")
     print("| front | era | round trip p50 ms | p95 ms | p99 ms | throughput calls/s "
           f"({args.clients} clients) | {args.clients} sessions open after s |")
     print("|---|---|---|---|---|---|---|")
     table = []
-    for name, era, times, rate, opened in rows:
-        p50, p95, p99 = (percentile(times, q) * 1000 for q in (0.5, 0.95, 0.99))
-        tail = f"{p99:.2f}" if len(times) >= 100 else "-"  # a p99 of fewer samples says little
-        print(f"| {name} | {era} | {p50:.2f} | {p95:.2f} | {tail} | {rate:.0f} | "
-              f"{opened:.2f} |")
-        table.append({"front": name, "era": era, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-                      "calls_per_s": rate, "open_s": opened})
-    if gateway is None:
+    for row in rows:
+        p50, p95, p99 = (percentile(row.times, q) * 1000 for q in (0.5, 0.95, 0.99))
+        tail = f"{p99:.2f}" if len(row.times) >= 100 else "-"  # few samples: no p99
+        rate = row.calls / row.seconds
+        print(f"| {row.front} | {row.era} | {p50:.2f} | {p95:.2f} | {tail} | {rate:.0f} | "
+              f"{row.opened:.2f} |")
+        table.append({"front": row.front, "era": row.era, "p50_ms": p50, "p95_ms": p95,
+                      "p99_ms": p99, "calls_per_s": rate, "open_s": row.opened})
+    if spawning is None:
         print("\nsupergateway not installed (bash scripts/install/supergateway.sh): skipped")
     else:
-        print(f"\nsupergateway 2026-07-28 round trips: {min(args.calls, SPAWN_CALLS)} calls "
-              "(it starts a server process per request)")
+        print(f"\nsupergateway 2026-07-28: {min(args.calls, SPAWN_CALLS)} round trips and one "
+              "throughput window, after the others (it starts a server process per request)")
+    print(f"\nRound trips interleaved in blocks of {BLOCK}; throughput in {args.rounds} "
+          f"window(s) per row, round-robin.")
     print(f"\nlunad RSS per open 2025-11-25 HTTP session: "
           f"{results['lunad_rss_per_session_kib']:.0f} KiB (its own process; each session's "
           f"worker is a process of {results['worker_rss_kib'] / 1024:.1f} MiB RSS)")
