@@ -128,8 +128,8 @@ class Front:
         chunks: list[bytes] = []
         size = 0
 
-        async def read() -> None:
-            nonlocal size
+        # A timeout scope, not wait_for: wait_for would make every request's body a task.
+        async with asyncio.timeout(self.config.request_timeout):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -140,10 +140,7 @@ class Front:
                     raise TooLarge
                 chunks.append(chunk)
                 if not message.get("more_body"):
-                    return
-
-        await asyncio.wait_for(read(), self.config.request_timeout)
-        return b"".join(chunks)
+                    return b"".join(chunks)
 
     async def body_or_error(self, receive: Receive, send: Send, headers: dict[str, str]
                             ) -> tuple[bytes | None, int]:

@@ -4,6 +4,7 @@ happens when a worker dies, the pool is full, the client drops a stream), the sh
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -85,6 +86,27 @@ def test_request_head_over_head_limit_is_refused(lunad: HttpLunad) -> None:
     under = {"X-Pad": "x" * (HEAD_LIMIT - 1024)}
     reply = request(lunad.url(), body=call(1, "tools/list"), headers=under)
     assert reply.status == 400 and "Mcp-Session-Id" in reply.json()["error"]["message"]
+
+
+def test_body_slower_than_request_timeout_gets_408() -> None:
+    """A client that stops halfway through its body is answered 408, not waited for."""
+    daemon = HttpLunad({"conf": conformance_server(min_idle=0)}, request_timeout=0.5).start()
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Accept: application/json, text/event-stream\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                         b'{"jsonrpc":')
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"http.request_timeout" in answer and b"0.5 s" in answer
+    finally:
+        daemon.stop()
 
 
 def test_token_required_beyond_loopback(tmp_path: Path) -> None:
