@@ -27,6 +27,11 @@ that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all o
   session is open and has answered a call (how long that took is reported too: a front that
   spawns a server per session opens them slowly); before each window every lunad's pool has
   refilled, so no front's window pays for another's spawns;
+- CPU per round trip, from the round trips above: the front's process (lunad, the SDK's
+  server, supergateway's node) and its descendants (lunad's workers, idle ones included;
+  supergateway's stdio servers; one that exits within a block, as supergateway's
+  per-request servers do at 2026-07-28, is not counted), user + system, at the kernel's
+  clock-tick resolution (summed over every block, so it averages out);
 - lunad's RSS per open HTTP session (its own process; each session's worker is a process
   of its own, reported apart).
 
@@ -158,10 +163,34 @@ class Row:
     calls: int = 0
     seconds: float = 0.0
     opened: float = 0.0
+    pid: int = 0  # the front's process: lunad, the SDK server, supergateway's node
+    front_cpu: float = 0.0  # CPU seconds over the round trips: the front's process
+    children_cpu: float = 0.0  # and its descendants (lunad's workers, supergateway's)
 
     @property
     def modern(self) -> bool:
         return self.era == "2026-07-28"
+
+    def count_cpu(self, before: CpuTimes, after: CpuTimes) -> None:
+        self.front_cpu += after[0] - before[0]
+        self.children_cpu += sum(t - before[1].get(pid, 0.0) for pid, t in after[1].items())
+
+
+CpuTimes = tuple[float, dict[int, float]]
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """(user+system CPU seconds of `pid`, the same for each of its descendants by pid)."""
+    if not pid:
+        return 0.0, {}
+    proc = psutil.Process(pid)
+    children = {}
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            children[child.pid] = times.user + times.system
+    times = proc.cpu_times()
+    return times.user + times.system, children
 
 
 def interleaved_round_trips(rows: list[Row], calls: int, warmup: int = BLOCK) -> None:
@@ -171,10 +200,12 @@ def interleaved_round_trips(rows: list[Row], calls: int, warmup: int = BLOCK) ->
             client.add(row.modern)
     while any(len(r.times) < calls for r in rows):
         for row, client in zip(rows, clients, strict=True):
+            before = cpu_times(row.pid)
             for _ in range(min(BLOCK, calls - len(row.times))):
                 start = time.perf_counter()
                 client.add(row.modern)
                 row.times.append(time.perf_counter() - start)
+            row.count_cpu(before, cpu_times(row.pid))
     for client in clients:
         client.close()
 
@@ -359,18 +390,21 @@ def main() -> None:
             for n, workers in enumerate(args.modern_workers):
                 lunad = start_lunad(args, stdio, workers, sessions=n == 0)
                 lunads.append(lunad)
+                pid = lunad.proc.pid  # type: ignore[union-attr]
                 if n == 0:
-                    rows.append(Row(name, "2025-11-25", lunad.url()))
-                rows.append(Row(f"{name}, modern_workers {workers}", "2026-07-28", lunad.url()))
+                    rows.append(Row(name, "2025-11-25", lunad.url(), pid=pid))
+                rows.append(Row(f"{name}, modern_workers {workers}", "2026-07-28",
+                                lunad.url(), pid=pid))
         sdk, url = start_sdk()
         procs.append(sdk)
-        rows += [Row("SDK Streamable HTTP", era, url) for era in ("2025-11-25", "2026-07-28")]
+        rows += [Row("SDK Streamable HTTP", era, url, pid=sdk.pid)
+                 for era in ("2025-11-25", "2026-07-28")]
         gateway = start_supergateway()
         if gateway is not None:
             proc, url = gateway
             procs.append(proc)
-            rows.append(Row("supergateway 4.0", "2025-11-25", url))
-            spawning = Row("supergateway 4.0", "2026-07-28", url)
+            rows.append(Row("supergateway 4.0", "2025-11-25", url, pid=proc.pid))
+            spawning = Row("supergateway 4.0", "2026-07-28", url, pid=proc.pid)
 
         interleaved_round_trips(rows, args.calls)
         interleaved_throughput(rows, args.clients, args.seconds, args.rounds, at_rest(lunads))
@@ -393,18 +427,22 @@ def main() -> None:
           f"--clients {args.clients} --rss-sessions {args.rss_sessions} --modern-workers "
           f"{','.join(map(str, args.modern_workers))} --stdio {','.join(args.stdio)} "
           f"--rounds {args.rounds}`\n")
-    print("| front | era | round trip p50 ms | p95 ms | p99 ms | throughput calls/s "
+    print("| front | era | round trip p50 ms | p95 ms | p99 ms | CPU µs per round trip: "
+          "front + its children | throughput calls/s "
           f"({args.clients} clients) | {args.clients} sessions open after s |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     table = []
     for row in rows:
         p50, p95, p99 = (percentile(row.times, q) * 1000 for q in (0.5, 0.95, 0.99))
         tail = f"{p99:.2f}" if len(row.times) >= 100 else "-"  # few samples: no p99
         rate = row.calls / row.seconds
-        print(f"| {row.front} | {row.era} | {p50:.2f} | {p95:.2f} | {tail} | {rate:.0f} | "
-              f"{row.opened:.2f} |")
+        front, children = (cpu / len(row.times) * 1e6 for cpu in (row.front_cpu,
+                                                                   row.children_cpu))
+        print(f"| {row.front} | {row.era} | {p50:.2f} | {p95:.2f} | {tail} | {front:.0f} + "
+              f"{children:.0f} | {rate:.0f} | {row.opened:.2f} |")
         table.append({"front": row.front, "era": row.era, "p50_ms": p50, "p95_ms": p95,
-                      "p99_ms": p99, "calls_per_s": rate, "open_s": row.opened})
+                      "p99_ms": p99, "front_cpu_us": front, "children_cpu_us": children,
+                      "calls_per_s": rate, "open_s": row.opened})
     if spawning is None:
         print("\nsupergateway not installed (bash scripts/install/supergateway.sh): skipped")
     else:
@@ -413,7 +451,7 @@ def main() -> None:
     print(f"\nRound trips interleaved in blocks of {BLOCK}; throughput in {args.rounds} "
           f"window(s) per row, round-robin.")
     print(f"\nlunad RSS per open 2025-11-25 HTTP session: "
-          f"{results['lunad_rss_per_session_kib']:.0f} KiB (its own process; each session's "
+          f"{results['lunad_rss_per_session_kib']:.1f} KiB (its own process; each session's "
           f"worker is a process of {results['worker_rss_kib'] / 1024:.1f} MiB RSS)")
     save_results("bench_http", args=vars(args), rows=table, **results)
 
