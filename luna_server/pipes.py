@@ -2,8 +2,9 @@
 
 The SDK's `stdio_server()` reads and writes through `anyio.wrap_file`, which hands every
 line read, every write and every flush to a worker thread: three thread round trips per
-request answered, the largest part of what a tools/call costs a stdio server on a machine
-with slow context switches (docs/BENCHMARKS.md, "HTTP front"). `stdio_server()` also takes
+request answered, about a third of the CPU a tools/call costs a stdio server on the
+benchmark VM (docs/BENCHMARKS.md, "HTTP front": 1,620 µs a call against 1,020 on these
+pipes). `stdio_server()` also takes
 explicit streams (anything with `async for line` and `await write()` / `await flush()`);
 `open_pipes()` gives it two served by the event loop itself, over private duplicates of fds
 0 and 1.

@@ -1,15 +1,15 @@
 """uvicorn, run as a task inside lunad's own event loop, serving the front's ASGI app.
 
 uvicorn comes with the `mcp` dependency (its HTTP transports use it); its parser here is
-httptools (llhttp, in C), a dependency of lunad's own: uvicorn's pure-Python h11 parser took
-about 0.8 ms of lunad's CPU per request on the benchmark machine, more than the rest of the
-front (docs/BENCHMARKS.md, "HTTP front"). lunad binds the socket itself, so that a taken port
-is a clear start error and `listen = "127.0.0.1:0"` can report the port it got. uvicorn is
-kept from touching what belongs to lunad: no signal handlers (lunad's SIGTERM drain stays in
-charge), no logging config, no lifespan. Bounds: `limit_concurrency` (connections + requests
-in progress beyond it get 503), idle keep-alive connections close after KEEP_ALIVE seconds, a
-request's head (its URL and headers) may have HEAD_LIMIT bytes, else 431 and the connection
-closes (llhttp has no bound of its own: BoundedHead counts what it hands over).
+httptools (llhttp, in C), a dependency of lunad's own: profiled, uvicorn's pure-Python h11
+parser was the largest single part of lunad's CPU per request. lunad binds the socket
+itself, so that a taken port is a clear start error and `listen = "127.0.0.1:0"` can report
+the port it got. uvicorn is kept from touching what belongs to lunad: no signal handlers
+(lunad's SIGTERM drain stays in charge), no logging config, no lifespan. Bounds:
+`limit_concurrency` (connections + requests in progress beyond it get 503), idle keep-alive
+connections close after KEEP_ALIVE seconds, a request's head (its URL and headers) may have
+HEAD_LIMIT bytes, else 431 and the connection closes (llhttp has no bound of its own:
+BoundedHead counts what it hands over).
 
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
