@@ -152,6 +152,9 @@ class Client:
         self.conn.close()
 
 
+CpuTimes = tuple[float, dict[int, float]]  # a process's CPU seconds, its descendants' by pid
+
+
 @dataclasses.dataclass
 class Row:
     """One line of the table: a front and an era."""
@@ -174,9 +177,6 @@ class Row:
     def count_cpu(self, before: CpuTimes, after: CpuTimes) -> None:
         self.front_cpu += after[0] - before[0]
         self.children_cpu += sum(t - before[1].get(pid, 0.0) for pid, t in after[1].items())
-
-
-CpuTimes = tuple[float, dict[int, float]]
 
 
 def cpu_times(pid: int) -> CpuTimes:

@@ -363,9 +363,8 @@ def main() -> int:
         # The exec pool at once and at the smallest size only: back to back each of its
         # sessions waits a cold start, and 64 cold starts at once on 2 cores outlast lunad's
         # 30 s attach wait (the burst would measure refusals, not attach times).
-        extra = [("exec", "at once", open_burst)] if args.exec_burst and size == burst_sizes[0] \
-            else []
-        for name, how, opener in bursts + extra:
+        exec_too = args.exec_burst and size == burst_sizes[0]
+        for name, how, opener in bursts + ([("exec", "at once", open_burst)] if exec_too else []):
             with tempfile.TemporaryDirectory(prefix="luna-bench-") as memory_dir:
                 direct = direct_spawn(max(1, args.direct), memory_dir)
             direct_all += direct

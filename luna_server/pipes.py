@@ -4,13 +4,12 @@ The SDK's `stdio_server()` reads and writes through `anyio.wrap_file`, which han
 line read, every write and every flush to a worker thread: three thread round trips per
 request answered, about a third of the CPU a tools/call costs a stdio server on the
 benchmark VM (docs/BENCHMARKS.md, "HTTP front": 1,620 µs a call against 1,020 on these
-pipes). `stdio_server()` also takes
-explicit streams (anything with `async for line` and `await write()` / `await flush()`);
-`open_pipes()` gives it two served by the event loop itself, over private duplicates of fds
-0 and 1.
+pipes). `stdio_server()` also takes explicit streams (anything with `async for line` and
+`await write()` / `await flush()`); `open_pipes()` gives it two served by the event loop
+itself, over private duplicates of fds 0 and 1.
 
 Only for a pipe or a socket (what lunad, luna-shim and every MCP client give a server):
-`stdio()` says None for a terminal or a file, and the caller keeps the SDK's own streams.
+`is_pipe()` says False for a terminal or a file, and the caller keeps the SDK's own streams.
 Like the SDK's claim, fd 0 is pointed at /dev/null and fd 1 at stderr while serving, so a
 handler's stray print or child's read never touches the wire; both are put back on exit.
 Lines have no length bound (the SDK's reader has none either; lunad bounds frames).
