@@ -1,12 +1,9 @@
-"""Stdin and stdout as asyncio pipes for the SDK's stdio transport: no thread per message.
+"""Stdin and stdout as asyncio pipes for the Luna server's stdio: no thread per message.
 
 The SDK's `stdio_server()` reads and writes through `anyio.wrap_file`, which hands every
 line read, every write and every flush to a worker thread: three thread round trips per
-request answered, about a third of the CPU a tools/call costs a stdio server on the
-benchmark VM (docs/BENCHMARKS.md, "HTTP front": 1,620 µs a call against 1,020 on these
-pipes). `stdio_server()` also takes explicit streams (anything with `async for line` and
-`await write()` / `await flush()`); `open_pipes()` gives it two served by the event loop
-itself, over private duplicates of fds 0 and 1.
+request answered. `open_pipes()` serves private duplicates of fds 0 and 1 on the event loop
+itself, as a `LineReader` and a `LineWriter`, which stdio.py's message streams use.
 
 Only for a pipe or a socket (what lunad, luna-shim and every MCP client give a server):
 `is_pipe()` says False for a terminal or a file, and the caller keeps the SDK's own streams.
@@ -65,16 +62,16 @@ class LineReader:
 
 
 class LineWriter:
-    """`await write(text)` queues it on the pipe at once; `await flush()` waits while the
-    pipe is full (the reader is slow), so memory stays bounded."""
+    """`write(line)` queues it on the pipe at once; `await drain()` waits while the pipe is
+    full (the reader is slow), so memory stays bounded."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
 
-    async def write(self, text: str) -> None:
-        self._writer.write(text.encode("utf-8"))
+    def write(self, line: bytes) -> None:
+        self._writer.write(line)
 
-    async def flush(self) -> None:
+    async def drain(self) -> None:
         await self._writer.drain()
 
 

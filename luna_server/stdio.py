@@ -1,18 +1,26 @@
-"""The Luna server's stdio transport: the SDK's, plus an answer to every request it cannot read.
+"""The Luna server's stdio transport: an answer to every request it cannot read, and on a
+pipe no hand-over between tasks.
 
 The SDK's stdio reader hands a line it cannot validate to the server as an exception, and the
 server only logs it: the client's request is never answered and the client waits for ever.
 That is what a lone surrogate escape (`"\\ud800"`, valid JSON syntax but no Unicode text) or a
-frame nested past the parser's recursion limit did. `screen` sits between the transport and the
-server: messages pass untouched; for an unreadable line it answers the request's id (read with
-Python's own, more lenient, JSON parser) with a JSON-RPC error saying what was wrong, or id
-null with a parse error when not even that can read it.
+frame nested past the parser's recursion limit did. `refusal_for` makes the answer: the
+request's id (read with Python's own, more lenient, JSON parser) with a JSON-RPC error saying
+what was wrong, or id null with a parse error when not even that can read it.
+
+On a pipe or a socket (what lunad, luna-shim and MCP clients give a server), `Incoming` and
+`Outgoing` are the server's streams over the event loop's own pipes (pipes.py): a line is
+parsed by the task that asks for the next message and an answer written by the task that
+sends it, where the SDK's transport passes each message between tasks through memory streams
+(a reader task, a writer task, and a screening task to answer unreadable lines). On a
+terminal or a file, the SDK's transport serves, with `screen` between it and the server.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +29,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 
-from luna_server.pipes import is_pipe, open_pipes
+from luna_server.pipes import LineWriter, is_pipe, open_pipes
 
 log = logging.getLogger("luna_server.stdio")
 
@@ -87,31 +95,103 @@ async def screen(source: Any, sink: Any, answers: Any) -> None:
             if not isinstance(item, Exception):
                 await sink.send(item)
                 continue
-            refusal = refusal_for(item)
-            log.warning("unreadable message from the client: %s%s", str(item)[:300],
-                        "; answered with an error" if refusal is not None else "")
-            if refusal is not None:
-                try:
-                    await answers.send(SessionMessage(refusal))
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    return
+            if not await _refuse(item, answers):
+                return
+
+
+class Outgoing:
+    """The server's write stream on the pipe: each message is one line, written at once by
+    whichever task sends it (a line is never split, so sends need no writer task)."""
+
+    def __init__(self, pipe: LineWriter) -> None:
+        self._pipe = pipe
+        self._closed = False
+
+    async def send(self, item: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        line = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+        self._pipe.write(line.encode("utf-8") + b"\n")
+        try:
+            await self._pipe.drain()  # at once, unless the client reads slower than we write
+        except ConnectionError as exc:  # the client closed its end
+            raise anyio.BrokenResourceError from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Outgoing:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class Incoming:
+    """The server's read stream on the pipe: each line parsed by the task that reads it, so
+    a message reaches the server with no hand-over between tasks; an unreadable line is
+    answered on `answers` (see `refusal_for`) and never handed on."""
+
+    def __init__(self, lines: AsyncIterator[str], answers: Outgoing) -> None:
+        self._lines = lines
+        self._answers = answers
+
+    def __aiter__(self) -> Incoming:
+        return self
+
+    async def __anext__(self) -> SessionMessage:
+        async for line in self._lines:
+            try:
+                message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except (ValueError, RecursionError) as exc:  # pydantic's ValidationError included
+                await _refuse(exc, self._answers)
+                continue
+            return SessionMessage(message)
+        raise StopAsyncIteration
+
+    async def receive(self) -> SessionMessage:
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise anyio.EndOfStream from None
+
+    async def aclose(self) -> None:
+        pass  # the pipe is open_pipes()'s to close
+
+    async def __aenter__(self) -> Incoming:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+
+async def _refuse(exc: Exception, answers: Any) -> bool:
+    """Log an unreadable message and answer it if someone waits; False once `answers` is shut."""
+    refusal = refusal_for(exc)
+    log.warning("unreadable message from the client: %s%s", str(exc)[:300],
+                "; answered with an error" if refusal is not None else "")
+    if refusal is not None:
+        try:
+            await answers.send(SessionMessage(refusal))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False
+    return True
 
 
 async def run_stdio(server: Any) -> None:
-    """`MCPServer.run_stdio_async`, with `screen` between the transport and the server, on
-    the event loop's own pipes when stdin and stdout are pipes (luna_server/pipes.py)."""
+    """`MCPServer.run_stdio_async`, answering every request it cannot read: on the event
+    loop's own pipes when stdin and stdout are pipes (luna_server/pipes.py), else on the SDK's
+    transport with `screen` between it and the server."""
+    lowlevel = server._lowlevel_server
+    options = lowlevel.create_initialization_options()
     if is_pipe(0) and is_pipe(1):
         async with open_pipes() as (stdin, stdout):
-            await _serve(server, stdio_server(stdin, stdout))  # type: ignore[arg-type]
-    else:
-        await _serve(server, stdio_server())
-
-
-async def _serve(server: Any, transport: Any) -> None:
-    lowlevel = server._lowlevel_server
-    async with transport as (read_stream, write_stream):
+            outgoing = Outgoing(stdout)
+            await lowlevel.run(Incoming(stdin, outgoing), outgoing, options)
+        return
+    async with stdio_server() as (read_stream, write_stream):
         sink, screened = create_context_streams[SessionMessage | Exception](0)
         async with anyio.create_task_group() as group:
             group.start_soon(screen, read_stream, sink, write_stream)
-            await lowlevel.run(screened, write_stream, lowlevel.create_initialization_options())
+            await lowlevel.run(screened, write_stream, options)
             group.cancel_scope.cancel()

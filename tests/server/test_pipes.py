@@ -1,4 +1,5 @@
-"""luna_server/pipes.py: the Luna server's stdio served by the event loop, no thread per line."""
+"""luna_server/pipes.py and stdio.py's message streams: the Luna server's stdio served by the
+event loop, no thread per line and no task between a line and the server."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import termios
 import textwrap
 from pathlib import Path
 
+import anyio
+import mcp_types as types
 import pytest
+from mcp.shared.message import SessionMessage
 
 from luna_server.pipes import LineReader, is_pipe
+from luna_server.stdio import Incoming, Outgoing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +60,83 @@ def test_line_reader_splits_chunks_into_lines_and_keeps_a_last_unterminated_one(
     assert asyncio.run(lines(big + b"\n")) == [big.decode() + "\n"]
 
 
+class Wire:
+    """A LineWriter's surface over a list: what Outgoing wrote, line by line."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.lines: list[dict] = []
+        self.broken = broken
+
+    def write(self, line: bytes) -> None:
+        assert line.endswith(b"\n") and line.count(b"\n") == 1, line  # one message, one line
+        self.lines.append(json.loads(line))
+
+    async def drain(self) -> None:
+        if self.broken:
+            raise BrokenPipeError
+
+
+def _reader(*lines: bytes) -> LineReader:
+    stream = asyncio.StreamReader()
+    for line in lines:
+        stream.feed_data(line)
+    stream.feed_eof()
+    return LineReader(stream)
+
+
+def test_incoming_hands_on_messages_and_answers_lines_it_cannot_read() -> None:
+    async def run() -> tuple[list[SessionMessage], Wire, bool]:
+        wire = Wire()
+        incoming = Incoming(_reader(
+            b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n',
+            b"not json at all\n",
+            b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"\\ud800"}}\n',
+            b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n',
+            b'{"jsonrpc":"2.0","method":"notifications/x","params":"\\ud800"}\n'),
+            Outgoing(wire))  # type: ignore[arg-type]
+        got = [message async for message in incoming]
+        try:
+            await incoming.receive()
+        except anyio.EndOfStream:
+            ended = True
+        else:
+            ended = False
+        return got, wire, ended
+
+    got, wire, ended = asyncio.run(run())
+    assert [type(m.message) for m in got] == [types.JSONRPCRequest, types.JSONRPCNotification]
+    assert got[0].message.id == 1
+    # The garbage line: a parse error with id null; the request with a lone surrogate: its id
+    # and what was wrong. The unreadable notification: nobody waits, nothing is answered.
+    assert [(line["id"], line["error"]["code"]) for line in wire.lines] == [
+        (None, -32700), (2, -32600)]
+    assert "lone surrogate" in wire.lines[1]["error"]["message"]
+    assert ended  # EOF: the server's read stream ends, as a memory stream's would
+
+
+def test_outgoing_writes_a_line_per_message_and_says_when_it_cannot() -> None:
+    answer = SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id=7, result={"ok": True}))
+
+    async def run() -> tuple[Wire, list[str]]:
+        wire, refused = Wire(), []
+        outgoing = Outgoing(wire)  # type: ignore[arg-type]
+        async with outgoing:
+            await outgoing.send(answer)
+        for stream, error in ((outgoing, anyio.ClosedResourceError),
+                              (Outgoing(Wire(broken=True)), anyio.BrokenResourceError)):
+            try:
+                await stream.send(answer)  # type: ignore[arg-type]
+            except error:
+                refused.append(error.__name__)
+        return wire, refused
+
+    wire, refused = asyncio.run(run())
+    assert wire.lines == [{"jsonrpc": "2.0", "id": 7, "result": {"ok": True}}]
+    # Closed by the server: ClosedResourceError; the client's end gone: BrokenResourceError,
+    # the errors the SDK expects of a memory stream.
+    assert refused == ["ClosedResourceError", "BrokenResourceError"]
+
+
 PROBE = textwrap.dedent("""
     import asyncio, os, sys
     from luna_server.pipes import open_pipes
@@ -64,8 +146,8 @@ PROBE = textwrap.dedent("""
             os.write(1, b"stray print\\n")           # fd 1 is stderr while serving
             assert os.read(0, 10) == b""             # fd 0 reads /dev/null
             async for line in stdin:
-                await stdout.write("echo " + line)
-                await stdout.flush()
+                stdout.write(("echo " + line).encode())
+                await stdout.drain()
         # fd 0 and 1 are the wire again, blocking as they were
         assert os.get_blocking(0) and os.get_blocking(1)
         os.write(1, b"after\\n")
