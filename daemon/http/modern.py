@@ -232,14 +232,14 @@ class ModernWorkers:
         name, arguments = params.get("name"), params.get("arguments") or {}
         if not isinstance(name, str) or not isinstance(arguments, dict):
             return None
-        headers = Headers(raw=scope["headers"])
-        if not arguments and not any(k.startswith("mcp-param-") for k in headers):
+        if not arguments and not any(k.startswith(b"mcp-param-") for k, _ in scope["headers"]):
             return None
         meta = {k: v for k, v in (params.get("_meta") or {}).items()
                 if k.startswith("io.modelcontextprotocol/")}
         schema = await shared.tool_schema(name, meta)
         if schema is None:
             return None
+        headers = Headers(raw=scope["headers"])
         return validate_mcp_param_headers(schema, arguments, headers)
 
 

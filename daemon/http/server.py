@@ -168,7 +168,10 @@ class HttpServer:
             http=uid_gate(allowed_uids),
             limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=GRACEFUL,
-            server_header=False, date_header=False)
+            server_header=False, date_header=False,
+            # Nothing here reads the client's address from the request (peers are told
+            # apart by the socket, peers.py): uvicorn need not parse X-Forwarded-* for it.
+            proxy_headers=False)
         self.server = _InLoopServer(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.shared.inbound import X_MCP_HEADER_KEY
+
 from daemon.framing import FrameBuffer, FrameTooLarge
 from daemon.http import routing
 from daemon.http.streams import Stream
@@ -63,7 +65,8 @@ class SharedWorker:
         self.by_token: dict[Any, int] = {}
         self.served = 0
         self.alive = True
-        # Tool name -> inputSchema, from every tools/list answer seen (for Mcp-Param checks).
+        # Tool name -> inputSchema, from every tools/list answer seen (for Mcp-Param checks);
+        # None for a tool whose schema annotates no argument: nothing to check its calls for.
         self.schemas: dict[str, Any] = {}
         # Normally at most one request that asked for log messages is in flight (see
         # routing.py); ModernWorkers reserves this slot before the request is sent.
@@ -117,7 +120,8 @@ class SharedWorker:
         return stream
 
     async def tool_schema(self, name: str, meta: dict[str, Any]) -> Any:
-        """The inputSchema the server lists for tool `name` (None if it lists none): from
+        """The inputSchema the server lists for tool `name` if it has an x-mcp-header
+        annotation (None if it lists none, or one without): from
         the answers seen so far, else from a tools/list of lunad's own (with the caller's
         `_meta` envelope, so it sees what that caller would)."""
         if name not in self.schemas and self.alive:
@@ -154,7 +158,8 @@ class SharedWorker:
         if isinstance(tools, list):
             for tool in tools:
                 if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                    self.schemas[tool["name"]] = tool.get("inputSchema")
+                    schema = tool.get("inputSchema")
+                    self.schemas[tool["name"]] = schema if annotates_headers(schema) else None
 
     def reserve_logs(self) -> None:
         self.log_busy = True
@@ -271,6 +276,13 @@ class SharedWorker:
             self._answer(ours, body)
         log.warning("%s modern worker pid %s %s", self.server, self.worker.pid, how)
         self._on_exit(self)
+
+
+def annotates_headers(schema: Any) -> bool:
+    """Whether an inputSchema may annotate an argument with x-mcp-header: a cheap test once
+    per tool that spares its every call the SDK's schema walk (an over-approximation: the key
+    anywhere in the schema counts, and the SDK's walk then decides)."""
+    return X_MCP_HEADER_KEY in json.dumps(schema)
 
 
 def _dump(message: dict[str, Any]) -> bytes:

@@ -244,6 +244,29 @@ def test_modern_header_mismatch_is_refused_before_any_worker(lunad: HttpLunad) -
                    headers=modern("initialize")).status == 404
 
 
+def test_modern_param_headers_are_checked_for_annotated_arguments_only(lunad: HttpLunad
+                                                                       ) -> None:
+    """test_x_mcp_header's `region` is mirrored into Mcp-Param-Region; add's arguments are
+    not annotated, so a stray Mcp-Param header on its call means nothing."""
+    def region(req_id: int, value: str, header: str | None) -> tuple[int, Any]:
+        extra = {"Mcp-Param-Region": header} if header is not None else {}
+        reply = request(lunad.url(), body=call(req_id, "tools/call", {
+            "name": "test_x_mcp_header", "arguments": {"region": value},
+            "_meta": MODERN_META}),
+            headers={**modern("tools/call"), "Mcp-Name": "test_x_mcp_header", **extra})
+        return reply.status, reply.json()
+
+    status, answer = region(1, "eu", "eu")
+    assert status == 200 and answer["result"]["content"][0]["text"] == "region=eu", answer
+    for req_id, header in ((2, "us"), (3, None)):  # wrong, then missing
+        status, answer = region(req_id, "eu", header)
+        assert status == 400 and answer["error"]["code"] == -32020, answer  # HeaderMismatch
+    reply = request(lunad.url(), body=call(4, "tools/call", {
+        "name": "add", "arguments": {"a": 1, "b": 2}, "_meta": MODERN_META}),
+        headers={**modern("tools/call"), "Mcp-Name": "add", "Mcp-Param-A": "7"})
+    assert reply.status == 200 and reply.json()["result"]["structuredContent"]["result"] == 3
+
+
 def test_modern_worker_death_is_answered_and_replaced_without_per_request_spawns(
         lunad: HttpLunad) -> None:
     status, first = _modern_call(lunad, 1, "pid")

@@ -11,6 +11,7 @@ import pytest
 
 from daemon.http import security, wire
 from daemon.http.peers import parse_uid
+from daemon.http.shared import annotates_headers
 from daemon.http.streams import MAX_EVENTS, Streams, parse_event_id
 from daemon.http.transport import FrontTransport
 
@@ -204,3 +205,13 @@ def test_accepted_connections_have_nodelay() -> None:
             server.close()
 
     assert asyncio.run(main()) == 1
+
+
+def test_a_schema_without_x_mcp_header_is_not_kept_for_header_checks() -> None:
+    annotated = {"type": "object", "properties": {"region": {
+        "type": "string", "x-mcp-header": "Region"}}}
+    nested = {"type": "object", "properties": {"where": {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"}}}}}
+    assert annotates_headers(annotated) and annotates_headers(nested)
+    assert not annotates_headers({"type": "object", "properties": {"a": {"type": "integer"}}})
+    assert not annotates_headers(None) and not annotates_headers({})
