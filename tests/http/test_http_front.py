@@ -4,6 +4,7 @@ happens when a worker dies, the pool is full, the client drops a stream), the sh
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -265,6 +266,27 @@ def test_modern_param_headers_are_checked_for_annotated_arguments_only(lunad: Ht
         "name": "add", "arguments": {"a": 1, "b": 2}, "_meta": MODERN_META}),
         headers={**modern("tools/call"), "Mcp-Name": "add", "Mcp-Param-A": "7"})
     assert reply.status == 200 and reply.json()["result"]["structuredContent"]["result"] == 3
+
+
+def test_a_modern_client_that_leaves_cancels_its_request_at_the_worker(lunad: HttpLunad
+                                                                       ) -> None:
+    """Closing the response is the 2026-07-28 cancellation: lunad notices (the front
+    watches from WATCH_AFTER on), sends the worker notifications/cancelled and forgets it."""
+    def in_flight() -> int:
+        return sum(w["in_flight"] for w in lunad.status()["http"]["modern_workers"]["conf"])
+
+    body = json.dumps(call(1, "tools/call", {"name": "sleep", "arguments": {"seconds": 30},
+                                             "_meta": MODERN_META})).encode()
+    head = (f"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1:{lunad.port}\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+            "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: sleep\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", lunad.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        lunad.wait_for(lambda: in_flight() == 1, timeout=20, what="the sleep in flight")
+    lunad.wait_for(lambda: in_flight() == 0, timeout=20, what="the sleep cancelled")
+    status, answer = _modern_call(lunad, 2, "add", a=2, b=3)  # the worker serves on
+    assert status == 200 and answer["result"]["structuredContent"]["result"] == 5
 
 
 def test_modern_worker_death_is_answered_and_replaced_without_per_request_spawns(
