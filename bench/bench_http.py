@@ -13,7 +13,11 @@ The same server code everywhere (tests/conformance/server.py, its `add` tool):
 - sdk: the same file run with the mcp SDK's own Streamable HTTP transport (`--http PORT`);
 - supergateway: npm supergateway 4.0 (`--outputTransport streamableHttp`, stateful: one stdio
   child per session; at 2026-07-28 one stdio child per request) in front of the same file on
-  stdio; skipped unless installed with `bash scripts/install/supergateway.sh`.
+  stdio; skipped unless installed with `bash scripts/install/supergateway.sh`;
+- for reference, no HTTP at all: the same file on stdio, alone, once per `--stdio`
+  transport, written to and read from its pipes (round trips only): what a lunad worker
+  costs without lunad, so that a lunad row less this one is what lunad's front and the hop
+  to the worker add.
 
 Every front is started first and all run side by side; the measurements are interleaved so
 that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all of them alike:
@@ -28,10 +32,11 @@ that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all o
   spawns a server per session opens them slowly); before each window every lunad's pool has
   refilled, so no front's window pays for another's spawns;
 - CPU per round trip, from the round trips above: the front's process (lunad, the SDK's
-  server, supergateway's node) and its descendants (lunad's workers, idle ones included;
-  supergateway's stdio servers; one that exits within a block, as supergateway's
-  per-request servers do at 2026-07-28, is not counted), user + system, at the kernel's
-  clock-tick resolution (summed over every block, so it averages out);
+  server, supergateway's node; the server itself in the no-HTTP rows) and its descendants
+  (lunad's workers, idle ones included; supergateway's stdio servers; one that exits within
+  a block, as supergateway's per-request servers do at 2026-07-28, is not counted), user +
+  system, at the kernel's clock-tick resolution (summed over every block, so it averages
+  out);
 - lunad's RSS per open HTTP session (its own process; each session's worker is a process
   of its own, reported apart).
 
@@ -79,6 +84,18 @@ OPEN_TIMEOUT = 180.0  # seconds for every client's session to open before the ru
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                "io.modelcontextprotocol/clientCapabilities": {},
                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
+
+
+def add_call(req_id: int, modern: bool) -> dict[str, Any]:
+    """The `add` tools/call every row makes (a + 1), with the 2026-07-28 envelope or not."""
+    params: dict[str, Any] = {"name": "add", "arguments": {"a": req_id, "b": 1}}
+    if modern:
+        params["_meta"] = MODERN_META
+    return {"jsonrpc": "2.0", "id": req_id, "method": "tools/call", "params": params}
+
+
+def check_sum(answer: Any, req_id: int) -> None:
+    assert answer["result"]["structuredContent"]["result"] == req_id + 1, answer
 
 
 class Client:
@@ -134,22 +151,59 @@ class Client:
 
     def add(self, modern: bool = False) -> None:
         self.next_id += 1
-        params: dict[str, Any] = {"name": "add", "arguments": {"a": self.next_id, "b": 1}}
         headers = None
         if modern:
-            params["_meta"] = MODERN_META
             headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
                        "Mcp-Name": "add"}
-        status, _, answer = self.post({"jsonrpc": "2.0", "id": self.next_id,
-                                       "method": "tools/call", "params": params}, headers)
-        assert status == 200 and answer["result"]["structuredContent"]["result"] == \
-            self.next_id + 1, (status, answer)
+        status, _, answer = self.post(add_call(self.next_id, modern), headers)
+        assert status == 200, (status, answer)
+        check_sum(answer, self.next_id)
 
     def close(self) -> None:
         if self.sid:
             self.conn.request("DELETE", self.path, headers={"Mcp-Session-Id": self.sid})
             self.conn.getresponse().read()
         self.conn.close()
+
+
+class StdioClient:
+    """The server alone on stdio (`--pipes` or not), written to and read from its pipes: the
+    same calls as Client's, with no HTTP and no lunad."""
+
+    def __init__(self, transport: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, SERVER] + (["--pipes"] if transport == "pipes" else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.next_id = 0
+
+    def ask(self, message: dict[str, Any]) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+        if "id" not in message:
+            return None
+        return json.loads(self.proc.stdout.readline())
+
+    def open(self) -> StdioClient:
+        answer = self.ask({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}})
+        assert "result" in answer, answer
+        self.ask({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return self
+
+    def add(self, modern: bool = False) -> None:
+        self.next_id += 1
+        check_sum(self.ask(add_call(self.next_id, modern)), self.next_id)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 CpuTimes = tuple[float, dict[int, float]]  # a process's CPU seconds, its descendants' by pid
@@ -169,6 +223,7 @@ class Row:
     pid: int = 0  # the front's process: lunad, the SDK server, supergateway's node
     front_cpu: float = 0.0  # CPU seconds over the round trips: the front's process
     children_cpu: float = 0.0  # and its descendants (lunad's workers, supergateway's)
+    stdio: str = ""  # a reference row: the server alone on this stdio transport, no HTTP
 
     @property
     def modern(self) -> bool:
@@ -193,8 +248,17 @@ def cpu_times(pid: int) -> CpuTimes:
     return times.user + times.system, children
 
 
+def connect(row: Row) -> Client | StdioClient:
+    if row.stdio:
+        client: Client | StdioClient = StdioClient(row.stdio)
+        row.pid = client.proc.pid
+    else:
+        client = Client(row.url)
+    return client if row.modern else client.open()
+
+
 def interleaved_round_trips(rows: list[Row], calls: int, warmup: int = BLOCK) -> None:
-    clients = [Client(r.url) if r.modern else Client(r.url).open() for r in rows]
+    clients = [connect(row) for row in rows]
     for row, client in zip(rows, clients, strict=True):
         for _ in range(min(warmup, calls)):
             client.add(row.modern)
@@ -215,6 +279,8 @@ def interleaved_throughput(rows: list[Row], clients: int, seconds: float, rounds
     """`settle()` before each window: no front's window may pay for another's spawns."""
     for _ in range(rounds):
         for row in rows:
+            if row.stdio:
+                continue  # round trips only: one process, one client
             settle()
             rate, opened = throughput(row.url, clients, seconds / rounds, row.modern)
             row.calls += round(rate * seconds / rounds)
@@ -399,6 +465,8 @@ def main() -> None:
         procs.append(sdk)
         rows += [Row("SDK Streamable HTTP", era, url, pid=sdk.pid)
                  for era in ("2025-11-25", "2026-07-28")]
+        rows += [Row(f"no HTTP: the server alone, stdio: {STDIO[stdio]}", era, "", stdio=stdio)
+                 for stdio in args.stdio for era in ("2025-11-25", "2026-07-28")]
         gateway = start_supergateway()
         if gateway is not None:
             proc, url = gateway
@@ -435,11 +503,13 @@ def main() -> None:
     for row in rows:
         p50, p95, p99 = (percentile(row.times, q) * 1000 for q in (0.5, 0.95, 0.99))
         tail = f"{p99:.2f}" if len(row.times) >= 100 else "-"  # few samples: no p99
-        rate = row.calls / row.seconds
+        rate = row.calls / row.seconds if row.seconds else 0.0
         front, children = (cpu / len(row.times) * 1e6 for cpu in (row.front_cpu,
                                                                    row.children_cpu))
+        served = ("- | -" if row.stdio  # no throughput window and no sessions to open
+                  else f"{rate:.0f} | {row.opened:.2f}")
         print(f"| {row.front} | {row.era} | {p50:.2f} | {p95:.2f} | {tail} | {front:.0f} + "
-              f"{children:.0f} | {rate:.0f} | {row.opened:.2f} |")
+              f"{children:.0f} | {served} |")
         table.append({"front": row.front, "era": row.era, "p50_ms": p50, "p95_ms": p95,
                       "p99_ms": p99, "front_cpu_us": front, "children_cpu_us": children,
                       "calls_per_s": rate, "open_s": row.opened})
