@@ -86,6 +86,12 @@ MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
 
 
+INITIALIZE = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {},
+    "clientInfo": {"name": "bench", "version": "1"}}}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
 def add_call(req_id: int, modern: bool) -> dict[str, Any]:
     """The `add` tools/call every row makes (a + 1), with the 2026-07-28 envelope or not."""
     params: dict[str, Any] = {"name": "add", "arguments": {"a": req_id, "b": 1}}
@@ -139,13 +145,10 @@ class Client:
         return response.status, got, answer
 
     def open(self) -> Client:
-        status, headers, answer = self.post({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                                             "params": {"protocolVersion": "2025-11-25",
-                                                        "capabilities": {}, "clientInfo": {
-                                                            "name": "bench", "version": "1"}}})
+        status, headers, answer = self.post(INITIALIZE)
         assert status == 200 and "result" in answer, (status, answer)
         self.sid = headers.get("mcp-session-id")
-        status, _, _ = self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        status, _, _ = self.post(INITIALIZED)
         assert status == 202, status
         return self
 
@@ -185,11 +188,9 @@ class StdioClient:
         return json.loads(self.proc.stdout.readline())
 
     def open(self) -> StdioClient:
-        answer = self.ask({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "bench", "version": "1"}}})
+        answer = self.ask(INITIALIZE)
         assert "result" in answer, answer
-        self.ask({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.ask(INITIALIZED)
         return self
 
     def add(self, modern: bool = False) -> None:

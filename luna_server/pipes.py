@@ -3,7 +3,8 @@
 The SDK's `stdio_server()` reads and writes through `anyio.wrap_file`, which hands every
 line read, every write and every flush to a worker thread: three thread round trips per
 request answered. `open_pipes()` serves private duplicates of fds 0 and 1 on the event loop
-itself, as a `LineReader` and a `LineWriter`, which stdio.py's message streams use.
+itself, as a `LineReader` and an `asyncio.StreamWriter` (whose `drain()` waits while the
+pipe is full, so memory stays bounded), which stdio.py's message streams use.
 
 Only for a pipe or a socket (what lunad, luna-shim and every MCP client give a server):
 `is_pipe()` says False for a terminal or a file, and the caller keeps the SDK's own streams.
@@ -61,23 +62,9 @@ class LineReader:
             self._buffer += chunk
 
 
-class LineWriter:
-    """`write(line)` queues it on the pipe at once; `await drain()` waits while the pipe is
-    full (the reader is slow), so memory stays bounded."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-
-    def write(self, line: bytes) -> None:
-        self._writer.write(line)
-
-    async def drain(self) -> None:
-        await self._writer.drain()
-
-
 @contextlib.asynccontextmanager
 async def open_pipes(stdin_fd: int = 0, stdout_fd: int = 1
-                     ) -> AsyncIterator[tuple[LineReader, LineWriter]]:
+                     ) -> AsyncIterator[tuple[LineReader, asyncio.StreamWriter]]:
     """Serve private duplicates of stdin_fd and stdout_fd on the running loop; while inside,
     stdin_fd reads /dev/null and stdout_fd writes to stderr."""
     loop = asyncio.get_running_loop()
@@ -94,7 +81,7 @@ async def open_pipes(stdin_fd: int = 0, stdout_fd: int = 1
     try:
         os.dup2(null, stdin_fd)
         os.dup2(2, stdout_fd)
-        yield LineReader(reader), LineWriter(writer)
+        yield LineReader(reader), writer
     finally:
         os.close(null)
         os.dup2(saved_in, stdin_fd)

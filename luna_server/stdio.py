@@ -18,6 +18,7 @@ terminal or a file, the SDK's transport serves, with `screen` between it and the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 
-from luna_server.pipes import LineWriter, is_pipe, open_pipes
+from luna_server.pipes import is_pipe, open_pipes
 
 log = logging.getLogger("luna_server.stdio")
 
@@ -103,7 +104,7 @@ class Outgoing:
     """The server's write stream on the pipe: each message is one line, written at once by
     whichever task sends it (a line is never split, so sends need no writer task)."""
 
-    def __init__(self, pipe: LineWriter) -> None:
+    def __init__(self, pipe: asyncio.StreamWriter) -> None:
         self._pipe = pipe
         self._closed = False
 

@@ -61,7 +61,8 @@ def test_line_reader_splits_chunks_into_lines_and_keeps_a_last_unterminated_one(
 
 
 class Wire:
-    """A LineWriter's surface over a list: what Outgoing wrote, line by line."""
+    """An asyncio.StreamWriter's surface (write, drain) over a list: what Outgoing wrote,
+    line by line."""
 
     def __init__(self, broken: bool = False) -> None:
         self.lines: list[dict] = []
