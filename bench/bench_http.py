@@ -29,8 +29,11 @@ that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all o
 - throughput: `--clients` processes, each its own session, for `--seconds` per row split in
   `--rounds` windows taken round-robin; each window's clock starts once every client's
   session is open and has answered a call (how long that took is reported too: a front that
-  spawns a server per session opens them slowly); before each window every lunad's pool has
-  refilled, so no front's window pays for another's spawns;
+  spawns a server per session opens them slowly) and every lunad's pool has refilled after
+  that burst: each 2025-11-25 session took an idle worker, and the pool starts as many to
+  get back to min_idle, a cold start each (how long after the sessions opened the pool was
+  at rest again is reported). So the window measures calls with the sessions open, and no
+  window pays for spawns, its own front's or another's;
 - CPU per round trip, from the round trips above: the front's process (lunad, the SDK's
   server, supergateway's node; the server itself in the no-HTTP rows) and its descendants
   (lunad's workers, idle ones included; supergateway's stdio servers; one that exits within
@@ -221,6 +224,7 @@ class Row:
     calls: int = 0
     seconds: float = 0.0
     opened: float = 0.0
+    refilled: float = 0.0  # seconds from every session open to every lunad's pool at rest
     pid: int = 0  # the front's process: lunad, the SDK server, supergateway's node
     front_cpu: float = 0.0  # CPU seconds over the round trips: the front's process
     children_cpu: float = 0.0  # and its descendants (lunad's workers, supergateway's)
@@ -283,10 +287,12 @@ def interleaved_throughput(rows: list[Row], clients: int, seconds: float, rounds
             if row.stdio:
                 continue  # round trips only: one process, one client
             settle()
-            rate, opened = throughput(row.url, clients, seconds / rounds, row.modern)
+            rate, opened, refilled = throughput(row.url, clients, seconds / rounds,
+                                                row.modern, settle)
             row.calls += round(rate * seconds / rounds)
             row.seconds += seconds / rounds
             row.opened = max(row.opened, opened)
+            row.refilled = max(row.refilled, refilled)
 
 
 def _worker(url: str, seconds: float, modern: bool, ready: Any, go: Any,
@@ -309,11 +315,13 @@ def _worker(url: str, seconds: float, modern: bool, ready: Any, go: Any,
     out.put(done)
 
 
-def throughput(url: str, clients: int, seconds: float, modern: bool) -> tuple[float, float]:
+def throughput(url: str, clients: int, seconds: float, modern: bool,
+               settle: Callable[[], None] = lambda: None) -> tuple[float, float, float]:
     """(calls/s with `clients` open sessions, seconds until the last session answered its
-    first call). The clock starts only once every client has opened its session and made
-    one call: a front that opens sessions slowly (supergateway spawns a stdio server per
-    session) is measured on its steady state, its opening time reported apart."""
+    first call, seconds `settle()` took after that). The clock starts only once every client
+    has opened its session and made one call, and `settle()` has returned: a front that
+    opens sessions slowly (supergateway spawns a stdio server per session) or refills a
+    pool after them (lunad) is measured on its steady state, those times reported apart."""
     ready: multiprocessing.Queue[float] = multiprocessing.Queue()
     go: multiprocessing.Queue[float] = multiprocessing.Queue()
     out: multiprocessing.Queue[int] = multiprocessing.Queue()
@@ -328,13 +336,16 @@ def throughput(url: str, clients: int, seconds: float, modern: bool) -> tuple[fl
             p.kill()
         raise RuntimeError(f"{url}: only some of {clients} sessions opened within "
                            f"{OPEN_TIMEOUT:.0f} s") from exc
+    settling = time.monotonic()
+    settle()
+    settled = time.monotonic() - settling
     start_at = time.time() + 0.2
     for _ in procs:
         go.put(start_at)
     total = sum(out.get(timeout=seconds + 60) for _ in procs)
     for p in procs:
         p.join(30)
-    return total / seconds, max(opened)
+    return total / seconds, max(opened), settled
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -498,8 +509,9 @@ def main() -> None:
           f"--rounds {args.rounds}`\n")
     print("| front | era | round trip p50 ms | p95 ms | p99 ms | CPU µs per round trip: "
           "front + its children | throughput calls/s "
-          f"({args.clients} clients) | {args.clients} sessions open after s |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"({args.clients} clients) | {args.clients} sessions open after s | pools at rest again "
+          "after s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     table = []
     for row in rows:
         p50, p95, p99 = (percentile(row.times, q) * 1000 for q in (0.5, 0.95, 0.99))
@@ -507,13 +519,14 @@ def main() -> None:
         rate = row.calls / row.seconds if row.seconds else 0.0
         front, children = (cpu / len(row.times) * 1e6 for cpu in (row.front_cpu,
                                                                    row.children_cpu))
-        served = ("- | -" if row.stdio  # no throughput window and no sessions to open
-                  else f"{rate:.0f} | {row.opened:.2f}")
+        served = ("- | - | -" if row.stdio  # no throughput window and no sessions to open
+                  else f"{rate:.0f} | {row.opened:.2f} | {row.refilled:.2f}")
         print(f"| {row.front} | {row.era} | {p50:.2f} | {p95:.2f} | {tail} | {front:.0f} + "
               f"{children:.0f} | {served} |")
         table.append({"front": row.front, "era": row.era, "p50_ms": p50, "p95_ms": p95,
                       "p99_ms": p99, "front_cpu_us": front, "children_cpu_us": children,
-                      "calls_per_s": rate, "open_s": row.opened})
+                      "calls_per_s": rate, "open_s": row.opened,
+                      "refilled_s": row.refilled})
     if spawning is None:
         print("\nsupergateway not installed (bash scripts/install/supergateway.sh): skipped")
     else:
