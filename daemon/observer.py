@@ -1,7 +1,9 @@
 """The JSON-RPC observer of one session: reads frames, never changes them.
 
 The session pump hands every complete frame to `client_frame` (client -> server, direction
-"in") or `server_frame` (server -> client, "out"). The observer reads only what it needs:
+"in") or `server_frame` (server -> client, "out"); a caller that decodes each message anyway
+(the HTTP front's shared workers) hands the decoded message to `client_message` or
+`server_message`, so that it is not decoded twice. The observer reads only what it needs:
 `method`, `id`, `params.name`, `params.requestId`, `result.isError`, `error` and, from the
 server's answer to `tools/list`, the tool names. With them it
 
@@ -25,7 +27,7 @@ names are learned per server, not per session (`ToolNames`, shared through `Traf
 only grows and holds at most MAX_TOOL_NAMES names of at most MAX_TOOL_NAME_LENGTH characters
 (the spec's limit); beyond that, new names count as `other` and it is logged once.
 
-Cost: frames up to LARGE_FRAME bytes are decoded by the C JSON scanner (`_parse`, about 1 µs
+Cost: frames up to LARGE_FRAME bytes are decoded by the C JSON scanner (`parse_frame`, about 1 µs
 for an MCP-sized message, half of `json.loads(bytes)`). Bigger frames (typically a large tool
 result) are not decoded whole: a regex over the head finds `id`/`method`/`error`, and the tail
 is searched for `"isError":true`; only when the head does not yield an id is the frame decoded
@@ -89,7 +91,7 @@ _scan_once = _decoder.scan_once
 _WS = " \t\n\r"
 
 
-def _parse(frame: bytes) -> Any:
+def parse_frame(frame: bytes) -> Any:
     """json.loads for one frame, about twice as fast: the C scanner straight on the text.
 
     json.loads(bytes) sniffs for UTF-16/32 (MCP is UTF-8) and skips whitespace with regexes;
@@ -229,7 +231,17 @@ class Observer:
         t = self.traffic
         t.messages_in += 1
         t.bytes_in += len(frame) + 1
-        message = self._decode(frame)
+        return self._client_messages(self._decode(frame))
+
+    def client_message(self, message: Any, size: int) -> Refused | None:
+        """client_frame for a frame its caller has decoded already: `message` is its JSON,
+        `size` its bytes."""
+        t = self.traffic
+        t.messages_in += 1
+        t.bytes_in += size + 1
+        return self._client_messages(self._rpc_shaped(message))
+
+    def _client_messages(self, message: Any) -> Refused | None:
         if message is None:
             return None
         if type(message) is list:  # a JSON-RPC batch (older MCP revisions): never refused,
@@ -295,6 +307,19 @@ class Observer:
                 except (ValueError, RecursionError):
                     self.traffic.unparsed += 1
                     return
+        self._server_messages(message)
+
+    def server_message(self, message: Any, size: int) -> None:
+        """server_frame for a frame its caller has decoded whole already (`size` its
+        bytes)."""
+        t = self.traffic
+        t.messages_out += 1
+        t.bytes_out += size + 1
+        message = self._rpc_shaped(message)
+        if message is not None:
+            self._server_messages(message)
+
+    def _server_messages(self, message: dict[str, Any] | list[Any]) -> None:
         if type(message) is list:
             for item in message:
                 if type(item) is dict:
@@ -358,13 +383,18 @@ class Observer:
             if message is not None:
                 return message
         try:
-            message = _parse(frame)
+            message = parse_frame(frame)
         except (ValueError, RecursionError):  # UnicodeDecodeError too; nesting past the
             self._unparsed_unless_blank(frame)  # recursion limit is valid JSON we cannot read
             return None
+        return self._rpc_shaped(message)
+
+    def _rpc_shaped(self, message: Any) -> Any:
+        """`message` if it is a JSON-RPC message or batch (a dict or a list), else None,
+        counted unparsed: valid JSON, but not JSON-RPC."""
         if type(message) is dict or type(message) is list:
             return message
-        self.traffic.unparsed += 1  # valid JSON, but not a JSON-RPC message
+        self.traffic.unparsed += 1
         return None
 
     def _unparsed_unless_blank(self, frame: bytes) -> None:

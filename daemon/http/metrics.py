@@ -10,6 +10,7 @@ Labels stay bounded: `server` is a configured name or "none" (a path naming no s
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -24,13 +25,19 @@ class HttpMetrics:
         self.sessions = Gauge("luna_http_sessions_active", "2025-11-25 sessions open over "
                               "HTTP.", ["server"], **kwargs)
         self._counts: dict[str, int] = {era: 0 for era in ERAS}
+        # labels() looks its child up under a lock each time; a request counts through this
+        self._children: dict[tuple[str, str, int], Any] = {}
         for server in servers:
             self.sessions.labels(server).set(0)
             for era in ERAS:
                 self.requests.labels(server, era, "200")
 
     def request(self, server: str | None, era: str, status: int) -> None:
-        self.requests.labels(server or "none", era, str(status)).inc()
+        key = (server or "none", era, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(key[0], era, str(status))
+        child.inc()
         self._counts[era] = self._counts.get(era, 0) + 1
 
     def session_opened(self, server: str) -> None:

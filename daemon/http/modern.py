@@ -182,8 +182,7 @@ class ModernWorkers:
             return await plain(send, 400, wire.error_body(
                 None, wire.INVALID_REQUEST, "Invalid Request: clients send no responses in "
                 "the 2026-07-28 era"))
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        duplicated = find_duplicated_routing_header(raw_headers)
+        duplicated = repeated_routing_header(scope["headers"])
         if duplicated is not None:
             return await plain(send, 400, wire.error_body(
                 message["id"], -32020, f"{duplicated} header appears more than once"))
@@ -241,6 +240,17 @@ class ModernWorkers:
             return None
         headers = Headers(raw=scope["headers"])
         return validate_mcp_param_headers(schema, arguments, headers)
+
+
+def repeated_routing_header(raw: list[tuple[bytes, bytes]]) -> str | None:
+    """The routing header (Mcp-Method, Mcp-Name, ...) a request sends more than once, by the
+    SDK's rule; asked of the SDK only when some header name repeats at all, which a
+    request seldom does (uvicorn gives the names in lower case)."""
+    names = {name for name, _ in raw}
+    if len(names) == len(raw):
+        return None
+    return find_duplicated_routing_header([(k.decode("latin-1"), v.decode("latin-1"))
+                                           for k, v in raw])
 
 
 def choose(workers: list[SharedWorker], *, logs: bool, state: str | None

@@ -28,7 +28,7 @@ from mcp.shared.inbound import X_MCP_HEADER_KEY
 from daemon.framing import FrameBuffer, FrameTooLarge
 from daemon.http import routing
 from daemon.http.streams import Stream
-from daemon.observer import Observer, ToolCallSink, Traffic
+from daemon.observer import Observer, ToolCallSink, Traffic, parse_frame
 from daemon.session import STDERR_LINES, StdoutTap, error_frame
 
 log = logging.getLogger("lunad.http")
@@ -106,16 +106,15 @@ class SharedWorker:
             meta = {**meta, "progressToken": pending.token}
             params = {**params, "_meta": meta}
             self.by_token[pending.token] = ours
-        frame = json.dumps({**message, "id": ours, **({"params": params} if params is not None
-                                                      else {})},
-                           separators=(",", ":")).encode()
+        sent = {**message, "id": ours, **({"params": params} if params is not None else {})}
+        frame = _dump(sent)
         self.in_flight[ours] = pending
         self.served += 1
         if not self.alive:
             self._answer(ours, error_frame(ours, f"lunad: the {self.server} worker is gone",
                                            "worker_exited")[:-1])
             return stream
-        self.observer.client_frame(frame)
+        self.observer.client_message(sent, len(frame))
         self._stdin.write(frame + b"\n")
         return stream
 
@@ -202,14 +201,17 @@ class SharedWorker:
             self.worker.kill("crash", "lunad: a message over the size limit")
             return
         for frame in frames:
-            self.observer.server_frame(frame)
             self._route(frame)
 
     def _route(self, frame: bytes) -> None:
+        """One frame of the worker's: counted by the observer (decoded once, here), then
+        given to the request it belongs to."""
         try:
-            message = json.loads(frame)
-        except ValueError:
+            message = parse_frame(frame)
+        except (ValueError, RecursionError):
+            self.observer.server_frame(frame)  # it counts what it cannot read
             return
+        self.observer.server_message(message, len(frame))
         if not isinstance(message, dict):
             return
         if "method" not in message:

@@ -184,6 +184,31 @@ def test_counts_methods_messages_bytes_and_unparsed() -> None:
     assert t.unparsed == 3
 
 
+def test_messages_decoded_by_the_caller_count_and_time_as_their_frames_would() -> None:
+    # The HTTP front's shared workers decode each message themselves and hand it over.
+    by_frame, frame_calls, _ = make()
+    by_message, message_calls, _ = make()
+    listing = {"jsonrpc": "2.0", "id": "L", "method": "tools/list"}
+    listed = {"jsonrpc": "2.0", "id": "L", "result": {"tools": [{"name": "echo"}]}}
+    request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"isError": True}}
+    for obs in (by_frame, by_message):
+        for client, server in ((listing, listed), (request, answer), (42, [answer, 7])):
+            if obs is by_frame:
+                obs.client_frame(frame(client))  # type: ignore[arg-type]
+                obs.server_frame(frame(server))  # type: ignore[arg-type]
+            else:
+                obs.client_message(client, len(frame(client)))  # type: ignore[arg-type]
+                obs.server_message(server, len(frame(server)))  # type: ignore[arg-type]
+    assert message_calls == frame_calls == [("echo", "tool_error", 0.0)]
+    for counter in ("messages_in", "messages_out", "bytes_in", "bytes_out", "unparsed",
+                    "requests"):
+        assert getattr(by_message.traffic, counter) == getattr(by_frame.traffic, counter)
+    assert by_message.tools == by_frame.tools == {"echo"}
+    assert by_message.traffic.unparsed == 1 and by_message.traffic.messages_out == 3
+    assert by_message.in_flight == by_frame.in_flight == {}
+
+
 def test_ids_are_matched_by_type_and_value() -> None:
     obs, _, _ = make()
     list_tools(obs, ["echo"])
@@ -241,13 +266,13 @@ def test_id_in_head_of_a_truncated_frame() -> None:
 
 
 def test_parse_agrees_with_json_loads() -> None:
-    from daemon.observer import _parse
+    from daemon.observer import parse_frame
 
     for good in (b'{"a": [1, 2.5, "x"]}', b' {"a":1}', b'{"a":1}\n', b"[1]", b"42", b'"s"'):
-        assert _parse(good) == json.loads(good)
+        assert parse_frame(good) == json.loads(good)
     for bad in (b'{"a":1} x', b"{", b"", b"nope", b'{"a":1}{"b":2}', b"\xff"):
         try:
-            _parse(bad)
+            parse_frame(bad)
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} parsed")

@@ -54,7 +54,8 @@ class Reply:
 
 
 def request(url: str, method: str = "POST", body: Any = None, *, headers: dict[str, str] |
-            None = None, timeout: float = 20.0) -> Reply:
+            None = None, timeout: float = 20.0, again: dict[str, str] | None = None) -> Reply:
+    """One request; `again`: headers sent a second time, after `headers`."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     sent = {"Accept": ACCEPT}
@@ -62,7 +63,14 @@ def request(url: str, method: str = "POST", body: Any = None, *, headers: dict[s
         sent["Content-Type"] = "application/json"
     sent.update(headers or {})
     payload = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    conn.request(method, parts.path, body=payload, headers=sent)
+    if again is None:
+        conn.request(method, parts.path, body=payload, headers=sent)
+    else:
+        conn.putrequest(method, parts.path)
+        for name, value in [*sent.items(), *again.items(),
+                            ("Content-Length", str(len(payload or b"")))]:
+            conn.putheader(name, value)
+        conn.endheaders(payload)
     return Reply(conn.getresponse(), conn)
 
 

@@ -240,6 +240,16 @@ def test_modern_header_mismatch_is_refused_before_any_worker(lunad: HttpLunad) -
         "name": "add", "arguments": {"a": 1, "b": 2}, "_meta": MODERN_META}),
         headers={**modern("tools/list"), "Mcp-Name": "add"})
     assert reply.status == 400 and reply.json()["error"]["code"] == -32020  # HeaderMismatch
+    add = call(2, "tools/call", {"name": "add", "arguments": {"a": 1, "b": 2},
+                                 "_meta": MODERN_META})
+    twice = request(lunad.url(), body=add, headers={**modern("tools/call"), "Mcp-Name": "add"},
+                    again={"Mcp-Method": "tools/call"})
+    answer = twice.json()
+    assert twice.status == 400 and answer["error"]["code"] == -32020, answer
+    assert "more than once" in answer["error"]["message"], answer
+    other = request(lunad.url(), body=add, headers={**modern("tools/call"), "Mcp-Name": "add",
+                                                    "X-Trace": "a"}, again={"X-Trace": "b"})
+    assert other.status == 200 and other.json()["result"]["structuredContent"]["result"] == 3
     assert request(lunad.url(), "GET", headers=modern("x")).status == 405
     assert request(lunad.url(), body=call(1, "initialize", {"_meta": MODERN_META}),
                    headers=modern("initialize")).status == 404

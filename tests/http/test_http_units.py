@@ -215,3 +215,13 @@ def test_a_schema_without_x_mcp_header_is_not_kept_for_header_checks() -> None:
     assert annotates_headers(annotated) and annotates_headers(nested)
     assert not annotates_headers({"type": "object", "properties": {"a": {"type": "integer"}}})
     assert not annotates_headers(None) and not annotates_headers({})
+
+
+def test_a_routing_header_sent_twice_is_found_and_only_then_asked_of_the_sdk() -> None:
+    from daemon.http.modern import repeated_routing_header
+
+    once = [(b"mcp-method", b"tools/call"), (b"mcp-name", b"add"), (b"accept", b"*/*")]
+    assert repeated_routing_header(once) is None
+    assert repeated_routing_header([*once, (b"x-trace", b"a"), (b"x-trace", b"b")]) is None
+    found = repeated_routing_header([*once, (b"mcp-name", b"add")])
+    assert found is not None and found.lower() == "mcp-name"
