@@ -3,7 +3,9 @@
 Order of checks (each answers without touching a worker): Host and Origin (DNS rebinding,
 403), bearer token (401), path `/<server>/mcp` naming a configured server (404), then the
 era from `MCP-Protocol-Version` (wire.era) and the HTTP method. Bodies are read up to
-`max_body` bytes (413 beyond) within `request_timeout` seconds (408). Nothing here spawns:
+`max_body` bytes (413 beyond); a request that takes more than `request_timeout` seconds to
+arrive is answered 408 by the protocol (server.py), which tells the app through the scope
+so that the 408 is counted. Nothing here spawns:
 a 2025-11-25 `initialize` asks the daemon for a session (`open_session`), which takes a
 worker from the server's pool like a socket connection does; 2026-07-28 requests go to the
 server's shared modern workers (modern.py).
@@ -21,6 +23,7 @@ from daemon.http import security, wire
 from daemon.http.config import HttpConfig
 from daemon.http.legacy import HttpSession
 from daemon.http.metrics import HttpMetrics
+from daemon.http.server import TIMED_OUT
 from daemon.http.streams import Stream, parse_event_id
 
 log = logging.getLogger("lunad.http")
@@ -112,7 +115,7 @@ class Front:
             return await self.modern.handle(server, scope, receive, send, headers, self)
         method = scope["method"]
         if method == "POST":
-            return await self._post(server, receive, send, headers)
+            return await self._post(server, scope, receive, send, headers)
         if method == "GET":
             return await self._get(receive, send, headers)
         if method == "DELETE":
@@ -121,30 +124,31 @@ class Front:
 
     # -- body -----------------------------------------------------------------------------
 
-    async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+    async def read_body(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> bytes:
+        """The body: TooLarge past max_body, TimeoutError when the protocol gave up waiting
+        for it (request_timeout), ConnectionError when the client left."""
         limit = self.config.max_body
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise TooLarge
         chunks: list[bytes] = []
         size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if scope.get(TIMED_OUT):
+                    raise TimeoutError
+                raise ConnectionError("client left")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
-        # A timeout scope, not wait_for: wait_for would make every request's body a task.
-        async with asyncio.timeout(self.config.request_timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ConnectionError("client left")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge
-                chunks.append(chunk)
-                if not message.get("more_body"):
-                    return b"".join(chunks)
-
-    async def body_or_error(self, receive: Receive, send: Send, headers: dict[str, str]
-                            ) -> tuple[bytes | None, int]:
+    async def body_or_error(self, scope: Scope, receive: Receive, send: Send,
+                            headers: dict[str, str]) -> tuple[bytes | None, int]:
         """(body, 0), or (None, status) after answering the error."""
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -152,20 +156,18 @@ class Front:
                 None, wire.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be "
                 "application/json"))
         try:
-            return await self.read_body(receive, headers), 0
+            return await self.read_body(scope, receive, headers), 0
         except TooLarge:
             return None, await plain(send, 413, wire.error_body(
                 None, wire.INVALID_REQUEST, f"Payload Too Large: a request body may have at "
                 f"most {self.config.max_body} bytes (http.max_body)"))
-        except TimeoutError:
-            return None, await plain(send, 408, wire.error_body(
-                None, wire.INVALID_REQUEST, f"Request Timeout: the body took more than "
-                f"{self.config.request_timeout:g} s (http.request_timeout)"))
+        except TimeoutError:  # answered by the protocol, which closed the connection
+            return None, 408
         except ConnectionError:
             return None, 499
 
-    async def read_message(self, receive: Receive, send: Send, headers: dict[str, str]
-                           ) -> tuple[str, dict[str, Any], bytes] | int:
+    async def read_message(self, scope: Scope, receive: Receive, send: Send,
+                           headers: dict[str, str]) -> tuple[str, dict[str, Any], bytes] | int:
         """A POST's one JSON-RPC message as (kind, message, body), or the status of the error
         already answered (Accept, Content-Type, size, time, JSON-RPC shape)."""
         want_json, want_sse = wire.accepts(headers.get("accept"))
@@ -173,7 +175,7 @@ class Front:
             return await plain(send, 406, wire.error_body(
                 None, wire.INVALID_REQUEST, "Not Acceptable: Accept must list both "
                 "application/json and text/event-stream"))
-        body, status = await self.body_or_error(receive, send, headers)
+        body, status = await self.body_or_error(scope, receive, send, headers)
         if body is None:
             return status
         try:
@@ -184,9 +186,9 @@ class Front:
 
     # -- 2025-11-25 -----------------------------------------------------------------------
 
-    async def _post(self, server: str, receive: Receive, send: Send,
+    async def _post(self, server: str, scope: Scope, receive: Receive, send: Send,
                     headers: dict[str, str]) -> int:
-        posted = await self.read_message(receive, send, headers)
+        posted = await self.read_message(scope, receive, send, headers)
         if isinstance(posted, int):
             return posted
         kind, message, body = posted

@@ -36,7 +36,7 @@ class HttpConfig:
     max_connections: int = 256        # HTTP connections (and requests in progress) at once
     modern_workers: int = 1           # shared workers per server for 2026-07-28 requests
     allowed_origins: tuple[str, ...] = ()  # Origins allowed besides http(s)://loopback[:port]
-    request_timeout: float = 30.0     # seconds a client may take to send a request body
+    request_timeout: float = 30.0     # seconds a request may take to arrive (server.py)
 
     @property
     def enabled(self) -> bool:

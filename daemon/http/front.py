@@ -42,7 +42,8 @@ class HttpFront:
                          self.modern)
         host, port = split_listen(http.listen)
         self.server = HttpServer(self.app, host, port, max_connections=http.max_connections,
-                                 allowed_uids=config.allowed_uids)
+                                 allowed_uids=config.allowed_uids,
+                                 request_timeout=http.request_timeout)
 
     @property
     def url(self) -> str:

@@ -172,7 +172,7 @@ class ModernWorkers:
 
         if scope["method"] != "POST":
             return await plain(send, 405, b"", extra=[(b"allow", b"POST")])
-        posted = await front.read_message(receive, send, headers)
+        posted = await front.read_message(scope, receive, send, headers)
         if isinstance(posted, int):
             return posted
         kind, message, _body = posted

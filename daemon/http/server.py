@@ -11,6 +11,15 @@ connections close after KEEP_ALIVE seconds, a request's head (its URL and header
 HEAD_LIMIT bytes, else 431 and the connection closes (llhttp has no bound of its own:
 BoundedHead counts what it hands over).
 
+Time (BoundedHead too): from its first byte a request has `request_timeout` seconds to
+arrive whole, head and body, else it is answered 408 and the connection closes; a new
+connection has as long to start its first request, else it closes. uvicorn bounds only the
+idle time between requests, so without this a client that stops halfway through a head
+would hold its connection, and with `limit_concurrency` of them every other client would get
+503. A request that came whole in one read, as nearly all do, sets no timer: the deadline is
+set only when a read ends with a request unfinished. The app learns that the request it is
+reading timed out from its scope (TIMED_OUT) and counts the 408.
+
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
 anyone else gets one 403 before any request is parsed; what it sends is read and dropped for
@@ -31,12 +40,14 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from daemon.http import wire
 from daemon.http.config import is_loopback
 from daemon.http.peers import loopback_peer_uid
 
 log = logging.getLogger("lunad.http")
 
 KEEP_ALIVE = 15
+TIMED_OUT = "lunad.timed_out"  # scope key: BoundedHead answered this request 408
 HEAD_LIMIT = 32 * 1024
 GRACEFUL = 3
 REFUSED_LINGER = 0.25  # seconds a refused peer has to finish sending and read its 403
@@ -60,14 +71,75 @@ class HeadTooLarge(Exception):
 
 
 class BoundedHead(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a request head of at most HEAD_LIMIT bytes."""
+    """uvicorn's httptools protocol with a request head of at most HEAD_LIMIT bytes, and a
+    request (head and body) of at most `request_timeout` seconds."""
 
+    request_timeout = 30.0  # set on the subclass the server uses (uid_gate)
     _head = 0            # bytes of the current request's URL and headers so far
     _head_too_large = False
+    _receiving = False   # a request's first byte has come and its last not yet
+    _head_done = False   # ... and its head is complete: the app has it
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # for the first request to begin
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._receiving and self._deadline is None:
+            self._arm()  # a request is unfinished at the end of a read: it has till then
 
     def on_message_begin(self) -> None:
         self._head = 0
+        self._receiving, self._head_done = True, False
+        self._disarm()  # the wait for a request to begin is over
         super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._receiving = False
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.request_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if not self._receiving:  # connected, never began a request: nothing to answer
+            self.transport.close()
+            return
+        cycle = self.cycle
+        if self._head_done and cycle is not None:
+            if any(queued is cycle for queued, _app in self.pipeline):
+                self._arm()  # pipelined behind a request still being answered: our wait
+                return
+            if cycle.response_started:  # answered before its body came (415, 413, ...)
+                self.transport.close()
+                return
+            self.scope[TIMED_OUT] = True  # type: ignore[index]
+        log.info("HTTP: %s took more than %g s to send its request; answered 408",
+                 self.client, self.request_timeout)
+        body = wire.too_slow_body(self.request_timeout)
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                             % (len(body), body))
+        self.transport.close()
 
     def _count(self, size: int) -> None:
         self._head += size
@@ -97,11 +169,14 @@ class BoundedHead(HttpToolsProtocol):
         self.transport.close()
 
 
-def uid_gate(allowed_uids: Iterable[int]) -> type[BoundedHead]:
+def uid_gate(allowed_uids: Iterable[int], request_timeout: float = 30.0
+             ) -> type[BoundedHead]:
     """The front's HTTP protocol, refusing loopback peers whose uid is not allowed."""
     allowed = frozenset(allowed_uids) | {0}
+    timeout = request_timeout
 
     class UidGate(BoundedHead):
+        request_timeout = timeout
         _refused: asyncio.TimerHandle | None = None  # set while a refused peer lingers
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -160,12 +235,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 class HttpServer:
     def __init__(self, app: Any, host: str, port: int, *, max_connections: int,
-                 allowed_uids: Iterable[int] = ()) -> None:
+                 allowed_uids: Iterable[int] = (), request_timeout: float = 30.0) -> None:
         self.sock = bind(host, port)
         self.address = self.sock.getsockname()[:2]
         config = uvicorn.Config(
             app, lifespan="off", log_config=None, access_log=False,
-            http=uid_gate(allowed_uids),
+            http=uid_gate(allowed_uids, request_timeout),
             limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=GRACEFUL,
             server_header=False, date_header=False,

@@ -78,6 +78,12 @@ def error_body(req_id: Any, code: int, message: str, data: Any = None) -> bytes:
                       separators=(",", ":")).encode()
 
 
+def too_slow_body(seconds: float) -> bytes:
+    """The 408 answer to a request that did not arrive whole within `seconds`."""
+    return error_body(None, INVALID_REQUEST, f"Request Timeout: the request (its head and "
+                      f"body) took more than {seconds:g} s to arrive (http.request_timeout)")
+
+
 def accepts(accept: str | None) -> tuple[bool, bool]:
     """(json, sse) acceptable per the Accept header (wildcards count)."""
     types = {part.split(";")[0].strip().lower() for part in (accept or "").split(",")}

@@ -106,6 +106,33 @@ def test_body_slower_than_request_timeout_gets_408() -> None:
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"http.request_timeout" in answer and b"0.5 s" in answer
+        # The protocol answered it; the app, which was reading the body, counted it.
+        daemon.wait_for(lambda: 'luna_http_requests_total{era="2025-11-25",server="conf",'
+                        'status="408"} 1.0' in daemon.metrics_text(), timeout=5,
+                        what="the 408 counted")
+    finally:
+        daemon.stop()
+
+
+def test_clients_stalled_before_their_request_arrives_cannot_hold_the_connections() -> None:
+    """Half a head, or nothing at all: after request_timeout the connection is answered 408
+    (or, with no request begun, closed), so two such clients with max_connections 2 do not
+    leave every later client a 503."""
+    daemon = HttpLunad({"conf": conformance_server(min_idle=0)}, request_timeout=0.5,
+                       max_connections=2).start()
+    try:
+        half = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+        half.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: appl")
+        silent = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+        with half, silent:
+            answer = b""
+            while chunk := half.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert b"http.request_timeout" in answer, answer
+            assert silent.recv(65536) == b""  # closed, with nothing to answer
+        reply = request(daemon.url(), "DELETE")  # served again: not 503
+        assert reply.status == 400, reply.status
     finally:
         daemon.stop()
 
