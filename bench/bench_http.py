@@ -17,7 +17,13 @@ The same server code everywhere (tests/conformance/server.py, its `add` tool):
 - for reference, no HTTP at all: the same file on stdio, alone, once per `--stdio`
   transport, written to and read from its pipes (round trips only): what a lunad worker
   costs without lunad, so that a lunad row less this one is what lunad's front and the hop
-  to the worker add.
+  to the worker add;
+- for reference, the floor of an HTTP front (2026-07-28, round trips only):
+  bench/_minimal_http_relay.py relaying each POST to the same file on pipes with no checks
+  at all, once parsed and answered from callbacks over httptools, once as a trivial ASGI app
+  under uvicorn (what lunad's front runs on): the first less the SDK's row says whether a
+  front with a worker hop can be faster than the SDK's server at all, the second what
+  uvicorn's ASGI cycle adds, a lunad row less the second what lunad's own work adds.
 
 Every front is started first and all run side by side; the measurements are interleaved so
 that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all of them alike:
@@ -81,6 +87,7 @@ from tests.support.ports import free_port  # noqa: E402
 
 SUPERGATEWAY = ROOT / "bench" / "supergateway" / "node_modules" / ".bin" / "supergateway"
 STDIO = {"sdk": "SDK stdio_server", "pipes": "event-loop pipes"}
+RELAYS = {"callbacks": "httptools and callbacks", "asgi": "uvicorn and a trivial ASGI app"}
 SPAWN_CALLS = 30  # round trips through a front that spawns a server per request
 BLOCK = 50  # consecutive round trips to one row before the next row
 OPEN_TIMEOUT = 180.0  # seconds for every client's session to open before the run is void
@@ -229,6 +236,12 @@ class Row:
     front_cpu: float = 0.0  # CPU seconds over the round trips: the front's process
     children_cpu: float = 0.0  # and its descendants (lunad's workers, supergateway's)
     stdio: str = ""  # a reference row: the server alone on this stdio transport, no HTTP
+    relay: str = ""  # a reference row: bench/_minimal_http_relay.py in this shape
+
+    @property
+    def reference(self) -> bool:
+        """Round trips only: no throughput window, no sessions to open."""
+        return bool(self.stdio or self.relay)
 
     @property
     def modern(self) -> bool:
@@ -284,8 +297,8 @@ def interleaved_throughput(rows: list[Row], clients: int, seconds: float, rounds
     """`settle()` before each window: no front's window may pay for another's spawns."""
     for _ in range(rounds):
         for row in rows:
-            if row.stdio:
-                continue  # round trips only: one process, one client
+            if row.reference:
+                continue  # round trips only
             settle()
             rate, opened, refilled = throughput(row.url, clients, seconds / rounds,
                                                 row.modern, settle)
@@ -366,6 +379,18 @@ def start_sdk() -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}/mcp"
     wait_http(url)
     return proc, url
+
+
+def start_relay(shape: str) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/_minimal_http_relay.py in `shape` before the server on event-loop pipes."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_minimal_http_relay.py"),
+                             shape, str(port), sys.executable, SERVER, "--pipes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        raise RuntimeError(f"bench/_minimal_http_relay.py {shape} did not start")
+    return proc, f"http://127.0.0.1:{port}/conf/mcp"
 
 
 def start_supergateway() -> tuple[subprocess.Popen[bytes], str] | None:
@@ -479,6 +504,11 @@ def main() -> None:
                  for era in ("2025-11-25", "2026-07-28")]
         rows += [Row(f"no HTTP: the server alone, stdio: {STDIO[stdio]}", era, "", stdio=stdio)
                  for stdio in args.stdio for era in ("2025-11-25", "2026-07-28")]
+        for shape, what in RELAYS.items():
+            proc, url = start_relay(shape)
+            procs.append(proc)
+            rows.append(Row(f"minimal relay, {what}, worker on event-loop pipes",
+                            "2026-07-28", url, pid=proc.pid, relay=shape))
         gateway = start_supergateway()
         if gateway is not None:
             proc, url = gateway
@@ -519,7 +549,7 @@ def main() -> None:
         rate = row.calls / row.seconds if row.seconds else 0.0
         front, children = (cpu / len(row.times) * 1e6 for cpu in (row.front_cpu,
                                                                    row.children_cpu))
-        served = ("- | - | -" if row.stdio  # no throughput window and no sessions to open
+        served = ("- | - | -" if row.reference  # no throughput window and no sessions to open
                   else f"{rate:.0f} | {row.opened:.2f} | {row.refilled:.2f}")
         print(f"| {row.front} | {row.era} | {p50:.2f} | {p95:.2f} | {tail} | {front:.0f} + "
               f"{children:.0f} | {served} |")
