@@ -133,6 +133,18 @@ def test_clients_stalled_before_their_request_arrives_cannot_hold_the_connection
             assert silent.recv(65536) == b""  # closed, with nothing to answer
         reply = request(daemon.url(), "DELETE")  # served again: not 503
         assert reply.status == 400, reply.status
+        reply.close()
+        # Answered before its body came (415): the deadline then only closes the connection,
+        # it does not answer the same request twice.
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as early:
+            early.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Accept: application/json, text/event-stream\r\n"
+                          b"Content-Type: text/plain\r\nContent-Length: 100\r\n\r\nabc")
+            answer = b""
+            while chunk := early.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 415 "), answer[:200]
+        assert b" 408 " not in answer, answer
     finally:
         daemon.stop()
 
