@@ -310,6 +310,7 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_EOF_WAIT)
         self._signal_group(signal.SIGKILL)
+        transport.close()  # as at the end of a stop
         raise SpawnError(self.server, cause, self.stderr_tail())
 
     def _find_server_process(self) -> None:
@@ -532,3 +533,8 @@ class Worker:
         if self._stderr_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_EOF_WAIT)
+        # lunad's ends of its pipes go now: a helper the server left outside its group (under
+        # pgroup containment) may hold them open for as long as it lives, and a transport
+        # left to the garbage collector after its loop has closed raises instead.
+        if self._transport is not None:
+            self._transport.close()

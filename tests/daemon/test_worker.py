@@ -406,3 +406,40 @@ async def test_stop_while_starting_fails_the_start_and_leaves_nothing(pause: flo
     with pytest.raises(SpawnError, match="stopped before it was ready"):
         await starting
     assert worker.state == states.EXITED and worker.returncode == -signal.SIGKILL
+
+
+@pytest.mark.anyio
+async def test_stop_closes_lunads_end_of_a_pipe_that_a_helper_still_holds(
+        tmp_path: Path) -> None:
+    """Under pgroup containment a helper that left the group outlives the stop. It holds
+    the worker's stdout here for a second: lunad must not hold its end that long (for a
+    helper that runs for hours, a pipe per worker)."""
+    script = tmp_path / "helper_keeps_stdout.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        if os.fork() == 0:
+            os.setsid()
+            os.close(0)
+            os.close(2)
+            time.sleep(1.0)  # holding stdout
+            os._exit(0)
+        os.execv(sys.executable, [sys.executable, {str(ECHO_SERVER)!r}, *sys.argv[1:]])
+    """))
+
+    def leaky(*options: str) -> Worker:
+        return Worker(ServerConfig(name="echo", command=sys.executable,
+                                   args=[str(script), *options], containment="pgroup"))
+
+    before = set(os.listdir("/proc/self/fd"))
+    worker = leaky()
+    await worker.start()
+    await worker.stop()
+    failed = leaky("--exit-at-once", "3")  # and one that never got ready
+    with pytest.raises(SpawnError):
+        await failed.start()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the pipes' close callbacks
+    try:
+        assert set(os.listdir("/proc/self/fd")) - before == set()
+    finally:
+        await asyncio.sleep(1.2)  # the helpers are gone before no_orphans looks
