@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 from collections.abc import Iterable, Iterator
@@ -59,11 +58,17 @@ class _InLoopServer(uvicorn.Server):
         yield  # lunad owns SIGTERM/SIGINT
 
 
+def closing_response(status: bytes, body: bytes,
+                     content_type: bytes = b"application/json") -> bytes:
+    """A whole response written by the protocol itself, before or instead of the app, after
+    which the connection closes."""
+    return (b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, content_type, len(body), body))
+
+
 def _refusal(message: str) -> bytes:
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
-        "code": -32600, "message": message, "data": {"lunad": "peer_refused"}}}).encode()
-    return (b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)) + body
+    return closing_response(b"403 Forbidden", wire.error_body(
+        None, wire.INVALID_REQUEST, message, {"lunad": "peer_refused"}))
 
 
 class HeadTooLarge(Exception):
@@ -136,9 +141,7 @@ class BoundedHead(HttpToolsProtocol):
         log.info("HTTP: %s took more than %g s to send its request; answered 408",
                  self.client, self.request_timeout)
         body = wire.too_slow_body(self.request_timeout)
-        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                             % (len(body), body))
+        self.transport.write(closing_response(b"408 Request Timeout", body))
         self.transport.close()
 
     def _count(self, size: int) -> None:
@@ -162,10 +165,8 @@ class BoundedHead(HttpToolsProtocol):
         log.warning("HTTP: refused a request from %s: its head is over %d bytes",
                     self.client, HEAD_LIMIT)
         text = f"Request Header Fields Too Large: at most {HEAD_LIMIT} bytes of URL and headers"
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                             b"content-type: text/plain; charset=utf-8\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                             % (len(text), text.encode()))
+        self.transport.write(closing_response(b"431 Request Header Fields Too Large",
+                                              text.encode(), b"text/plain; charset=utf-8"))
         self.transport.close()
 
 
