@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -92,3 +93,21 @@ def test_loopback_peer_of_another_uid_is_refused_like_on_the_sockets(
     run = subprocess.run([sys.executable, "-c", PROBE, lunad.url()], capture_output=True,
                          text=True, timeout=30)
     assert json.loads(run.stdout)["status"] == 400
+
+
+def test_a_stalled_request_is_answered_408_when_lunad_runs_as_an_ordinary_user(
+        unprivileged_user: User) -> None:
+    """The request deadline lives in lunad's HTTP protocol: the same as the user's lunad."""
+    user = unprivileged_user
+    daemon = HttpLunad({"conf": conformance_server(user, min_idle=0)}, user=user,
+                       request_timeout=0.5).start()
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as half:
+            half.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: appl")
+            answer = b""
+            while chunk := half.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"http.request_timeout" in answer, answer
+    finally:
+        daemon.stop()
