@@ -234,21 +234,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def front_config(app: Any, *, max_connections: int, allowed_uids: Iterable[int] = (),
+                 request_timeout: float = 30.0) -> uvicorn.Config:
+    """uvicorn's settings for the front (tests/http/memory.py serves with them in memory)."""
+    return uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False,
+        http=uid_gate(allowed_uids, request_timeout),
+        limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
+        timeout_graceful_shutdown=GRACEFUL,
+        server_header=False, date_header=False,
+        # Nothing here reads the client's address from the request (peers are told
+        # apart by the socket, peers.py): uvicorn need not parse X-Forwarded-* for it.
+        proxy_headers=False)
+
+
 class HttpServer:
     def __init__(self, app: Any, host: str, port: int, *, max_connections: int,
                  allowed_uids: Iterable[int] = (), request_timeout: float = 30.0) -> None:
         self.sock = bind(host, port)
         self.address = self.sock.getsockname()[:2]
-        config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False,
-            http=uid_gate(allowed_uids, request_timeout),
-            limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
-            timeout_graceful_shutdown=GRACEFUL,
-            server_header=False, date_header=False,
-            # Nothing here reads the client's address from the request (peers are told
-            # apart by the socket, peers.py): uvicorn need not parse X-Forwarded-* for it.
-            proxy_headers=False)
-        self.server = _InLoopServer(config)
+        self.server = _InLoopServer(front_config(
+            app, max_connections=max_connections, allowed_uids=allowed_uids,
+            request_timeout=request_timeout))
         self._task: asyncio.Task[None] | None = None
 
     @property

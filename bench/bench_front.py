@@ -1,0 +1,238 @@
+"""lunad's HTTP front alone, in one process: its CPU per stateless (2026-07-28) tools/call,
+split into uvicorn's part and lunad's own.
+
+    python bench/bench_front.py [--requests 20000] [--rounds 5]
+
+No socket and no worker process. Each request is the raw HTTP/1.1 bytes bench_http.py's
+client sends, fed to the front's protocol (server.py's, under the uvicorn Config lunad
+builds: tests/http/memory.py) over an in-memory transport on one keep-alive connection; the
+shared worker is a SharedWorker whose stdin answers each request on the next loop turn with
+a canned result, and the front's metrics are lunad's own (daemon.metrics.Metrics). CPU is
+this process's time (`time.process_time`) over `--requests` requests per row, the rows taken
+in turn `--rounds` times; the table gives each row's median and its spread over the rounds.
+Being CPU of one process on one machine, it moves little with a shared machine's neighbours,
+unlike bench_http.py's round trips, which it complements: those say how a front compares
+with others, this what each part of lunad's front costs.
+
+Rows:
+- the front as lunad runs it: protocol, the app (daemon/http/app.py, modern.py) and its
+  SharedWorker;
+- the same protocol with a trivial ASGI app that reads the body and answers a fixed body:
+  what uvicorn (its httptools protocol and ASGI cycle) costs a request;
+- lunad's app alone, called as ASGI with a ready scope, its SharedWorker answering as above;
+- the fake worker alone (its answer for a request): part of both lunad rows, not lunad's.
+
+So "lunad's app alone" less "the fake worker" is lunad's own work per request, and "the
+protocol and a trivial app" is uvicorn's.
+
+Smoke test (tests/bench/test_bench_smoke.py): --requests 200 --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._stats import machine, save_results  # noqa: E402
+from daemon.config import ServerConfig  # noqa: E402
+from daemon.http.app import Front  # noqa: E402
+from daemon.http.config import HttpConfig  # noqa: E402
+from daemon.http.metrics import HttpMetrics  # noqa: E402
+from daemon.http.modern import ModernWorkers  # noqa: E402
+from daemon.http.shared import SharedWorker  # noqa: E402
+from daemon.metrics import Metrics  # noqa: E402
+from tests.http.memory import MemoryTransport, connect  # noqa: E402
+
+SERVER = "conf"
+LISTEN = "127.0.0.1:8080"
+META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
+BODY = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "add", "arguments": {"a": 1, "b": 1}, "_meta": META}}).encode()
+HEADERS = [(b"host", LISTEN.encode()), (b"accept-encoding", b"identity"),
+           (b"content-length", str(len(BODY)).encode()),
+           (b"accept", b"application/json, text/event-stream"),
+           (b"content-type", b"application/json"), (b"mcp-protocol-version", b"2026-07-28"),
+           (b"mcp-method", b"tools/call"), (b"mcp-name", b"add")]
+REQUEST = (b"POST /%s/mcp HTTP/1.1\r\n" % SERVER.encode()
+           + b"".join(b"%s: %s\r\n" % (k.title(), v) for k, v in HEADERS) + b"\r\n" + BODY)
+ANSWER = (b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"text":"2","type":"text"}],'
+          b'"isError":false,"resultType":"complete","structuredContent":{"result":2},'
+          b'"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"bench","version":"1"}}}}\n')
+TOOLS = {"tools": [{"name": "add", "inputSchema": {"type": "object", "properties": {
+    "a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}]}
+
+
+class FakeStdin:
+    """A shared worker's stdin that answers on the next loop turn, as a quick worker would:
+    the canned result under the id lunad sent it (the newest in flight), or its tool list."""
+
+    shared: SharedWorker
+
+    def answer(self, data: bytes) -> bytes:
+        if b'"tools/list"' in data:
+            ours = json.loads(data)["id"]
+            return json.dumps({"jsonrpc": "2.0", "id": ours, "result": TOOLS}).encode() + b"\n"
+        return ANSWER % next(reversed(self.shared.in_flight))
+
+    def write(self, data: bytes) -> None:
+        asyncio.get_running_loop().call_soon(self.shared._data, self.answer(data))
+
+
+def lunad_app() -> tuple[Front, FakeStdin]:
+    """lunad's app for one server with one shared worker (FakeStdin), as HttpFront builds it."""
+    metrics = Metrics(process_metrics=False)
+    metrics.add_server(SERVER)
+    hosts = {SERVER: SimpleNamespace(config=ServerConfig(SERVER, sys.executable))}
+    modern = ModernWorkers(hosts, 1, lambda config, probe: None,
+                           lambda server: {"traffic": metrics.traffic(server),
+                                           "on_tool_call": metrics.tool_call_sink(server)})
+    stdin = FakeStdin()
+    worker = SimpleNamespace(pid=0, stdin=SimpleNamespace(transport=stdin),
+                             stdout=asyncio.StreamReader())
+    stdin.shared = SharedWorker(SERVER, worker, **modern._observe(SERVER))
+    modern.shared[SERVER].append(stdin.shared)
+    app = Front(HttpConfig(listen=LISTEN), hosts, lambda server: None,
+                HttpMetrics(metrics.registry, hosts), None, modern)
+    return app, stdin
+
+
+async def trivial_app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    body = ANSWER % 1
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class OverProtocol:
+    """Requests fed to the front's protocol as bytes on one keep-alive connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.answered = asyncio.Event()
+        self.out = bytearray()
+        self.transport = MemoryTransport(self.received)
+        self.protocol = connect(app, self.transport)
+
+    def received(self, data: bytes) -> None:
+        """Set `answered` once the response is whole (and right)."""
+        self.out += data
+        head, sep, body = self.out.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        if len(body) >= length:
+            assert head.startswith(b"HTTP/1.1 200"), bytes(self.out[:300])
+            assert b'"structuredContent":{"result":2}' in body, bytes(body[:300])
+            self.out.clear()
+            self.transport.writes.clear()
+            self.answered.set()
+
+    async def __call__(self) -> None:
+        self.answered.clear()
+        self.protocol.data_received(REQUEST)
+        await self.answered.wait()
+
+
+class AppAlone:
+    """Requests given to lunad's app as ASGI calls with a ready scope (no HTTP parsing)."""
+
+    def __init__(self, app: Front) -> None:
+        self.app = app
+        self.scope = {"type": "http", "method": "POST", "path": f"/{SERVER}/mcp",
+                      "headers": HEADERS}
+        self.answered = False
+
+    async def receive(self) -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            assert b'"structuredContent":{"result":2}' in message["body"], message
+            self.answered = True
+
+    async def __call__(self) -> None:
+        self.answered = False
+        await self.app(dict(self.scope), self.receive, self.send)
+        assert self.answered
+
+
+class WorkerAlone:
+    """What FakeStdin does for a request, on its own."""
+
+    def __init__(self, stdin: FakeStdin) -> None:
+        self.stdin = stdin
+        self.sent = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call"}).encode()
+
+    async def __call__(self) -> None:
+        self.stdin.shared.in_flight[7] = None  # type: ignore[assignment]
+        self.stdin.answer(self.sent)
+        del self.stdin.shared.in_flight[7]
+
+
+ROWS = {
+    "the front as lunad runs it (protocol + app + shared worker)":
+        lambda: OverProtocol(lunad_app()[0]),
+    "uvicorn: the same protocol and a trivial ASGI app": lambda: OverProtocol(trivial_app),
+    "lunad's app alone, as ASGI (no HTTP parsing)": lambda: AppAlone(lunad_app()[0]),
+    "the fake worker alone (part of both lunad rows)": lambda: WorkerAlone(lunad_app()[1]),
+}
+
+
+async def cpu_per_request(one: Callable[[], Awaitable[None]], requests: int) -> float:
+    """Microseconds of this process's CPU per request."""
+    start = time.process_time()
+    for _ in range(requests):
+        await one()
+    return (time.process_time() - start) / requests * 1e6
+
+
+async def run(requests: int, rounds: int) -> dict[str, list[float]]:
+    drivers = {name: make() for name, make in ROWS.items()}
+    for one in drivers.values():  # warm: the tool list, each path's first-call costs
+        await cpu_per_request(one, min(requests, 500))
+    samples: dict[str, list[float]] = {name: [] for name in drivers}
+    for _ in range(rounds):
+        for name, one in drivers.items():
+            samples[name].append(await cpu_per_request(one, requests))
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    samples = asyncio.run(run(args.requests, args.rounds))
+    print(f"machine: {machine()}")
+    print(f"\n{args.requests} requests per row and round, {args.rounds} round(s) in turn\n")
+    print("| row | CPU µs per request, median | min | max |")
+    print("|---|---|---|---|")
+    table = {}
+    for name, values in samples.items():
+        table[name] = {"median": statistics.median(values), "min": min(values),
+                       "max": max(values)}
+        print(f"| {name} | {table[name]['median']:.1f} | {min(values):.1f} | "
+              f"{max(values):.1f} |")
+    app, worker = (table[name]["median"] for name in list(ROWS)[2:])
+    print(f"\nlunad's own work per request (app alone less the fake worker): "
+          f"{app - worker:.1f} µs")
+    save_results("bench_front", args=vars(args), rows=table)
+
+
+if __name__ == "__main__":
+    main()
