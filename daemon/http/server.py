@@ -20,6 +20,9 @@ would hold its connection, and with `limit_concurrency` of them every other clie
 set only when a read ends with a request unfinished. The app learns that the request it is
 reading timed out from its scope (TIMED_OUT) and counts the 408.
 
+Writes (CoalescedWrites): what the protocol writes in one turn of the loop goes out in one
+send, so a response's head and body, which uvicorn writes apart, reach the client together.
+
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
 anyone else gets one 403 before any request is parsed; what it sends is read and dropped for
@@ -75,6 +78,65 @@ class HeadTooLarge(Exception):
     pass
 
 
+class CoalescedWrites(asyncio.Transport):
+    """A connection's transport as the front's protocol sees it: what is written during one
+    turn of the event loop goes out in one send, at the end of that turn (or before a close).
+
+    uvicorn writes a response's head and its body apart. On a TCP_NODELAY socket that is two
+    sends and two segments, so the client wakes for the head, then again for the body; a
+    small JSON answer, which is nearly every 2026-07-28 response, pays both for nothing."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
 class BoundedHead(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request head of at most HEAD_LIMIT bytes, and a
     request (head and body) of at most `request_timeout` seconds."""
@@ -87,7 +149,7 @@ class BoundedHead(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescedWrites(transport, self.loop))
         self._arm()  # for the first request to begin
 
     def data_received(self, data: bytes) -> None:
