@@ -20,8 +20,8 @@ would hold its connection, and with `limit_concurrency` of them every other clie
 set only when a read ends with a request unfinished. The app learns that the request it is
 reading timed out from its scope (TIMED_OUT) and counts the 408.
 
-Writes (CoalescedWrites): what the protocol writes in one turn of the loop goes out in one
-send, so a response's head and body, which uvicorn writes apart, reach the client together.
+Writes (CoalescedWrites): a write is held until the next one or the end of the loop's turn,
+so a response's head and body, which uvicorn writes apart, reach the client in one send.
 
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
@@ -79,29 +79,33 @@ class HeadTooLarge(Exception):
 
 
 class CoalescedWrites(asyncio.Transport):
-    """A connection's transport as the front's protocol sees it: what is written during one
-    turn of the event loop goes out in one send, at the end of that turn (or before a close).
+    """A connection's transport as the front's protocol sees it: a write is held until the
+    next write, which goes out with it in one send, or until the end of the loop's turn.
 
     uvicorn writes a response's head and its body apart. On a TCP_NODELAY socket that is two
     sends and two segments, so the client wakes for the head, then again for the body; a
-    small JSON answer, which is nearly every 2026-07-28 response, pays both for nothing."""
+    small JSON answer, which is nearly every 2026-07-28 response, pays both for nothing.
+    Sending as soon as the body comes (not at the end of the turn) keeps what the app does
+    after answering off the client's wait."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] = []
+        self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending:
+        if self._held is None:
+            self._held = bytes(data)
             self._loop.call_soon(self.flush)
-        self._pending.append(bytes(data))
+        else:
+            held, self._held = self._held, None
+            self._transport.write(held + data)
 
     def flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._transport.write(data)
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
@@ -112,7 +116,7 @@ class CoalescedWrites(asyncio.Transport):
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._pending.clear()
+        self._held = None
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -128,7 +132,7 @@ class CoalescedWrites(asyncio.Transport):
         self._transport.resume_reading()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+        return self._transport.get_write_buffer_size() + len(self._held or b"")
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._transport.set_protocol(protocol)

@@ -70,15 +70,18 @@ async def test_an_event_sent_later_goes_out_when_it_is_sent() -> None:
     assert b"data: 2" in transport.writes[1] and transport.writes[1].endswith(b"0\r\n\r\n")
 
 
-async def test_coalesced_writes_flush_at_the_end_of_the_turn_and_abort_drops() -> None:
+async def test_a_held_write_goes_out_with_the_next_or_at_the_end_of_the_turn() -> None:
     inner = MemoryTransport()
     outer = CoalescedWrites(inner, asyncio.get_running_loop())
-    outer.write(b"a")
-    outer.write(memoryview(b"b"))
-    assert inner.writes == [] and outer.get_write_buffer_size() == 2
+    outer.write(b"head")
+    assert inner.writes == [] and outer.get_write_buffer_size() == 4
+    outer.write(memoryview(b"body"))
+    assert inner.writes == [b"headbody"]  # at once: not after what the app does next
+    outer.write(b"event")
+    assert inner.writes == [b"headbody"]
     await asyncio.sleep(0)
-    assert inner.writes == [b"ab"]
-    outer.write(b"c")
+    assert inner.writes == [b"headbody", b"event"]
+    outer.write(b"lost")
     outer.abort()
     await asyncio.sleep(0)
-    assert inner.writes == [b"ab"]
+    assert inner.writes == [b"headbody", b"event"] and inner.closed
