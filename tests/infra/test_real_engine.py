@@ -197,9 +197,9 @@ async def test_shipped_file_up_healthy_redis_protected_luna_survives_a_killed_re
         assert listeners.get(ports[key]) == "127.0.0.1", (key, listeners.get(ports[key]))
     assert processes_showing(password) == []
     url = f"redis://:{password}@127.0.0.1:{ports['redis_port']}/0"
-    workers = [psutil.Process(p) for p in lunad.worker_pids()]
-    luna_workers = [w for w in workers if "LUNA_REDIS_URL" in w.environ()]
-    assert luna_workers and all(w.environ()["LUNA_REDIS_URL"] == url for w in luna_workers)
+    told = [env["LUNA_REDIS_URL"] for env in lunad.environs().values()
+            if "LUNA_REDIS_URL" in env]
+    assert told and all(each == url for each in told), told
     grafana_file = lunad.state_dir / "secrets" / "grafana-admin-password"
     assert grafana_file.stat().st_mode & 0o777 == 0o600
     assert lunad.status()["infra"]["secrets"]["grafana_admin_password"] == str(grafana_file)

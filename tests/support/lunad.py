@@ -269,6 +269,15 @@ class Lunad:
         """Pids of every process under lunad now (workers and their children, infra)."""
         return set(self.remember())
 
+    def environs(self) -> dict[int, dict[str, str]]:
+        """The environment of every process under lunad now, by pid, leaving out any that
+        ended before it was read (lunad also runs short-lived helpers: `docker` calls)."""
+        found = {}
+        for pid, proc in self.remember().items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found[pid] = proc.environ()
+        return found
+
     def remember(self) -> dict[int, psutil.Process]:
         """Note every process under lunad now, for stop() to check they are all gone later;
         returns them."""
