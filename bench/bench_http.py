@@ -2,6 +2,7 @@
 
     python bench/bench_http.py [--calls 2000] [--seconds 6] [--clients 8] [--rss-sessions 16]
                                [--modern-workers 1,2] [--stdio sdk,pipes] [--rounds 3]
+                               [--baseline CHECKOUT]
 
 The same server code everywhere (tests/conformance/server.py, its `add` tool):
 
@@ -23,15 +24,18 @@ The same server code everywhere (tests/conformance/server.py, its `add` tool):
   at all, once parsed and answered from callbacks over httptools, once as a trivial ASGI app
   under uvicorn (what lunad's front runs on): the first less the SDK's row says whether a
   front with a worker hop can be faster than the SDK's server at all, the second what
-  uvicorn's ASGI cycle adds, a lunad row less the second what lunad's own work adds.
+  uvicorn's ASGI cycle adds, a lunad row less the second what lunad's own work adds;
+- with `--baseline CHECKOUT`, the lunad of another checkout of this repository (its daemon
+  package, the same server file), rows of its own beside this one's: a change to lunad
+  measured in one run.
 
 Every front is started first and all run side by side; the measurements are interleaved so
 that a noisy machine (a shared VM's neighbours, its CPU's clock) weighs on all of them alike:
 
 - round trips: one client per row (stdlib http.client, keep-alive, raw JSON-RPC, so the
   client's cost is the same and small), sequential `tools/call`s in one 2025-11-25 session
-  or as stateless 2026-07-28 requests, BLOCK calls to each row in turn until each has made
-  `--calls`;
+  or as stateless 2026-07-28 requests, BLOCK calls to each row in turn (an order shuffled
+  for each turn, seeded) until each has made `--calls`;
 - throughput: `--clients` processes, each its own session, for `--seconds` per row split in
   `--rounds` windows taken round-robin; each window's clock starts once every client's
   session is open and has answered a call (how long that took is reported too: a front that
@@ -56,6 +60,7 @@ Prints a Markdown block for docs/BENCHMARKS.md.
 
 Smoke test (tests/bench/test_bench_smoke.py):
     --calls 20 --seconds 0.5 --clients 2 --rss-sessions 2 --modern-workers 1,2 --rounds 1
+    --baseline .
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -276,12 +282,17 @@ def connect(row: Row) -> Client | StdioClient:
 
 
 def interleaved_round_trips(rows: list[Row], calls: int, warmup: int = BLOCK) -> None:
+    """BLOCK calls to each row in turn, in an order shuffled for each turn (seeded): a row
+    that always came first, or always after the same one, would pay for it every time."""
     clients = [connect(row) for row in rows]
     for row, client in zip(rows, clients, strict=True):
         for _ in range(min(warmup, calls)):
             client.add(row.modern)
+    pairs = list(zip(rows, clients, strict=True))
+    order = random.Random(0)
     while any(len(r.times) < calls for r in rows):
-        for row, client in zip(rows, clients, strict=True):
+        order.shuffle(pairs)
+        for row, client in pairs:
             before = cpu_times(row.pid)
             for _ in range(min(BLOCK, calls - len(row.times))):
                 start = time.perf_counter()
@@ -437,15 +448,24 @@ def lunad_rss_per_session(lunad: HttpLunad, sessions: int) -> tuple[float, float
     return (after - before) / sessions / 1024, worker_rss / 1024
 
 
-def start_lunad(args: argparse.Namespace, stdio: str, workers: int, sessions: bool
-                ) -> HttpLunad:
-    """A lunad whose `conf` workers run on `stdio`, with `workers` shared 2026-07-28 workers;
-    with `sessions`, a warm pool for every 2025-11-25 client (else none: its 2026-07-28
-    rows only)."""
+def lunad_from(checkout: Path) -> list[str]:
+    """The command that runs lunad as found in `checkout` (its daemon package first on the
+    path), not this one's."""
+    return [sys.executable, "-c", "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "runpy.run_module('daemon.lunad', run_name='__main__', alter_sys=True)",
+            str(checkout.resolve())]
+
+
+def start_lunad(args: argparse.Namespace, stdio: str, workers: int, sessions: bool,
+                checkout: Path | None = None) -> HttpLunad:
+    """A lunad (this checkout's, or `checkout`'s) whose `conf` workers run on `stdio`, with
+    `workers` shared 2026-07-28 workers; with `sessions`, a warm pool for every 2025-11-25
+    client (else none: its 2026-07-28 rows only)."""
     held = max(args.clients, args.rss_sessions)
     lunad = HttpLunad({"conf": conformance_server(
         args=[SERVER] + (["--pipes"] if stdio == "pipes" else []),
         min_idle=held + 1 if sessions else 0, max_sessions=held + 6)},
+        command=lunad_from(checkout) if checkout else None,
         modern_workers=workers).start(timeout=OPEN_TIMEOUT)
     lunad.wait_for(lambda: len(lunad.status()["http"]["modern_workers"]["conf"]) == workers,
                    timeout=OPEN_TIMEOUT, what="the shared workers")
@@ -478,6 +498,11 @@ def main() -> None:
                              "stdio_server), pipes (luna_server/pipes.py)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="throughput windows per row, taken round-robin")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="another checkout of this repository (e.g. `git worktree add "
+                             "/tmp/base HEAD~1`): its lunad gets rows too, side by side with "
+                             "this one's, to measure a change to lunad (workers on the first "
+                             "--stdio, the first --modern-workers)")
     args = parser.parse_args()
     if set(args.stdio) - set(STDIO):
         parser.error(f"--stdio: choose among {', '.join(STDIO)}")
@@ -498,6 +523,16 @@ def main() -> None:
                     rows.append(Row(name, "2025-11-25", lunad.url(), pid=pid))
                 rows.append(Row(f"{name}, modern_workers {workers}", "2026-07-28",
                                 lunad.url(), pid=pid))
+        if args.baseline is not None:
+            stdio, workers = args.stdio[0], args.modern_workers[0]
+            lunad = start_lunad(args, stdio, workers, sessions=True,
+                                checkout=Path(args.baseline))
+            lunads.append(lunad)
+            name = f"baseline lunad ({args.baseline}), worker stdio: {STDIO[stdio]}"
+            pid = lunad.proc.pid  # type: ignore[union-attr]
+            rows += [Row(name, "2025-11-25", lunad.url(), pid=pid),
+                     Row(f"{name}, modern_workers {workers}", "2026-07-28", lunad.url(),
+                         pid=pid)]
         sdk, url = start_sdk()
         procs.append(sdk)
         rows += [Row("SDK Streamable HTTP", era, url, pid=sdk.pid)
@@ -536,7 +571,8 @@ def main() -> None:
     print(f"`python bench/bench_http.py --calls {args.calls} --seconds {args.seconds:g} "
           f"--clients {args.clients} --rss-sessions {args.rss_sessions} --modern-workers "
           f"{','.join(map(str, args.modern_workers))} --stdio {','.join(args.stdio)} "
-          f"--rounds {args.rounds}`\n")
+          f"--rounds {args.rounds}"
+          f"{f' --baseline {args.baseline}' if args.baseline else ''}`\n")
     print("| front | era | round trip p50 ms | p95 ms | p99 ms | CPU µs per round trip: "
           "front + its children | throughput calls/s "
           f"({args.clients} clients) | {args.clients} sessions open after s | pools at rest again "

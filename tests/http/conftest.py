@@ -27,9 +27,10 @@ def conformance_server(user: User | None = None, **keys: Any) -> dict[str, Any]:
 
 class HttpLunad(Lunad):
     def __init__(self, servers: dict[str, dict[str, Any]], *, user: User | None = None,
-                 **http: Any) -> None:
+                 command: list[str] | None = None, **http: Any) -> None:
         self.port = free_port()
-        super().__init__(servers, user=user, http={"listen": f"127.0.0.1:{self.port}", **http})
+        super().__init__(servers, user=user, command=command,
+                         http={"listen": f"127.0.0.1:{self.port}", **http})
 
     def start(self, wait_idle: bool = True, timeout: float = 60.0) -> HttpLunad:
         # SDK servers take a second or more each to start on a busy 2-core machine, and
