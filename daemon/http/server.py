@@ -103,8 +103,8 @@ class CoalescedWrites(asyncio.Transport):
             self._transport.write(held + data)
 
     def flush(self) -> None:
-        if self._held is not None:
-            held, self._held = self._held, None
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():  # the peer may have left
             self._transport.write(held)
 
     def close(self) -> None:

@@ -85,3 +85,12 @@ async def test_a_held_write_goes_out_with_the_next_or_at_the_end_of_the_turn() -
     outer.abort()
     await asyncio.sleep(0)
     assert inner.writes == [b"headbody", b"event"] and inner.closed
+
+
+async def test_a_write_held_when_the_connection_went_is_dropped() -> None:
+    inner = MemoryTransport()
+    outer = CoalescedWrites(inner, asyncio.get_running_loop())
+    outer.write(b"late")
+    inner.close()  # the peer left: asyncio closed the socket's transport itself
+    await asyncio.sleep(0)
+    assert inner.writes == []
