@@ -96,13 +96,16 @@ def lunad_app() -> tuple[Front, FakeStdin]:
     metrics = Metrics(process_metrics=False)
     metrics.add_server(SERVER)
     hosts = {SERVER: SimpleNamespace(config=ServerConfig(SERVER, sys.executable))}
-    modern = ModernWorkers(hosts, 1, lambda config, probe: None,
-                           lambda server: {"traffic": metrics.traffic(server),
-                                           "on_tool_call": metrics.tool_call_sink(server)})
+
+    def observe(server: str) -> dict[str, Any]:  # as lunad's Daemon.observe
+        return {"traffic": metrics.traffic(server),
+                "on_tool_call": metrics.tool_call_sink(server)}
+
+    modern = ModernWorkers(hosts, 1, lambda config, probe: None, observe)
     stdin = FakeStdin()
     worker = SimpleNamespace(pid=0, stdin=SimpleNamespace(transport=stdin),
                              stdout=asyncio.StreamReader())
-    stdin.shared = SharedWorker(SERVER, worker, **modern._observe(SERVER))
+    stdin.shared = SharedWorker(SERVER, worker, **observe(SERVER))
     modern.shared[SERVER].append(stdin.shared)
     app = Front(HttpConfig(listen=LISTEN), hosts, lambda server: None,
                 HttpMetrics(metrics.registry, hosts), None, modern)
