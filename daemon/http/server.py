@@ -20,8 +20,8 @@ would hold its connection, and with `limit_concurrency` of them every other clie
 set only when a read ends with a request unfinished. The app learns that the request it is
 reading timed out from its scope (TIMED_OUT) and counts the 408.
 
-Writes (CoalescedWrites): a write is held until the next one or the end of the loop's turn,
-so a response's head and body, which uvicorn writes apart, reach the client in one send.
+Writes: the protocol sees its connection through writes.CoalescedWrites, so that a response's
+head and body, which uvicorn writes apart, reach the client in one send.
 
 Per-uid, as on the unix sockets: a connection from loopback is let in only when its local
 process runs as root, lunad's uid or one of `daemon.allowed_uids` (peers.py finds the uid);
@@ -45,6 +45,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from daemon.http import wire
 from daemon.http.config import is_loopback
 from daemon.http.peers import loopback_peer_uid
+from daemon.http.writes import CoalescedWrites
 
 log = logging.getLogger("lunad.http")
 
@@ -76,69 +77,6 @@ def _refusal(message: str) -> bytes:
 
 class HeadTooLarge(Exception):
     pass
-
-
-class CoalescedWrites(asyncio.Transport):
-    """A connection's transport as the front's protocol sees it: a write is held until the
-    next write, which goes out with it in one send, or until the end of the loop's turn.
-
-    uvicorn writes a response's head and its body apart. On a TCP_NODELAY socket that is two
-    sends and two segments, so the client wakes for the head, then again for the body; a
-    small JSON answer, which is nearly every 2026-07-28 response, pays both for nothing.
-    Sending as soon as the body comes (not at the end of the turn) keeps what the app does
-    after answering off the client's wait."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is None:
-            self._held = bytes(data)
-            self._loop.call_soon(self.flush)
-        else:
-            held, self._held = self._held, None
-            self._transport.write(held + data)
-
-    def flush(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():  # the peer may have left
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def write_eof(self) -> None:
-        self.flush()
-        self._transport.write_eof()
-
-    def abort(self) -> None:
-        self._held = None
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + len(self._held or b"")
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()
 
 
 class BoundedHead(HttpToolsProtocol):

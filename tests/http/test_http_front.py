@@ -15,7 +15,15 @@ import pytest
 
 from daemon.http.server import HEAD_LIMIT
 from tests.http.conftest import HttpLunad, conformance_server
-from tests.http.raw import MODERN_META, call, in_session, initialize, modern, request
+from tests.http.raw import (
+    MODERN_META,
+    call,
+    in_session,
+    initialize,
+    modern,
+    request,
+    until_closed,
+)
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.root_only(
     "as a user: tests/http/test_http_unprivileged.py (both eras, the per-uid loopback "
@@ -125,9 +133,7 @@ def test_clients_stalled_before_their_request_arrives_cannot_hold_the_connection
         half.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: appl")
         silent = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
         with half, silent:
-            answer = b""
-            while chunk := half.recv(65536):
-                answer += chunk
+            answer = until_closed(half)
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
             assert b"http.request_timeout" in answer, answer
             assert silent.recv(65536) == b""  # closed, with nothing to answer
@@ -140,9 +146,7 @@ def test_clients_stalled_before_their_request_arrives_cannot_hold_the_connection
             early.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                           b"Accept: application/json, text/event-stream\r\n"
                           b"Content-Type: text/plain\r\nContent-Length: 100\r\n\r\nabc")
-            answer = b""
-            while chunk := early.recv(65536):
-                answer += chunk
+            answer = until_closed(early)
         assert answer.startswith(b"HTTP/1.1 415 "), answer[:200]
         assert b" 408 " not in answer, answer
     finally:

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from tests.http.conftest import HttpLunad, conformance_server
+from tests.http.raw import until_closed
 from tests.support.users import User
 
 pytestmark = pytest.mark.timeout(180)
@@ -104,9 +105,7 @@ def test_a_stalled_request_is_answered_408_when_lunad_runs_as_an_ordinary_user(
     try:
         with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as half:
             half.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: appl")
-            answer = b""
-            while chunk := half.recv(65536):
-                answer += chunk
+            answer = until_closed(half)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"http.request_timeout" in answer, answer
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon.http.server import CoalescedWrites
+from daemon.http.writes import CoalescedWrites
 from tests.http.memory import MemoryTransport, connect
 
 pytestmark = pytest.mark.anyio
