@@ -75,6 +75,7 @@ class SharedWorker:
         self._on_log_free = on_log_free
         self._own: dict[int, asyncio.Future[dict[str, Any]]] = {}  # lunad's own requests
         self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
         self._buf = FrameBuffer()
         self._stdin = worker.stdin.transport
         self._tap = StdoutTap(worker.stdout, self._data, self._eof)
@@ -114,8 +115,8 @@ class SharedWorker:
             self._answer(ours, error_frame(ours, f"lunad: the {self.server} worker is gone",
                                            "worker_exited")[:-1])
             return stream
-        self.observer.client_message(sent, len(frame))
         self._stdin.write(frame + b"\n")
+        self.observer.client_message(sent, len(frame))  # once the worker has it: see _route
         return stream
 
     async def tool_schema(self, name: str, meta: dict[str, Any]) -> Any:
@@ -204,16 +205,21 @@ class SharedWorker:
             self._route(frame)
 
     def _route(self, frame: bytes) -> None:
-        """One frame of the worker's: counted by the observer (decoded once, here), then
-        given to the request it belongs to."""
+        """One frame of the worker's: given to the request it belongs to, then counted by
+        the observer (decoded once, here). The observer's turn comes after the loop's next
+        callbacks, the app's answer among them: the client does not wait for the counting."""
         try:
             message = parse_frame(frame)
         except (ValueError, RecursionError):
             self.observer.server_frame(frame)  # it counts what it cannot read
             return
-        self.observer.server_message(message, len(frame))
-        if not isinstance(message, dict):
-            return
+        if isinstance(message, dict):
+            self._deliver(frame, message)
+        self._loop.call_soon(self.observer.server_message, message, len(frame))
+
+    def _deliver(self, frame: bytes, message: dict[str, Any]) -> None:
+        """Give a worker's message to its request (an answer keeps lunad's id in `message`:
+        the observer matches it to what it saw sent)."""
         if "method" not in message:
             ours = message.get("id")
             if type(ours) is int and ours in self.in_flight:
@@ -227,8 +233,10 @@ class SharedWorker:
                         self.states.popitem(last=False)
                 if pending.listen:
                     routing.restamp(message, pending.client_id)
-                message["id"] = pending.client_id
-                self._answer(ours, _dump(message))
+                    self._answer(ours, _dump({**message, "id": pending.client_id}))
+                else:
+                    self._answer(ours, readdressed(frame, ours, pending.client_id)
+                                 or _dump({**message, "id": pending.client_id}))
             elif type(ours) is int and ours in self._own and not self._own[ours].done():
                 self._own[ours].set_result(message)
             return
@@ -285,6 +293,16 @@ def annotates_headers(schema: Any) -> bool:
     per tool that spares its every call the SDK's schema walk (an over-approximation: the key
     anywhere in the schema counts, and the SDK's walk then decides)."""
     return X_MCP_HEADER_KEY in json.dumps(schema)
+
+
+def readdressed(frame: bytes, ours: int, client_id: Any) -> bytes | None:
+    """A worker's answer under the client's id, the id spliced into its bytes when the frame
+    begins as the SDK writes one (`{"jsonrpc":"2.0","id":<ours>,`), which spares encoding the
+    whole answer again while the client waits; None for any other shape."""
+    head = b'{"jsonrpc":"2.0","id":%d,' % ours
+    if not frame.startswith(head):
+        return None
+    return b'{"jsonrpc":"2.0","id":' + json.dumps(client_id).encode() + b"," + frame[len(head):]
 
 
 def _dump(message: dict[str, Any]) -> bytes:

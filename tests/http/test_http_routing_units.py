@@ -1,11 +1,13 @@
-"""The 2026-07-28 routing policy without processes (daemon/http/routing.py and the shared
-worker choice in daemon/http/modern.py)."""
+"""The 2026-07-28 routing policy without processes (daemon/http/routing.py, the shared
+worker choice in daemon/http/modern.py, and a shared worker's answers in shared.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from daemon.http import modern as modern_module
 from daemon.http import routing
 from daemon.http.modern import ModernWorkers, choose
+from daemon.http.shared import SharedWorker, readdressed
 
 SUB = routing.SUBSCRIPTION_ID
 
@@ -130,3 +133,65 @@ def test_pick_waits_for_a_log_slot_then_goes_anyway(monkeypatch: pytest.MonkeyPa
     # Never freed: after WAIT the request goes anyway, without the slot (never a 503).
     assert asyncio.run(modern.pick("s", logs=True)) == (worker, False)
     assert asyncio.run(modern.pick("s", logs=False)) == (worker, False)
+
+
+# -- a shared worker's answers, readdressed to the client ------------------------------
+
+
+@pytest.mark.parametrize("client_id", [7, "abc", 'qu"ote é', 2.0])
+def test_readdressed_splices_the_client_id_into_an_sdk_shaped_answer(client_id: Any) -> None:
+    frame = b'{"jsonrpc":"2.0","id":41,"result":{"content":[],"id":41}}'
+    spliced = readdressed(frame, 41, client_id)
+    assert spliced is not None
+    assert json.loads(spliced) == {"jsonrpc": "2.0", "id": client_id,
+                                   "result": {"content": [], "id": 41}}
+
+
+@pytest.mark.parametrize("frame", [
+    b'{"jsonrpc": "2.0", "id": 41, "result": {}}',  # spaced: not the SDK's shape
+    b'{"id":41,"jsonrpc":"2.0","result":{}}',       # another key order
+    b'{"jsonrpc":"2.0","id":411,"result":{}}',      # another id that begins alike
+])
+def test_readdressed_leaves_other_shapes_to_a_full_encode(frame: bytes) -> None:
+    assert readdressed(frame, 41, "abc") is None
+
+
+class _Stdin:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(json.loads(data))
+
+
+def _shared(calls: list[tuple[str, str]]) -> tuple[SharedWorker, _Stdin]:
+    stdin = _Stdin()
+    worker = SimpleNamespace(pid=0, stdin=SimpleNamespace(transport=stdin),
+                             stdout=asyncio.StreamReader())
+    shared = SharedWorker("conf", worker,
+                          on_tool_call=lambda tool, outcome, _s: calls.append((tool, outcome)))
+    shared.observer.traffic.tools.learn(["add"])
+    return shared, stdin
+
+
+@pytest.mark.parametrize("answer", [
+    b'{"jsonrpc":"2.0","id":%d,"result":{"isError":false,"content":[]}}\n',  # the SDK's
+    b'{"result": {"isError": false, "content": []}, "jsonrpc": "2.0", "id": %d}\n',
+])
+def test_shared_worker_answers_under_the_client_id_and_counts_the_call(answer: bytes) -> None:
+    async def run() -> None:
+        calls: list[tuple[str, str]] = []
+        shared, stdin = _shared(calls)
+        stream = shared.send({"jsonrpc": "2.0", "id": "c-1", "method": "tools/call",
+                              "params": {"name": "add", "arguments": {}}})
+        ours = stdin.frames[0]["id"]
+        assert ours != "c-1"
+        shared._data(answer % ours)
+        assert json.loads(stream.response or b"") == {
+            "jsonrpc": "2.0", "id": "c-1", "result": {"isError": False, "content": []}}
+        assert stream.finished and not shared.in_flight
+        await asyncio.sleep(0)  # the observer counts once the answer is on its way
+        assert calls == [("add", "ok")]
+        assert shared.observer.traffic.messages_out == 1
+
+    asyncio.run(run())
