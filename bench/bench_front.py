@@ -25,6 +25,13 @@ Rows:
 So "lunad's app alone" less "the fake worker" is lunad's own work per request, and "the
 protocol and a trivial app" is uvicorn's.
 
+Then the part of that work a client waits for, on the front as lunad runs it (its worker
+holding each answer until the bench gives it): from the request's bytes to lunad's write of
+it to the worker, and from the worker's answer to the response's write, in wall time on a
+loop with nothing else to do (median of `--requests` per round, then over rounds). The rest
+of the CPU above (counting, metrics, uvicorn ending the request) runs while the worker
+works or after the client has its answer.
+
 Smoke test (tests/bench/test_bench_smoke.py): --requests 200 --rounds 1
 """
 
@@ -91,7 +98,25 @@ class FakeStdin:
         asyncio.get_running_loop().call_soon(self.shared._data, self.answer(data))
 
 
-def lunad_app() -> tuple[Front, FakeStdin]:
+class HeldStdin(FakeStdin):
+    """A FakeStdin that notes when lunad wrote each call and holds its answer for the bench
+    to give (`held`); tool lists it still answers on the next turn."""
+
+    def __init__(self) -> None:
+        self.written_at = 0
+        self.held = b""
+        self.arrived = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        if b'"tools/list"' in data:
+            super().write(data)
+            return
+        self.written_at = time.perf_counter_ns()
+        self.held = self.answer(data)
+        self.arrived.set()
+
+
+def lunad_app(stdin: FakeStdin | None = None) -> tuple[Front, FakeStdin]:
     """lunad's app for one server with one shared worker (FakeStdin), as HttpFront builds it."""
     metrics = Metrics(process_metrics=False)
     metrics.add_server(SERVER)
@@ -102,7 +127,7 @@ def lunad_app() -> tuple[Front, FakeStdin]:
                 "on_tool_call": metrics.tool_call_sink(server)}
 
     modern = ModernWorkers(hosts, 1, lambda config, probe: None, observe)
-    stdin = FakeStdin()
+    stdin = stdin or FakeStdin()
     worker = SimpleNamespace(pid=0, stdin=SimpleNamespace(transport=stdin),
                              stdout=asyncio.StreamReader())
     stdin.shared = SharedWorker(SERVER, worker, **observe(SERVER))
@@ -127,6 +152,7 @@ class OverProtocol:
 
     def __init__(self, app: Any) -> None:
         self.answered = asyncio.Event()
+        self.answered_at = 0
         self.out = bytearray()
         self.transport = MemoryTransport(self.received)
         self.protocol = connect(app, self.transport)
@@ -143,6 +169,7 @@ class OverProtocol:
             assert b'"structuredContent":{"result":2}' in body, bytes(body[:300])
             self.out.clear()
             self.transport.writes.clear()
+            self.answered_at = time.perf_counter_ns()
             self.answered.set()
 
     async def __call__(self) -> None:
@@ -196,6 +223,51 @@ ROWS = {
 }
 
 
+class ClientWait:
+    """The front as lunad runs it, each request timed on the client's way through it: in to
+    the worker's stdin, and the worker's answer out to the connection (µs)."""
+
+    def __init__(self) -> None:
+        self.stdin = HeldStdin()
+        self.over = OverProtocol(lunad_app(self.stdin)[0])
+
+    async def __call__(self) -> tuple[float, float]:
+        over, stdin = self.over, self.stdin
+        over.answered.clear()
+        stdin.arrived.clear()
+        start = time.perf_counter_ns()
+        over.protocol.data_received(REQUEST)
+        await stdin.arrived.wait()
+        to_worker = stdin.written_at - start
+        await _turns()  # the app waits for the answer, as it would while a worker works
+        back = time.perf_counter_ns()
+        stdin.shared._data(stdin.held)
+        await over.answered.wait()
+        await _turns()  # what follows the answer, off the next request's clock
+        return to_worker / 1e3, (over.answered_at - back) / 1e3
+
+
+async def _turns(count: int = 4) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def client_wait(requests: int, rounds: int) -> dict[str, list[float]]:
+    """Per round, the median of each leg of the client's wait."""
+    one = ClientWait()
+    for _ in range(min(requests, 500)):
+        await one()
+    legs: dict[str, list[float]] = {leg: [] for leg in LEGS}
+    for _ in range(rounds):
+        times = [await one() for _ in range(requests)]
+        for n, leg in enumerate(LEGS):
+            legs[leg].append(statistics.median(t[n] for t in times))
+    return legs
+
+
+LEGS = ("request in, to its write to the worker", "worker's answer in, to the response's write")
+
+
 async def cpu_per_request(one: Callable[[], Awaitable[None]], requests: int) -> float:
     """Microseconds of this process's CPU per request."""
     start = time.process_time()
@@ -215,15 +287,9 @@ async def run(requests: int, rounds: int) -> dict[str, list[float]]:
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    samples = asyncio.run(run(args.requests, args.rounds))
-    print(f"machine: {machine()}")
-    print(f"\n{args.requests} requests per row and round, {args.rounds} round(s) in turn\n")
-    print("| row | CPU µs per request, median | min | max |")
+def summary(heading: str, samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Print a table of each row's median, min and max over the rounds; return it."""
+    print(f"| {heading} | median | min | max |")
     print("|---|---|---|---|")
     table = {}
     for name, values in samples.items():
@@ -231,10 +297,25 @@ def main() -> None:
                        "max": max(values)}
         print(f"| {name} | {table[name]['median']:.1f} | {min(values):.1f} | "
               f"{max(values):.1f} |")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    samples = asyncio.run(run(args.requests, args.rounds))
+    legs = asyncio.run(client_wait(args.requests, args.rounds))
+    print(f"machine: {machine()}")
+    print(f"\n{args.requests} requests per row and round, {args.rounds} round(s) in turn\n")
+    table = summary("row: CPU µs per request", samples)
     app, worker = (table[name]["median"] for name in list(ROWS)[2:])
     print(f"\nlunad's own work per request (app alone less the fake worker): "
           f"{app - worker:.1f} µs")
-    save_results("bench_front", args=vars(args), rows=table)
+    print("\nThe client's wait inside the front (as lunad runs it)\n")
+    waits = summary("leg: wall µs per request", legs)
+    save_results("bench_front", args=vars(args), rows=table, client_wait=waits)
 
 
 if __name__ == "__main__":
