@@ -233,6 +233,8 @@ class ModernWorkers:
             return None
         if not arguments and not any(k.startswith(b"mcp-param-") for k, _ in scope["headers"]):
             return None
+        if name in shared.schemas and shared.schemas[name] is None:
+            return None  # a tool known to annotate no argument: nothing to check
         meta = {k: v for k, v in (params.get("_meta") or {}).items()
                 if k.startswith("io.modelcontextprotocol/")}
         schema = await shared.tool_schema(name, meta)

@@ -9,6 +9,7 @@ naming a version that is not a handshake-era one (2025-11-25 and earlier) makes 
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -84,8 +85,10 @@ def too_slow_body(seconds: float) -> bytes:
                       f"body) took more than {seconds:g} s to arrive (http.request_timeout)")
 
 
+@functools.lru_cache(maxsize=64)
 def accepts(accept: str | None) -> tuple[bool, bool]:
-    """(json, sse) acceptable per the Accept header (wildcards count)."""
+    """(json, sse) acceptable per the Accept header (wildcards count). Cached: a client
+    sends the same Accept with each of its requests."""
     types = {part.split(";")[0].strip().lower() for part in (accept or "").split(",")}
     any_type = "*/*" in types
     return (any_type or bool(types & {"application/json", "application/*"}),
