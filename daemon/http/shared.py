@@ -205,9 +205,9 @@ class SharedWorker:
             self._route(frame)
 
     def _route(self, frame: bytes) -> None:
-        """One frame of the worker's: given to the request it belongs to, then counted by
-        the observer (decoded once, here). The observer's turn comes after the loop's next
-        callbacks, the app's answer among them: the client does not wait for the counting."""
+        """One frame of the worker's (decoded once, here): given to the request it belongs
+        to, then counted by the observer in a callback of its own. The app's task, woken by
+        an answer, is due before that callback, so the client does not wait for the count."""
         try:
             message = parse_frame(frame)
         except (ValueError, RecursionError):
