@@ -231,12 +231,10 @@ class SharedWorker:
                     self.states[state] = None
                     while len(self.states) > STATES:
                         self.states.popitem(last=False)
-                if pending.listen:
+                if pending.listen:  # restamped: its bytes are not the worker's any more
                     routing.restamp(message, pending.client_id)
-                    self._answer(ours, _dump({**message, "id": pending.client_id}))
-                else:
-                    self._answer(ours, readdressed(frame, ours, pending.client_id)
-                                 or _dump({**message, "id": pending.client_id}))
+                raw = None if pending.listen else readdressed(frame, ours, pending.client_id)
+                self._answer(ours, raw or _dump({**message, "id": pending.client_id}))
             elif type(ours) is int and ours in self._own and not self._own[ours].done():
                 self._own[ours].set_result(message)
             return
