@@ -150,12 +150,12 @@ async def trivial_app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any
 class OverProtocol:
     """Requests fed to the front's protocol as bytes on one keep-alive connection."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, starter: Any = None) -> None:
         self.answered = asyncio.Event()
         self.answered_at = 0
         self.out = bytearray()
         self.transport = MemoryTransport(self.received)
-        self.protocol = connect(app, self.transport)
+        self.protocol = connect(app, self.transport, starter=starter)
 
     def received(self, data: bytes) -> None:
         """Set `answered` once the response is whole (and right)."""
@@ -214,9 +214,18 @@ class WorkerAlone:
         del self.stdin.shared.in_flight[7]
 
 
+def lunad_front(stdin: FakeStdin | None = None, *, direct: bool = True) -> OverProtocol:
+    """lunad's front on one connection; `direct`: as lunad runs it, stateless requests
+    answered from the protocol's callbacks (daemon/http/direct.py), else all through the
+    ASGI cycle."""
+    app = lunad_app(stdin)[0]
+    return OverProtocol(app, starter=app if direct else None)
+
+
 ROWS = {
-    "the front as lunad runs it (protocol + app + shared worker)":
-        lambda: OverProtocol(lunad_app()[0]),
+    "the front as lunad runs it (protocol + app + shared worker)": lunad_front,
+    "the same, every request through uvicorn's ASGI cycle (no direct answers)":
+        lambda: lunad_front(direct=False),
     "uvicorn: the same protocol and a trivial ASGI app": lambda: OverProtocol(trivial_app),
     "lunad's app alone, as ASGI (no HTTP parsing)": lambda: AppAlone(lunad_app()[0]),
     "the fake worker alone (part of both lunad rows)": lambda: WorkerAlone(lunad_app()[1]),
@@ -229,7 +238,7 @@ class ClientWait:
 
     def __init__(self) -> None:
         self.stdin = HeldStdin()
-        self.over = OverProtocol(lunad_app(self.stdin)[0])
+        self.over = lunad_front(self.stdin)
 
     async def __call__(self) -> tuple[float, float]:
         over, stdin = self.over, self.stdin
@@ -310,7 +319,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"\n{args.requests} requests per row and round, {args.rounds} round(s) in turn\n")
     table = summary("row: CPU µs per request", samples)
-    app, worker = (table[name]["median"] for name in list(ROWS)[2:])
+    app, worker = (table[name]["median"] for name in list(ROWS)[-2:])
     print(f"\nlunad's own work per request (app alone less the fake worker): "
           f"{app - worker:.1f} µs")
     print("\nThe client's wait inside the front (as lunad runs it)\n")

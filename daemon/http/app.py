@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from daemon.http import security, wire
+from daemon.http import direct, security, wire
 from daemon.http.config import HttpConfig
 from daemon.http.legacy import HttpSession
 from daemon.http.metrics import HttpMetrics
@@ -71,12 +71,50 @@ class Front:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope["headers"]}
+        call = scope.get(direct.CALL)
+        if call is not None:  # already sent to its worker from the protocol's callbacks
+            status = await self.modern.answer(call.shared, call.stream, receive, send, self)
+            self.metrics.request(call.server, wire.MODERN, status)
+            return
+        headers = header_map(scope)
         server = self._server_of(scope["path"])
         era = wire.era(headers.get("mcp-protocol-version"))
         status = await self._handle(scope, receive, send, headers, server, era)
         self.metrics.request(server, era, status)
+
+    # -- stateless requests answered from the protocol's callbacks (direct.py) -----------
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether a request's head makes it one direct.py may answer: the stateless era."""
+        if self.modern is None:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"mcp-protocol-version":
+                return wire.era(value.decode("latin-1")) == wire.MODERN
+        return False
+
+    def start(self, scope: Scope, body: bytes, reply: direct.Reply) -> direct.DirectCall | None:
+        """Send a whole stateless POST to a worker now, if the ASGI path would send it
+        without waiting (the same checks, in its order); else None, and its task does it."""
+        headers = header_map(scope)
+        server = self._server_of(scope["path"])
+        if (server is None or self.modern is None or scope["method"] != "POST"
+                or wire.era(headers.get("mcp-protocol-version")) != wire.MODERN
+                or self._refusal(scope["path"], headers, server) is not None
+                or self.unreadable(headers) is not None or len(body) > self.config.max_body):
+            return None
+        try:
+            kind, message = wire.parse(body)
+        except wire.BadMessage:
+            return None
+        if self.modern.refusal(kind, message, scope["headers"], headers) is not None:
+            return None
+        sent = self.modern.send_now(server, message, scope["headers"])
+        if sent is None:
+            return None
+        call = direct.DirectCall(server, *sent, reply, self.metrics, self.modern.status_of)
+        scope[direct.CALL] = call
+        return call
 
     def _server_of(self, path: str) -> str | None:
         parts = path.strip("/").split("/")
@@ -84,28 +122,37 @@ class Front:
             return parts[0]
         return None
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send,
-                      headers: dict[str, str], server: str | None, era: str) -> int:
+    def _refusal(self, path: str, headers: dict[str, str], server: str | None
+                 ) -> wire.Refusal | None:
+        """The answer to a request that no era's handler may see, else None."""
         if not security.host_allowed(headers.get("host"), self.listen_host):
-            return await plain(send, 403, wire.error_body(
+            return wire.Refusal(403, wire.error_body(
                 None, wire.INVALID_REQUEST, "Forbidden: the Host header must name this "
                 "machine's loopback address (DNS rebinding protection)"))
         if not security.origin_allowed(headers.get("origin"), self.config.allowed_origins):
-            return await plain(send, 403, wire.error_body(
+            return wire.Refusal(403, wire.error_body(
                 None, wire.INVALID_REQUEST, f"Forbidden: Origin {headers.get('origin')!r} is "
                 "not allowed (loopback origins and http.allowed_origins are)"))
         if not security.bearer_ok(headers.get("authorization"), self.token):
-            return await plain(send, 401, wire.error_body(
+            return wire.Refusal(401, wire.error_body(
                 None, wire.INVALID_REQUEST, "Unauthorized: send Authorization: Bearer <token> "
                 "(the token in lunad's http.token_file)"),
-                extra=[(b"www-authenticate", b'Bearer realm="lunad"')])
+                ((b"www-authenticate", b'Bearer realm="lunad"'),))
         if server is None:
-            return await plain(send, 404, wire.error_body(
-                None, wire.INVALID_REQUEST, f"Not Found: {scope['path']!r}; MCP endpoints here "
+            return wire.Refusal(404, wire.error_body(
+                None, wire.INVALID_REQUEST, f"Not Found: {path!r}; MCP endpoints here "
                 f"are {', '.join(f'/{s}/mcp' for s in self.servers)}"))
         if not self.accepting:
-            return await plain(send, 503, wire.error_body(
+            return wire.Refusal(503, wire.error_body(
                 None, wire.INVALID_REQUEST, "lunad is shutting down"))
+        return None
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send,
+                      headers: dict[str, str], server: str | None, era: str) -> int:
+        refusal = self._refusal(scope["path"], headers, server)
+        if refusal is not None:
+            return await answer(send, refusal)
+        assert server is not None
         if era == wire.MODERN:
             if self.modern is None:
                 return await plain(send, 400, wire.error_body(
@@ -147,20 +194,37 @@ class Front:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
+    @staticmethod
+    def unreadable(headers: dict[str, str]) -> wire.Refusal | None:
+        """The answer to a POST whose Accept or Content-Type rules out reading its message
+        (its answer may be an SSE stream, so Accept must list both types)."""
+        want_json, want_sse = wire.accepts(headers.get("accept"))
+        if not (want_json and want_sse):
+            return wire.Refusal(406, wire.error_body(
+                None, wire.INVALID_REQUEST, "Not Acceptable: Accept must list both "
+                "application/json and text/event-stream"))
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return wire.Refusal(415, wire.error_body(
+                None, wire.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be "
+                "application/json"))
+        return None
+
+    def too_large(self) -> wire.Refusal:
+        return wire.Refusal(413, wire.error_body(
+            None, wire.INVALID_REQUEST, f"Payload Too Large: a request body may have at "
+            f"most {self.config.max_body} bytes (http.max_body)"))
+
     async def body_or_error(self, scope: Scope, receive: Receive, send: Send,
                             headers: dict[str, str]) -> tuple[bytes | None, int]:
         """(body, 0), or (None, status) after answering the error."""
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            return None, await plain(send, 415, wire.error_body(
-                None, wire.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be "
-                "application/json"))
+        refusal = self.unreadable(headers)
+        if refusal is not None:
+            return None, await answer(send, refusal)
         try:
             return await self.read_body(scope, receive, headers), 0
         except TooLarge:
-            return None, await plain(send, 413, wire.error_body(
-                None, wire.INVALID_REQUEST, f"Payload Too Large: a request body may have at "
-                f"most {self.config.max_body} bytes (http.max_body)"))
+            return None, await answer(send, self.too_large())
         except TimeoutError:  # answered by the protocol, which closed the connection
             return None, 408
         except ConnectionError:
@@ -170,11 +234,6 @@ class Front:
                            headers: dict[str, str]) -> tuple[str, dict[str, Any], bytes] | int:
         """A POST's one JSON-RPC message as (kind, message, body), or the status of the error
         already answered (Accept, Content-Type, size, time, JSON-RPC shape)."""
-        want_json, want_sse = wire.accepts(headers.get("accept"))
-        if not (want_json and want_sse):
-            return await plain(send, 406, wire.error_body(
-                None, wire.INVALID_REQUEST, "Not Acceptable: Accept must list both "
-                "application/json and text/event-stream"))
         body, status = await self.body_or_error(scope, receive, send, headers)
         if body is None:
             return status
@@ -368,6 +427,11 @@ class _Watch:
             self._task.cancel()
 
 
+def header_map(scope: Scope) -> dict[str, str]:
+    """A request's headers by lower-case name (the last of a repeated one)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
 def refused(response: bytes) -> bool:
     """Whether a JSON-RPC answer is lunad refusing the session (no worker for it)."""
     try:
@@ -375,6 +439,10 @@ def refused(response: bytes) -> bool:
     except (ValueError, AttributeError):
         return False
     return isinstance(data, dict) and data.get("lunad") in REFUSALS
+
+
+async def answer(send: Send, refusal: wire.Refusal) -> int:
+    return await plain(send, refusal.status, refusal.body, extra=list(refusal.extra))
 
 
 async def plain(send: Send, status: int, body: bytes, *,

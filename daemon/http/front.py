@@ -43,7 +43,8 @@ class HttpFront:
         host, port = split_listen(http.listen)
         self.server = HttpServer(self.app, host, port, max_connections=http.max_connections,
                                  allowed_uids=config.allowed_uids,
-                                 request_timeout=http.request_timeout)
+                                 request_timeout=http.request_timeout,
+                                 starter=self.app if self.modern is not None else None)
 
     @property
     def url(self) -> str:

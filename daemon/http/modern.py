@@ -42,6 +42,7 @@ from starlette.datastructures import Headers
 from daemon import __version__
 from daemon.http import routing, wire
 from daemon.http.shared import SharedWorker
+from daemon.http.streams import Stream
 
 log = logging.getLogger("lunad.http")
 
@@ -67,6 +68,8 @@ def status_of(raw: bytes) -> int:
 
 class ModernWorkers:
     """Per server: a pool of `count` discover-probed workers, held as SharedWorkers."""
+
+    status_of = staticmethod(status_of)
 
     def __init__(self, hosts: Mapping[str, Any], count: int,
                  make_pool: Callable[..., Any], observe: Callable[[str], dict[str, Any]]
@@ -168,7 +171,7 @@ class ModernWorkers:
 
     async def handle(self, server: str, scope: dict[str, Any], receive: Any, send: Any,
                      headers: dict[str, str], front: Any) -> int:
-        from daemon.http.app import plain
+        from daemon.http.app import answer, plain
 
         if scope["method"] != "POST":
             return await plain(send, 405, b"", extra=[(b"allow", b"POST")])
@@ -176,28 +179,9 @@ class ModernWorkers:
         if isinstance(posted, int):
             return posted
         kind, message, _body = posted
-        if kind == wire.NOTIFICATION:
-            return await plain(send, 202, b"")
-        if kind == wire.RESPONSE:
-            return await plain(send, 400, wire.error_body(
-                None, wire.INVALID_REQUEST, "Invalid Request: clients send no responses in "
-                "the 2026-07-28 era"))
-        duplicated = repeated_routing_header(scope["headers"])
-        if duplicated is not None:
-            return await plain(send, 400, wire.error_body(
-                message["id"], -32020, f"{duplicated} header appears more than once"))
-        verdict = classify_inbound_request(message, headers=headers)
-        if isinstance(verdict, InboundLadderRejection):
-            return await plain(send, ERROR_CODE_HTTP_STATUS.get(verdict.code, 400),
-                               wire.error_body(message["id"], verdict.code, verdict.message,
-                                               verdict.data))
-        if message["method"] == "initialize":
-            # Gone in this era; the worker would call it a version mismatch, the spec says
-            # a method the server does not implement.
-            return await plain(send, 404, wire.error_body(
-                message["id"], wire.METHOD_NOT_FOUND, "Method not found: initialize is not "
-                "part of 2026-07-28 (requests carry their version in _meta; see "
-                "server/discover)"))
+        refusal = self.refusal(kind, message, scope["headers"], headers)
+        if refusal is not None:
+            return await answer(send, refusal)
         shared, slot = await self.pick(server, logs=routing.wants_logs(message),
                                        state=routing.echoed_state(message))
         if shared is None:
@@ -206,7 +190,7 @@ class ModernWorkers:
                 f"ready (see `luna status` and lunad's log)", {"lunad": "unavailable"}))
         stream = None
         try:
-            rejection = await self._param_headers(shared, message, scope)
+            rejection = await self._param_headers(shared, message, scope["headers"])
             if rejection is not None:
                 return await plain(send, 400, wire.error_body(
                     message["id"], rejection.code, rejection.message, rejection.data))
@@ -214,6 +198,12 @@ class ModernWorkers:
         finally:
             if slot and stream is None:
                 shared.free_logs()
+        return await self.answer(shared, stream, receive, send, front)
+
+    @staticmethod
+    async def answer(shared: SharedWorker, stream: Stream, receive: Any, send: Any,
+                     front: Any) -> int:
+        """Answer a request sent to `shared` (JSON or SSE); cancel it if the client leaves."""
         status = await front.respond(stream, receive, send, None, status_for=status_of,
                                      priming=False)
         if not stream.finished:
@@ -221,27 +211,84 @@ class ModernWorkers:
         return status
 
     @staticmethod
+    def refusal(kind: str, message: dict[str, Any], raw: list[tuple[bytes, bytes]],
+                headers: dict[str, str]) -> wire.Refusal | None:
+        """The answer to a POSTed message that no worker is to see, else None."""
+        if kind == wire.NOTIFICATION:
+            return wire.Refusal(202)
+        if kind == wire.RESPONSE:
+            return wire.Refusal(400, wire.error_body(
+                None, wire.INVALID_REQUEST, "Invalid Request: clients send no responses in "
+                "the 2026-07-28 era"))
+        duplicated = repeated_routing_header(raw)
+        if duplicated is not None:
+            return wire.Refusal(400, wire.error_body(
+                message["id"], -32020, f"{duplicated} header appears more than once"))
+        verdict = classify_inbound_request(message, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            return wire.Refusal(ERROR_CODE_HTTP_STATUS.get(verdict.code, 400), wire.error_body(
+                message["id"], verdict.code, verdict.message, verdict.data))
+        if message["method"] == "initialize":
+            # Gone in this era; the worker would call it a version mismatch, the spec says
+            # a method the server does not implement.
+            return wire.Refusal(404, wire.error_body(
+                message["id"], wire.METHOD_NOT_FOUND, "Method not found: initialize is not "
+                "part of 2026-07-28 (requests carry their version in _meta; see "
+                "server/discover)"))
+        return None
+
+    def send_now(self, server: str, message: dict[str, Any], raw: list[tuple[bytes, bytes]]
+                 ) -> tuple[SharedWorker, Stream] | None:
+        """Send a request that passed `refusal` to a worker at once, if nothing makes it
+        wait: None when no worker is ready, it asks for log messages (their slot may be
+        taken), or its Mcp-Param headers need a schema lunad has not read or fail their
+        check. `handle` does all of that."""
+        if routing.wants_logs(message):
+            return None
+        shared = choose(self.shared[server], logs=False, state=routing.echoed_state(message))
+        if shared is None:
+            return None
+        tool = param_checked_tool(message, raw)
+        if tool is not None:
+            if tool not in shared.schemas:
+                return None
+            schema = shared.schemas[tool]
+            if schema is not None and validate_mcp_param_headers(
+                    schema, message["params"].get("arguments") or {},
+                    Headers(raw=raw)) is not None:
+                return None
+        return shared, shared.send(message)
+
+    @staticmethod
     async def _param_headers(shared: SharedWorker, message: dict[str, Any],
-                             scope: dict[str, Any]) -> InboundLadderRejection | None:
+                             raw: list[tuple[bytes, bytes]]) -> InboundLadderRejection | None:
         """Mcp-Param-* headers of a tools/call checked against the tool's x-mcp-header
         annotations (the server's listed inputSchema) and the body's arguments."""
-        if message["method"] != "tools/call":
+        tool = param_checked_tool(message, raw)
+        if tool is None:
             return None
-        params = message.get("params") or {}
-        name, arguments = params.get("name"), params.get("arguments") or {}
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            return None
-        if not arguments and not any(k.startswith(b"mcp-param-") for k, _ in scope["headers"]):
-            return None
-        if name in shared.schemas and shared.schemas[name] is None:
-            return None  # a tool known to annotate no argument: nothing to check
+        params = message["params"]
         meta = {k: v for k, v in (params.get("_meta") or {}).items()
                 if k.startswith("io.modelcontextprotocol/")}
-        schema = await shared.tool_schema(name, meta)
+        schema = await shared.tool_schema(tool, meta)
         if schema is None:
             return None
-        headers = Headers(raw=scope["headers"])
-        return validate_mcp_param_headers(schema, arguments, headers)
+        return validate_mcp_param_headers(schema, params.get("arguments") or {},
+                                          Headers(raw=raw))
+
+
+def param_checked_tool(message: dict[str, Any], raw: list[tuple[bytes, bytes]]) -> str | None:
+    """The tool whose inputSchema a tools/call's Mcp-Param-* headers must be checked
+    against, or None: another method, or no arguments and no such headers."""
+    if message["method"] != "tools/call":
+        return None
+    params = message.get("params") or {}
+    name, arguments = params.get("name"), params.get("arguments") or {}
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        return None
+    if not arguments and not any(k.startswith(b"mcp-param-") for k, _ in raw):
+        return None
+    return name
 
 
 def repeated_routing_header(raw: list[tuple[bytes, bytes]]) -> str | None:

@@ -40,10 +40,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from daemon.http import wire
 from daemon.http.config import is_loopback
+from daemon.http.direct import Held, Starter
 from daemon.http.peers import loopback_peer_uid
 from daemon.http.writes import CoalescedWrites
 
@@ -81,9 +83,13 @@ class HeadTooLarge(Exception):
 
 class BoundedHead(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request head of at most HEAD_LIMIT bytes, and a
-    request (head and body) of at most `request_timeout` seconds."""
+    request (head and body) of at most `request_timeout` seconds; stateless requests are
+    answered from its callbacks when they can be (direct.py)."""
 
     request_timeout = 30.0  # set on the subclass the server uses (uid_gate)
+    starter: Starter | None = None  # ... as is this
+    _in_head = False     # in uvicorn's on_headers_complete: a task it starts may be held
+    _held: Held | None = None  # the last request held back from its ASGI task
     _head = 0            # bytes of the current request's URL and headers so far
     _head_too_large = False
     _receiving = False   # a request's first byte has come and its last not yet
@@ -107,16 +113,48 @@ class BoundedHead(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_done = True
-        super().on_headers_complete()
+        self._in_head = True
+        try:
+            super().on_headers_complete()
+        finally:
+            self._in_head = False
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._in_head and app is self.app and self._may_hold(cycle):
+            self._held = Held(cycle, lambda: self._run_asgi(cycle, app))
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def _run_asgi(self, cycle: RequestResponseCycle, app: Any) -> None:
+        super()._start_asgi_task(cycle, app)
+
+    def _may_hold(self, cycle: RequestResponseCycle) -> bool:
+        """Whether a request may wait for its body without its ASGI task (direct.py)."""
+        if self.starter is None or self.expect_100_continue or cycle.scope["method"] != "POST":
+            return False
+        length = b""
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                return False
+        return (length.isdigit() and int(length) <= HIGH_WATER_LIMIT
+                and self.starter.takes(cycle.scope))
 
     def on_message_complete(self) -> None:
         self._receiving = False
         self._disarm()
         super().on_message_complete()
+        held = self._held
+        if held is not None and held.cycle is self.cycle and held.call is None:
+            assert self.starter is not None
+            held.start(self.starter)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        if self._held is not None:
+            self._held.client_left()
 
     def _arm(self) -> None:
         self._deadline = self.loop.call_later(self.request_timeout, self._too_slow)
@@ -174,14 +212,15 @@ class BoundedHead(HttpToolsProtocol):
         self.transport.close()
 
 
-def uid_gate(allowed_uids: Iterable[int], request_timeout: float = 30.0
-             ) -> type[BoundedHead]:
+def uid_gate(allowed_uids: Iterable[int], request_timeout: float = 30.0,
+             starter: Starter | None = None) -> type[BoundedHead]:
     """The front's HTTP protocol, refusing loopback peers whose uid is not allowed."""
     allowed = frozenset(allowed_uids) | {0}
-    timeout = request_timeout
+    timeout, front = request_timeout, starter
 
     class UidGate(BoundedHead):
         request_timeout = timeout
+        starter = front
         _refused: asyncio.TimerHandle | None = None  # set while a refused peer lingers
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -239,11 +278,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def front_config(app: Any, *, max_connections: int, allowed_uids: Iterable[int] = (),
-                 request_timeout: float = 30.0) -> uvicorn.Config:
-    """uvicorn's settings for the front (tests/http/memory.py serves with them in memory)."""
+                 request_timeout: float = 30.0, starter: Starter | None = None
+                 ) -> uvicorn.Config:
+    """uvicorn's settings for the front (tests/http/memory.py serves with them in memory);
+    `starter` answers stateless requests from the protocol's callbacks (direct.py)."""
     return uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False,
-        http=uid_gate(allowed_uids, request_timeout),
+        http=uid_gate(allowed_uids, request_timeout, starter),
         limit_concurrency=max_connections, timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=GRACEFUL,
         server_header=False, date_header=False,
@@ -254,12 +295,13 @@ def front_config(app: Any, *, max_connections: int, allowed_uids: Iterable[int] 
 
 class HttpServer:
     def __init__(self, app: Any, host: str, port: int, *, max_connections: int,
-                 allowed_uids: Iterable[int] = (), request_timeout: float = 30.0) -> None:
+                 allowed_uids: Iterable[int] = (), request_timeout: float = 30.0,
+                 starter: Starter | None = None) -> None:
         self.sock = bind(host, port)
         self.address = self.sock.getsockname()[:2]
         self.server = _InLoopServer(front_config(
             app, max_connections=max_connections, allowed_uids=allowed_uids,
-            request_timeout=request_timeout))
+            request_timeout=request_timeout, starter=starter))
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -7,13 +7,15 @@ of its own, numbered from 1, that ends once each request on it is answered. Even
 resumes exactly the stream it came from (the spec forbids replaying another stream's
 messages). Each stream keeps its last MAX_EVENTS events for replay; finished streams are
 kept for resumption up to MAX_FINISHED per session. Pure state plus an asyncio.Event per
-stream to wake the connection reading it.
+stream to wake the connection reading it, or a `watcher` called at once (direct.py answers
+from it without a task to wake).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 MAX_EVENTS = 1024
@@ -22,7 +24,7 @@ MAX_FINISHED = 64
 
 class Stream:
     __slots__ = ("base", "changed", "events", "finished", "no", "pending", "reader",
-                 "response", "sent")
+                 "response", "sent", "watcher")
 
     def __init__(self, no: int, pending: set[Any] | None = None) -> None:
         self.no = no
@@ -36,6 +38,7 @@ class Stream:
         # sent as a plain JSON response, no SSE needed.
         self.response: bytes | None = None
         self.sent = 0  # the last seq a reader was sent (where a fresh GET of stream 0 starts)
+        self.watcher: Callable[[], None] | None = None  # called on each change, if set
 
     @property
     def last_seq(self) -> int:
@@ -47,7 +50,7 @@ class Stream:
             drop = len(self.events) - MAX_EVENTS
             del self.events[:drop]
             self.base += drop
-        self.changed.set()
+        self._changed()
 
     def since(self, seq: int) -> list[tuple[int, bytes]]:
         """Events after `seq` that are still kept: (seq, message)."""
@@ -56,7 +59,12 @@ class Stream:
 
     def finish(self) -> None:
         self.finished = True
+        self._changed()
+
+    def _changed(self) -> None:
         self.changed.set()
+        if self.watcher is not None:
+            self.watcher()
 
 
 def parse_event_id(value: str | None) -> tuple[int, int] | None:

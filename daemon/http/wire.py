@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 LEGACY = "2025-11-25"
@@ -36,6 +37,16 @@ class BadMessage(ValueError):
     def __init__(self, code: int, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request answered by lunad itself, without a worker: an HTTP status, a JSON body (or
+    none) and any extra headers."""
+
+    status: int
+    body: bytes = b""
+    extra: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def era(protocol_version: str | None) -> str:

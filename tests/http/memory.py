@@ -51,9 +51,10 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-def connect(app: Any, transport: MemoryTransport) -> asyncio.Protocol:
-    """The front's protocol serving `app`, connected to `transport` (call in a running loop)."""
-    config = front_config(app, max_connections=256)
+def connect(app: Any, transport: MemoryTransport, *, starter: Any = None) -> asyncio.Protocol:
+    """The front's protocol serving `app`, connected to `transport` (call in a running loop);
+    `starter` as lunad gives it (its Front, when it serves the stateless era: direct.py)."""
+    config = front_config(app, max_connections=256, starter=starter)
     config.load()
     protocol = config.http_protocol_class(  # type: ignore[call-arg]
         config=config, server_state=uvicorn.server.ServerState(), app_state={})
