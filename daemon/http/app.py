@@ -9,6 +9,11 @@ so that the 408 is counted. Nothing here spawns:
 a 2025-11-25 `initialize` asks the daemon for a session (`open_session`), which takes a
 worker from the server's pool like a socket connection does; 2026-07-28 requests go to the
 server's shared modern workers (modern.py).
+
+Most 2026-07-28 requests never reach the ASGI entry: the protocol asks `takes` and `start`
+(the same checks, in the same order) and sends and answers them from its callbacks
+(direct.py). Whatever `start` declines, the ASGI path does from the beginning; a request it
+sent whose answer must be streamed comes to `__call__` with its DirectCall in the scope.
 """
 
 from __future__ import annotations
@@ -210,11 +215,6 @@ class Front:
                 "application/json"))
         return None
 
-    def too_large(self) -> wire.Refusal:
-        return wire.Refusal(413, wire.error_body(
-            None, wire.INVALID_REQUEST, f"Payload Too Large: a request body may have at "
-            f"most {self.config.max_body} bytes (http.max_body)"))
-
     async def body_or_error(self, scope: Scope, receive: Receive, send: Send,
                             headers: dict[str, str]) -> tuple[bytes | None, int]:
         """(body, 0), or (None, status) after answering the error."""
@@ -224,7 +224,9 @@ class Front:
         try:
             return await self.read_body(scope, receive, headers), 0
         except TooLarge:
-            return None, await answer(send, self.too_large())
+            return None, await plain(send, 413, wire.error_body(
+                None, wire.INVALID_REQUEST, f"Payload Too Large: a request body may have at "
+                f"most {self.config.max_body} bytes (http.max_body)"))
         except TimeoutError:  # answered by the protocol, which closed the connection
             return None, 408
         except ConnectionError:

@@ -18,6 +18,8 @@ matching the body, envelope complete, version supported (400 with HeaderMismatch
 InvalidParams or UnsupportedProtocolVersion). Notifications get 202 and are dropped (the
 era defines none over HTTP; cancellation is closing the response). Answers that are
 JSON-RPC errors get the HTTP status the SDK maps them to (e.g. 404 for an unknown method).
+The checks that need no waiting are `refusal`; `send_now` sends a request that nothing
+makes wait (direct.py's way), `handle` does the whole of it on the ASGI path.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.config import ServerConfig
+from daemon.config import ServerConfig, parse_config
 from daemon.http.app import Front
 from daemon.http.config import HttpConfig
+from daemon.http.front import HttpFront
 from daemon.http.metrics import HttpMetrics
 from daemon.http.modern import ModernWorkers
 from daemon.http.shared import SharedWorker
@@ -24,6 +25,7 @@ from tests.http.memory import MemoryTransport, connect
 pytestmark = pytest.mark.anyio
 
 SERVER = "conf"
+ENV = {"LUNA_RUNTIME_DIR": "/tmp/luna-test-rt", "LUNA_STATE_DIR": "/tmp/luna-test-state"}
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}}
@@ -224,3 +226,20 @@ async def test_a_worker_that_dies_answers_its_direct_request() -> None:
     error = json.loads(body)["error"]
     assert error["data"]["lunad"] == "worker_exited" and "status 3" in error["message"]
     assert not rig.protocol.tasks
+
+
+@pytest.mark.parametrize("modern_workers", [1, 0])
+async def test_lunads_front_answers_directly_when_it_serves_the_stateless_era(
+        modern_workers: int) -> None:
+    config = parse_config({"http": {"listen": "127.0.0.1:0", "modern_workers": modern_workers}},
+                          environ=ENV)
+    host = SimpleNamespace(config=ServerConfig(SERVER, "true"))
+    daemon = SimpleNamespace(hosts={SERVER: host}, metrics=SimpleNamespace(
+        registry=CollectorRegistry()), make_pool=lambda server, **options: None,
+        observe=lambda server: {}, open_http_session=lambda server: None)
+    front = HttpFront(config, daemon)
+    try:
+        protocol = front.server.server.config.http
+        assert protocol.starter is (front.app if modern_workers else None)
+    finally:
+        front.server.sock.close()
