@@ -16,7 +16,10 @@ with others, this what each part of lunad's front costs.
 
 Rows:
 - the front as lunad runs it: protocol, the app (daemon/http/app.py, modern.py) and its
-  SharedWorker;
+  SharedWorker, each request sent and answered from the protocol's callbacks
+  (daemon/http/direct.py);
+- the same with every request through uvicorn's ASGI cycle (no direct answers), as before
+  direct.py;
 - the same protocol with a trivial ASGI app that reads the body and answers a fixed body:
   what uvicorn (its httptools protocol and ASGI cycle) costs a request;
 - lunad's app alone, called as ASGI with a ready scope, its SharedWorker answering as above;
@@ -25,12 +28,12 @@ Rows:
 So "lunad's app alone" less "the fake worker" is lunad's own work per request, and "the
 protocol and a trivial app" is uvicorn's.
 
-Then the part of that work a client waits for, on the front as lunad runs it (its worker
-holding each answer until the bench gives it): from the request's bytes to lunad's write of
-it to the worker, and from the worker's answer to the response's write, in wall time on a
-loop with nothing else to do (median of `--requests` per round, then over rounds). The rest
-of the CPU above (counting, metrics, uvicorn ending the request) runs while the worker
-works or after the client has its answer.
+Then the part of that work a client waits for, on the front as lunad runs it and with no
+direct answers (its worker holding each answer until the bench gives it): from the
+request's bytes to lunad's write of it to the worker, and from the worker's answer to the
+response's write, in wall time on a loop with nothing else to do (median of `--requests`
+per round, then over rounds). The rest of the CPU above (counting, metrics, uvicorn ending
+the request) runs while the worker works or after the client has its answer.
 
 Smoke test (tests/bench/test_bench_smoke.py): --requests 200 --rounds 1
 """
@@ -236,9 +239,9 @@ class ClientWait:
     """The front as lunad runs it, each request timed on the client's way through it: in to
     the worker's stdin, and the worker's answer out to the connection (µs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, direct: bool = True) -> None:
         self.stdin = HeldStdin()
-        self.over = lunad_front(self.stdin)
+        self.over = lunad_front(self.stdin, direct=direct)
 
     async def __call__(self) -> tuple[float, float]:
         over, stdin = self.over, self.stdin
@@ -262,15 +265,18 @@ async def _turns(count: int = 4) -> None:
 
 
 async def client_wait(requests: int, rounds: int) -> dict[str, list[float]]:
-    """Per round, the median of each leg of the client's wait."""
-    one = ClientWait()
-    for _ in range(min(requests, 500)):
-        await one()
-    legs: dict[str, list[float]] = {leg: [] for leg in LEGS}
+    """Per round, the median of each leg of the client's wait, as lunad runs the front and
+    with every request through the ASGI cycle."""
+    fronts = {"": ClientWait(), ", no direct answers": ClientWait(direct=False)}
+    for one in fronts.values():
+        for _ in range(min(requests, 500)):
+            await one()
+    legs: dict[str, list[float]] = {leg + how: [] for how in fronts for leg in LEGS}
     for _ in range(rounds):
-        times = [await one() for _ in range(requests)]
-        for n, leg in enumerate(LEGS):
-            legs[leg].append(statistics.median(t[n] for t in times))
+        for how, one in fronts.items():
+            times = [await one() for _ in range(requests)]
+            for n, leg in enumerate(LEGS):
+                legs[leg + how].append(statistics.median(t[n] for t in times))
     return legs
 
 
@@ -322,7 +328,7 @@ def main() -> None:
     app, worker = (table[name]["median"] for name in list(ROWS)[-2:])
     print(f"\nlunad's own work per request (app alone less the fake worker): "
           f"{app - worker:.1f} µs")
-    print("\nThe client's wait inside the front (as lunad runs it)\n")
+    print("\nThe client's wait inside the front\n")
     waits = summary("leg: wall µs per request", legs)
     save_results("bench_front", args=vars(args), rows=table, client_wait=waits)
 

@@ -182,6 +182,15 @@ async def test_a_client_that_leaves_cancels_its_request() -> None:
     assert rig.output() == b"" and rig.counted(200) == 0
 
 
+async def test_a_client_that_leaves_before_its_body_is_whole_is_counted_by_the_app() -> None:
+    rig = Rig()
+    rig.protocol.data_received(request(call(1))[:-5])
+    assert not rig.protocol.tasks and not rig.stdin.sent  # held: its body is not whole
+    rig.protocol.connection_lost(None)
+    await turns()
+    assert not rig.stdin.sent and rig.counted(499) == 1
+
+
 async def test_pipelined_requests_are_answered_in_order() -> None:
     rig = Rig()
     rig.protocol.data_received(request(call(1)) + request(call(2)))

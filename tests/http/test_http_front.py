@@ -97,13 +97,16 @@ def test_request_head_over_head_limit_is_refused(lunad: HttpLunad) -> None:
     assert reply.status == 400 and "Mcp-Session-Id" in reply.json()["error"]["message"]
 
 
-def test_body_slower_than_request_timeout_gets_408() -> None:
-    """A client that stops halfway through its body is answered 408, not waited for."""
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_body_slower_than_request_timeout_gets_408(era: str) -> None:
+    """A client that stops halfway through its body is answered 408, not waited for (a
+    stateless one too, whose ASGI task waits for its body: direct.py)."""
     daemon = HttpLunad({"conf": conformance_server(min_idle=0)}, request_timeout=0.5).start()
     try:
         with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
             sock.sendall(b"POST /conf/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Accept: application/json, text/event-stream\r\n"
+                         b"MCP-Protocol-Version: %s\r\n" % era.encode()
+                         + b"Accept: application/json, text/event-stream\r\n"
                          b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
                          b'{"jsonrpc":')
             answer = b""
@@ -115,7 +118,7 @@ def test_body_slower_than_request_timeout_gets_408() -> None:
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"http.request_timeout" in answer and b"0.5 s" in answer
         # The protocol answered it; the app, which was reading the body, counted it.
-        daemon.wait_for(lambda: 'luna_http_requests_total{era="2025-11-25",server="conf",'
+        daemon.wait_for(lambda: f'luna_http_requests_total{{era="{era}",server="conf",'
                         'status="408"} 1.0' in daemon.metrics_text(), timeout=5,
                         what="the 408 counted")
     finally:
