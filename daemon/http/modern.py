@@ -251,14 +251,9 @@ class ModernWorkers:
         if shared is None:
             return None
         tool = param_checked_tool(message, raw)
-        if tool is not None:
-            if tool not in shared.schemas:
-                return None
-            schema = shared.schemas[tool]
-            if schema is not None and validate_mcp_param_headers(
-                    schema, message["params"].get("arguments") or {},
-                    Headers(raw=raw)) is not None:
-                return None
+        if tool is not None and (tool not in shared.schemas or param_rejection(
+                shared.schemas[tool], message, raw) is not None):
+            return None
         return shared, shared.send(message)
 
     @staticmethod
@@ -272,11 +267,7 @@ class ModernWorkers:
         params = message["params"]
         meta = {k: v for k, v in (params.get("_meta") or {}).items()
                 if k.startswith("io.modelcontextprotocol/")}
-        schema = await shared.tool_schema(tool, meta)
-        if schema is None:
-            return None
-        return validate_mcp_param_headers(schema, params.get("arguments") or {},
-                                          Headers(raw=raw))
+        return param_rejection(await shared.tool_schema(tool, meta), message, raw)
 
 
 def param_checked_tool(message: dict[str, Any], raw: list[tuple[bytes, bytes]]) -> str | None:
@@ -291,6 +282,16 @@ def param_checked_tool(message: dict[str, Any], raw: list[tuple[bytes, bytes]]) 
     if not arguments and not any(k.startswith(b"mcp-param-") for k, _ in raw):
         return None
     return name
+
+
+def param_rejection(schema: Any, message: dict[str, Any], raw: list[tuple[bytes, bytes]]
+                    ) -> InboundLadderRejection | None:
+    """The SDK's check of a tools/call's Mcp-Param-* headers against its tool's inputSchema
+    and its arguments (None when they agree, or the tool annotates no argument)."""
+    if schema is None:
+        return None
+    return validate_mcp_param_headers(schema, message["params"].get("arguments") or {},
+                                      Headers(raw=raw))
 
 
 def repeated_routing_header(raw: list[tuple[bytes, bytes]]) -> str | None:
