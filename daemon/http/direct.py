@@ -13,10 +13,12 @@ callbacks (docs/BENCHMARKS.md, "HTTP front"). So such a request is answered from
 2. When its body is whole, the front (`Starter.start`, the ASGI app itself) runs the checks
    the ASGI path runs, with the same code, and if none refuses it and nothing makes it wait,
    sends it to a shared worker at once: a `DirectCall`.
-3. The worker's answer is written from the callback that reads it, through uvicorn's own
-   response cycle: its `send` does not suspend while writes are not paused, so it is run to
-   its end on the spot (`completed`). Keep-alive, pipelining, the keep-alive timer and
-   shutdown stay uvicorn's.
+3. The worker's answer is written from the callback that reads it, whole, in one send
+   (`response`: a status line, content type and length, the body). uvicorn's cycle of the
+   request is then marked answered and told so (`on_response`), as its own `send` would do
+   at the body's end, so keep-alive, pipelining, the keep-alive timer and shutdown stay
+   uvicorn's. Its `send` is generic (any headers, chunking, a check of each header, head
+   and body written apart); this answer's shape is fixed, and it leaves at once.
 
 Anything else is the ASGI app's, from where the request stands: a request the front would
 refuse or that must wait (no worker ready, a log slot, a schema not yet read) starts its
@@ -29,8 +31,10 @@ before its answer has its request cancelled at the worker, counted 499.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from daemon.http import wire
 from daemon.http.streams import Stream
@@ -118,14 +122,13 @@ class Held:
         if self._over or cycle.flow.write_paused or cycle.response_started or cycle.disconnected:
             return False
         self._over = True
-        try:
-            completed(cycle.send({"type": "http.response.start", "status": status, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body))]}))
-            completed(cycle.send({"type": "http.response.body", "body": body}))
-        except Exception:
-            log.exception("HTTP: writing a stateless answer failed; closing its connection")
+        cycle.response_started = cycle.response_complete = True
+        cycle.transport.write_whole(response(status, body, cycle.default_headers,
+                                             close=not cycle.keep_alive))
+        if not cycle.keep_alive:
             cycle.transport.close()
+        cycle.message_event.set()
+        cycle.on_response()
         return True
 
     def to_asgi(self) -> None:
@@ -140,12 +143,11 @@ class Held:
             self.to_asgi()
 
 
-def completed(step: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine that does not suspend to its end (uvicorn's `send` while writes are
-    not paused: it awaits only the flow control's drain)."""
-    try:
-        step.send(None)
-    except StopIteration:
-        return
-    step.close()
-    raise RuntimeError("uvicorn's send suspended with writes not paused")
+def response(status: int, body: bytes, headers: list[tuple[bytes, bytes]], *,
+             close: bool) -> bytes:
+    """A JSON response, whole: the status line, uvicorn's default `headers` (lunad sets
+    none: server.py's front_config), content type and length, `connection: close` if the
+    connection ends with it, the body."""
+    extra = b"".join(b"%s: %s\r\n" % header for header in headers)
+    return b"%s%scontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        STATUS_LINE[status], extra, len(body), b"connection: close\r\n" if close else b"", body)

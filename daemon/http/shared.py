@@ -300,7 +300,8 @@ def readdressed(frame: bytes, ours: int, client_id: Any) -> bytes | None:
     head = b'{"jsonrpc":"2.0","id":%d,' % ours
     if not frame.startswith(head):
         return None
-    return b'{"jsonrpc":"2.0","id":' + json.dumps(client_id).encode() + b"," + frame[len(head):]
+    key = b"%d" % client_id if type(client_id) is int else json.dumps(client_id).encode()
+    return b'{"jsonrpc":"2.0","id":' + key + b"," + frame[len(head):]
 
 
 def _dump(message: dict[str, Any]) -> bytes:

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.observer import parse_frame
+
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
 ERAS = (LEGACY, MODERN)
@@ -58,9 +60,9 @@ def era(protocol_version: str | None) -> str:
 def parse(body: bytes) -> tuple[str, dict[str, Any]]:
     """(kind, message) of a POST body; BadMessage when it is not one JSON-RPC message."""
     try:
-        message = json.loads(body)
+        message = parse_frame(body)  # json.loads, faster: on the client's wait
     except (ValueError, RecursionError):
-        raise BadMessage(PARSE_ERROR, "Parse error: the body is not JSON") from None
+        raise BadMessage(PARSE_ERROR, "Parse error: the body is not JSON (UTF-8)") from None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         raise BadMessage(INVALID_REQUEST, "Invalid Request: the body must be one JSON-RPC 2.0 "
                          "message (an object with \"jsonrpc\": \"2.0\"; batches are not "

@@ -33,6 +33,12 @@ class CoalescedWrites(asyncio.Transport):
             held, self._held = self._held, None
             self._transport.write(held + data)
 
+    def write_whole(self, data: bytes) -> None:
+        """Write a whole response now (after anything held), in one send: nothing is to
+        follow it."""
+        held, self._held = self._held, None
+        self._transport.write(data if held is None else held + data)
+
     def flush(self) -> None:
         held, self._held = self._held, None
         if held is not None and not self._transport.is_closing():  # the peer may have left

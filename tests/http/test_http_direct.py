@@ -124,6 +124,31 @@ async def test_a_stateless_call_is_sent_and_answered_from_callbacks() -> None:
     assert rig.counted(200) == 2
 
 
+@pytest.mark.parametrize("close", [False, True])
+async def test_a_direct_answer_is_one_write_and_ends_the_request_for_uvicorn(close: bool
+                                                                              ) -> None:
+    rig = Rig()
+    rig.protocol.data_received(request(call(1), extra=b"connection: close\r\n" if close
+                                       else b""))
+    assert rig.stdin.sent and not rig.protocol.tasks
+    ours = rig.stdin.sent[-1]["id"]
+    rig.worker_says({"jsonrpc": "2.0", "id": ours, "error": {"code": -32601, "message": "no"}})
+    # Head and body in one send, the status the SDK gives the error.
+    [written] = rig.transport.writes
+    head, _, body = written.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 404 Not Found", head
+    assert b"content-type: application/json" in lines
+    assert b"content-length: %d" % len(body) in lines
+    assert json.loads(body)["error"]["code"] == -32601 and rig.counted(404) == 1
+    # uvicorn knows the request is over: it closes the connection the client asked to
+    # close, or arms its keep-alive timer and reads on.
+    assert (b"connection: close" in lines) is close
+    assert rig.transport.closed is close
+    assert (rig.protocol.timeout_keep_alive_task is not None) is not close
+    assert rig.protocol.cycle.response_complete
+
+
 async def test_a_refused_request_gets_the_asgi_path_answer() -> None:
     rig = Rig()
     # Mcp-Name says another tool than the body: the SDK's ladder refuses it, as before.

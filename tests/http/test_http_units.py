@@ -56,7 +56,12 @@ def test_parse() -> None:
     assert wire.parse(b'{"jsonrpc":"2.0","id":1,"method":"ping"}')[0] == wire.REQUEST
     assert wire.parse(b'{"jsonrpc":"2.0","method":"x"}')[0] == wire.NOTIFICATION
     assert wire.parse(b'{"jsonrpc":"2.0","id":1,"result":{}}')[0] == wire.RESPONSE
+    assert wire.parse(b' \r\n{"jsonrpc":"2.0","method":"x"}\n')[1] == {"jsonrpc": "2.0",
+                                                                      "method": "x"}
     for body, code in ((b"{", wire.PARSE_ERROR), (b"[]", wire.INVALID_REQUEST),
+                       (b'{"jsonrpc":"2.0","method":"x"} {}', wire.PARSE_ERROR),
+                       (b'{"jsonrpc":"2.0","method":"\xff"}', wire.PARSE_ERROR),
+                       (b"[" * 100_000, wire.PARSE_ERROR),
                        (b'{"id":1,"method":"x"}', wire.INVALID_REQUEST),
                        (b'{"jsonrpc":"2.0","id":[1],"method":"x"}', wire.INVALID_REQUEST)):
         with pytest.raises(wire.BadMessage) as info:
