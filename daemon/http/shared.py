@@ -304,5 +304,8 @@ def readdressed(frame: bytes, ours: int, client_id: Any) -> bytes | None:
     return b'{"jsonrpc":"2.0","id":' + key + b"," + frame[len(head):]
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
+
+
 def _dump(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _COMPACT.encode(message).encode()
