@@ -123,12 +123,16 @@ class Held:
             return False
         self._over = True
         cycle.response_started = cycle.response_complete = True
-        cycle.transport.write_whole(response(status, body, cycle.default_headers,
-                                             close=not cycle.keep_alive))
-        if not cycle.keep_alive:
+        try:  # in the worker's reading callback: what fails here must not reach its reader
+            cycle.transport.write_whole(response(status, body, cycle.default_headers,
+                                                 close=not cycle.keep_alive))
+            if not cycle.keep_alive:
+                cycle.transport.close()
+            cycle.message_event.set()
+            cycle.on_response()
+        except Exception:
+            log.exception("HTTP: writing a stateless answer failed; closing its connection")
             cycle.transport.close()
-        cycle.message_event.set()
-        cycle.on_response()
         return True
 
     def to_asgi(self) -> None:

@@ -149,6 +149,26 @@ async def test_a_direct_answer_is_one_write_and_ends_the_request_for_uvicorn(clo
     assert rig.protocol.cycle.response_complete
 
 
+class FailingTransport(MemoryTransport):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise OSError("the peer is gone")
+
+
+async def test_a_write_that_fails_closes_its_connection_and_spares_the_worker() -> None:
+    rig = Rig()
+    broken = FailingTransport()  # another connection to the same shared worker
+    connect(rig.app, broken, starter=rig.app).data_received(request(call("lost")))
+    rig.protocol.data_received(request(call("kept")))
+    ours = [m["id"] for m in rig.stdin.sent]
+    assert len(ours) == 2
+    # Both answers in one read of the worker's stdout, the failing one first.
+    rig.shared._data(b"".join(json.dumps({"jsonrpc": "2.0", "id": n, "result": {}}).encode()
+                              + b"\n" for n in ours))
+    assert broken.closed
+    assert json.loads(rig.output().partition(b"\r\n\r\n")[2])["id"] == "kept"
+    assert not rig.transport.closed and rig.shared.alive
+
+
 async def test_a_refused_request_gets_the_asgi_path_answer() -> None:
     rig = Rig()
     # Mcp-Name says another tool than the body: the SDK's ladder refuses it, as before.
