@@ -61,6 +61,7 @@ def test_parse() -> None:
     for body, code in ((b"{", wire.PARSE_ERROR), (b"[]", wire.INVALID_REQUEST),
                        (b'{"jsonrpc":"2.0","method":"x"} {}', wire.PARSE_ERROR),
                        (b'{"jsonrpc":"2.0","method":"\xff"}', wire.PARSE_ERROR),
+                       (b'\xef\xbb\xbf{"jsonrpc":"2.0","method":"x"}', wire.PARSE_ERROR),
                        (b"[" * 100_000, wire.PARSE_ERROR),
                        (b'{"id":1,"method":"x"}', wire.INVALID_REQUEST),
                        (b'{"jsonrpc":"2.0","id":[1],"method":"x"}', wire.INVALID_REQUEST)):
