@@ -117,7 +117,7 @@ class Front:
         sent = self.modern.send_now(server, message, scope["headers"])
         if sent is None:
             return None
-        call = direct.DirectCall(server, *sent, reply, self.metrics, self.modern.status_of)
+        call = direct.DirectCall(server, *sent, reply, self.metrics)
         scope[direct.CALL] = call
         return call
 

@@ -14,7 +14,7 @@ callbacks (docs/BENCHMARKS.md, "HTTP front"). So such a request is answered from
    the ASGI path runs, with the same code, and if none refuses it and nothing makes it wait,
    sends it to a shared worker at once: a `DirectCall`.
 3. The worker's answer is written from the callback that reads it, whole, in one send
-   (`response`: a status line, content type and length, the body). uvicorn's cycle of the
+   (wire.whole_response: a status line, content type and length, the body). uvicorn's cycle of the
    request is then marked answered and told so (`on_response`), as its own `send` would do
    at the body's end, so keep-alive, pipelining, the keep-alive timer and shutdown stay
    uvicorn's. Its `send` is generic (any headers, chunking, a check of each header, head
@@ -34,9 +34,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
 from daemon.http import wire
+from daemon.http.modern import status_of
 from daemon.http.streams import Stream
 
 log = logging.getLogger("lunad.http")
@@ -67,20 +66,19 @@ class DirectCall:
     from the callback in which its answer comes."""
 
     def __init__(self, server: str, shared: Any, stream: Stream, reply: Reply,
-                 metrics: Counter, status_of: Callable[[bytes], int]) -> None:
+                 metrics: Counter) -> None:
         self.server = server
         self.shared = shared
         self.stream = stream
         self._reply = reply
         self._metrics = metrics
-        self._status_of = status_of
         stream.watcher = self._changed
 
     def _changed(self) -> None:
         stream = self.stream
         stream.watcher = None  # from here on the answer is written, or the ASGI task's
         if stream.response is not None and not stream.events:
-            status = self._status_of(stream.response)
+            status = status_of(stream.response)
             if self._reply.write(status, stream.response):
                 self._metrics.request(self.server, wire.MODERN, status)
                 return
@@ -124,8 +122,8 @@ class Held:
         self._over = True
         cycle.response_started = cycle.response_complete = True
         try:  # in the worker's reading callback: what fails here must not reach its reader
-            cycle.transport.write_whole(response(status, body, cycle.default_headers,
-                                                 close=not cycle.keep_alive))
+            cycle.transport.write_whole(wire.whole_response(
+                status, body, headers=cycle.default_headers, close=not cycle.keep_alive))
             if not cycle.keep_alive:
                 cycle.transport.close()
             cycle.message_event.set()
@@ -146,12 +144,3 @@ class Held:
         else:  # its body never came whole: the task sees the client gone (408 or 499)
             self.to_asgi()
 
-
-def response(status: int, body: bytes, headers: list[tuple[bytes, bytes]], *,
-             close: bool) -> bytes:
-    """A JSON response, whole: the status line, uvicorn's default `headers` (lunad sets
-    none: server.py's front_config), content type and length, `connection: close` if the
-    connection ends with it, the body."""
-    extra = b"".join(b"%s: %s\r\n" % header for header in headers)
-    return b"%s%scontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
-        STATUS_LINE[status], extra, len(body), b"connection: close\r\n" if close else b"", body)

@@ -71,8 +71,6 @@ def status_of(raw: bytes) -> int:
 class ModernWorkers:
     """Per server: a pool of `count` discover-probed workers, held as SharedWorkers."""
 
-    status_of = staticmethod(status_of)
-
     def __init__(self, hosts: Mapping[str, Any], count: int,
                  make_pool: Callable[..., Any], observe: Callable[[str], dict[str, Any]]
                  ) -> None:

@@ -64,17 +64,9 @@ class _InLoopServer(uvicorn.Server):
         yield  # lunad owns SIGTERM/SIGINT
 
 
-def closing_response(status: bytes, body: bytes,
-                     content_type: bytes = b"application/json") -> bytes:
-    """A whole response written by the protocol itself, before or instead of the app, after
-    which the connection closes."""
-    return (b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, content_type, len(body), body))
-
-
 def _refusal(message: str) -> bytes:
-    return closing_response(b"403 Forbidden", wire.error_body(
-        None, wire.INVALID_REQUEST, message, {"lunad": "peer_refused"}))
+    return wire.whole_response(403, wire.error_body(
+        None, wire.INVALID_REQUEST, message, {"lunad": "peer_refused"}), close=True)
 
 
 class HeadTooLarge(Exception):
@@ -183,7 +175,7 @@ class BoundedHead(HttpToolsProtocol):
         log.info("HTTP: %s took more than %g s to send its request; answered 408",
                  self.client, self.request_timeout)
         body = wire.too_slow_body(self.request_timeout)
-        self.transport.write(closing_response(b"408 Request Timeout", body))
+        self.transport.write(wire.whole_response(408, body, close=True))
         self.transport.close()
 
     def _count(self, size: int) -> None:
@@ -207,8 +199,8 @@ class BoundedHead(HttpToolsProtocol):
         log.warning("HTTP: refused a request from %s: its head is over %d bytes",
                     self.client, HEAD_LIMIT)
         text = f"Request Header Fields Too Large: at most {HEAD_LIMIT} bytes of URL and headers"
-        self.transport.write(closing_response(b"431 Request Header Fields Too Large",
-                                              text.encode(), b"text/plain; charset=utf-8"))
+        self.transport.write(wire.whole_response(431, text.encode(), close=True,
+                                                 content_type=b"text/plain; charset=utf-8"))
         self.transport.close()
 
 

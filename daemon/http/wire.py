@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
 from daemon.observer import parse_frame
 
 LEGACY = "2025-11-25"
@@ -90,6 +92,18 @@ def error_body(req_id: Any, code: int, message: str, data: Any = None) -> bytes:
         error["data"] = data
     return json.dumps({"jsonrpc": "2.0", "id": req_id, "error": error},
                       separators=(",", ":")).encode()
+
+
+def whole_response(status: int, body: bytes, *, close: bool,
+                   content_type: bytes = b"application/json",
+                   headers: list[tuple[bytes, bytes]] | tuple[()] = ()) -> bytes:
+    """A response written whole by lunad itself rather than through uvicorn's `send`: the
+    status line (uvicorn's table), any `headers`, content type and length, `connection:
+    close` when the connection ends with it, the body."""
+    extra = b"".join(b"%s: %s\r\n" % header for header in headers)
+    return b"%s%scontent-type: %s\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        STATUS_LINE[status], extra, content_type, len(body),
+        b"connection: close\r\n" if close else b"", body)
 
 
 def too_slow_body(seconds: float) -> bytes:
