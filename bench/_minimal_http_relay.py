@@ -1,21 +1,26 @@
 """The floor for an HTTP front: 2026-07-28 POSTs relayed to one stdio worker, nothing else.
 
-    python bench/_minimal_http_relay.py {callbacks,asgi} PORT COMMAND [ARGS...]
+    python bench/_minimal_http_relay.py {callbacks,held,asgi} PORT COMMAND [ARGS...]
 
 Starts COMMAND with pipes, locks it into the 2026-07-28 era with lunad's own readiness
 request (`server/discover`), prints "ready" and serves http://127.0.0.1:PORT/ (any path):
 each POST body is one JSON-RPC request, sent to the worker under an id of the relay's own,
 and its answer goes back as the response, with the client's id. No Host, Origin or token
 checks, no header or envelope validation, no metrics, no limits, no cancellation: what is
-left is the HTTP parsing, the hop to the worker and back, and the ids. Two shapes:
+left is the HTTP parsing, the hop to the worker and back, and the ids. Three shapes:
 
 - `callbacks`: an asyncio Protocol over httptools (llhttp, the parser lunad's front uses),
   everything done in the read callbacks, no task per request;
+- `held`: uvicorn's httptools protocol, as lunad's front runs it, each request relayed from
+  its callbacks with its ASGI task never started and the answer written whole, uvicorn's
+  cycle then told it is over: the shape of lunad's direct path (daemon/http/direct.py)
+  without lunad's checks, metrics and observer;
 - `asgi`: uvicorn with httptools, as lunad's front runs it, and a trivial ASGI app.
 
-bench/bench_http.py times round trips through both next to lunad's front, so the difference
-between them is what uvicorn's ASGI cycle costs and the difference to lunad is what lunad's
-own work on a request costs. Not a bench itself (no `bench_` prefix).
+bench/bench_http.py times round trips through all three next to lunad's front: `held` less
+`callbacks` is what uvicorn's protocol costs a request, `asgi` less `held` what its ASGI
+cycle adds, and lunad's row less `held` what lunad's own work on a request costs. Not a
+bench itself (no `bench_` prefix).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import httptools
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -104,6 +110,29 @@ class CallbackConnection(asyncio.Protocol):
             self.transport.write(head(len(body)) + body)
 
 
+class HeldProtocol(HttpToolsProtocol):
+    """uvicorn's protocol with each request answered from its callbacks (shape `held`)."""
+
+    worker: Worker  # set on the class before uvicorn builds one per connection
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        pass  # the request is relayed once its body is whole (on_message_complete)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+
+        def answered(body: bytes) -> None:
+            if cycle.disconnected:
+                return
+            cycle.response_started = cycle.response_complete = True
+            cycle.transport.write(head(len(body)) + body)
+            cycle.message_event.set()
+            cycle.on_response()
+
+        self.worker.ask(bytes(cycle.body), answered)
+
+
 def asgi_app(worker: Worker) -> Callable[..., Awaitable[None]]:
     async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                   send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
@@ -132,8 +161,10 @@ async def main(shape: str, port: int, command: list[str]) -> None:
                                                        "127.0.0.1", port)
         print("ready", flush=True)
         await asyncio.Event().wait()
+    HeldProtocol.worker = worker
+    protocol = HeldProtocol if shape == "held" else "httptools"
     server = uvicorn.Server(uvicorn.Config(asgi_app(worker), host="127.0.0.1", port=port,
-                                           http="httptools", lifespan="off",
+                                           http=protocol, lifespan="off",
                                            log_level="warning", access_log=False))
     serving = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
@@ -145,6 +176,6 @@ async def main(shape: str, port: int, command: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 4 or sys.argv[1] not in ("callbacks", "asgi"):
+    if len(sys.argv) < 4 or sys.argv[1] not in ("callbacks", "held", "asgi"):
         sys.exit(__doc__.splitlines()[2].strip())
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3:]))

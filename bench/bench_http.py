@@ -21,10 +21,13 @@ The same server code everywhere (tests/conformance/server.py, its `add` tool):
   to the worker add;
 - for reference, the floor of an HTTP front (2026-07-28, round trips only):
   bench/_minimal_http_relay.py relaying each POST to the same file on pipes with no checks
-  at all, once parsed and answered from callbacks over httptools, once as a trivial ASGI app
-  under uvicorn (what lunad's front runs on): the first less the SDK's row says whether a
-  front with a worker hop can be faster than the SDK's server at all, the second what
-  uvicorn's ASGI cycle adds, a lunad row less the second what lunad's own work adds;
+  at all, once parsed and answered from callbacks over httptools, once answered from the
+  callbacks of uvicorn's httptools protocol with no ASGI task (the shape of lunad's direct
+  path), once as a trivial ASGI app under uvicorn (what lunad's front runs on): the first
+  less the SDK's row says whether a front with a worker hop can be faster than the SDK's
+  server at all, the second less the first what uvicorn's protocol costs, the third less the
+  second what its ASGI cycle adds, and a lunad row less the second what lunad's own work
+  (its checks, metrics and observer) adds;
 - with `--baseline CHECKOUT`, the lunad of another checkout of this repository (its daemon
   package, the same server file), rows of its own beside this one's: a change to lunad
   measured in one run.
@@ -93,7 +96,9 @@ from tests.support.ports import free_port  # noqa: E402
 
 SUPERGATEWAY = ROOT / "bench" / "supergateway" / "node_modules" / ".bin" / "supergateway"
 STDIO = {"sdk": "SDK stdio_server", "pipes": "event-loop pipes"}
-RELAYS = {"callbacks": "httptools and callbacks", "asgi": "uvicorn and a trivial ASGI app"}
+RELAYS = {"callbacks": "httptools and callbacks",
+          "held": "uvicorn's protocol answering from its callbacks",
+          "asgi": "uvicorn and a trivial ASGI app"}
 SPAWN_CALLS = 30  # round trips through a front that spawns a server per request
 BLOCK = 50  # consecutive round trips to one row before the next row
 OPEN_TIMEOUT = 180.0  # seconds for every client's session to open before the run is void
