@@ -23,6 +23,7 @@ holds; `ForkedTransport` is that transport, fed an already-born process instead 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -109,8 +110,10 @@ class ForkedTransport(base_subprocess.BaseSubprocessTransport):
         self._proc = child
 
 
-def _watch_exit(loop: asyncio.AbstractEventLoop, transport: ForkedTransport, pid: int) -> None:
-    """Reap `pid` (our child) when its pidfd turns readable, and tell the transport."""
+def _watch_exit(loop: asyncio.AbstractEventLoop, pid: int,
+                exited: Callable[[int], None]) -> None:
+    """Reap `pid` (our child) when its pidfd turns readable, then call `exited(its exit
+    code)`."""
     pidfd = os.pidfd_open(pid)
 
     def on_exit() -> None:
@@ -122,9 +125,20 @@ def _watch_exit(loop: asyncio.AbstractEventLoop, transport: ForkedTransport, pid
             return
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        transport._process_exited(os.waitstatus_to_exitcode(status))
+        exited(os.waitstatus_to_exitcode(status))
 
     loop.add_reader(pidfd, on_exit)
+
+
+def discard(loop: asyncio.AbstractEventLoop, pid: int) -> None:
+    """Kill a worker the template forked for a request its caller gave up on, with its
+    process group (and the pid itself: it may not have called setsid yet), and reap it once
+    it is gone: it is lunad's child, and nothing else watches it."""
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # already reaped: nothing is left
+        _watch_exit(loop, pid, lambda code: None)
 
 
 async def fork_exec(loop: asyncio.AbstractEventLoop,
@@ -156,7 +170,7 @@ async def fork_exec(loop: asyncio.AbstractEventLoop,
     waiter = loop.create_future()
     transport = ForkedTransport(loop, protocol, None, False, subprocess.PIPE, subprocess.PIPE,
                                 subprocess.PIPE, 0, waiter=waiter, child=child)
-    _watch_exit(loop, transport, pid)
+    _watch_exit(loop, pid, transport._process_exited)
     try:
         await waiter
     except BaseException:

@@ -6,7 +6,9 @@ Python, started through daemon/childproc.py like any child: own process group, d
 lunad), with its end of a SOCK_SEQPACKET socketpair as FD. Once it says ready, `fork()` sends
 it a worker's environment, cwd and stdio fds (SCM_RIGHTS) and gets the new worker's pid back;
 daemon/birth.py turns that into the worker's transport. Requests are answered in order, so
-one FIFO of futures matches answers to requests.
+one FIFO of futures matches answers to requests. A request whose caller gives up once it is
+sent (cancelled, or no answer within ready_timeout) keeps its place there, and a worker
+forked for it, which nothing else owns, is killed and reaped (`birth.discard`).
 
 Supervision. A template that exits, cannot import its preload, or does not say ready within
 the server's ready_timeout is a failure for daemon/backoff.py: restarted after an exponential
@@ -35,7 +37,7 @@ from typing import Any
 
 from daemon import childproc
 from daemon.backoff import Backoff
-from daemon.birth import EXEC, FORK, ForkUnavailable
+from daemon.birth import EXEC, FORK, ForkUnavailable, discard
 from daemon.config import ServerConfig
 from daemon.worker import describe_returncode
 
@@ -256,20 +258,18 @@ class Template:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         async with self._send_lock:  # one request on the wire at a time: answers stay in order
             self._pending.append(future)
-            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-            while True:
-                try:
-                    sock.sendmsg([body], rights)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(0.001)
-                except OSError as exc:
-                    with contextlib.suppress(ValueError):
-                        self._pending.remove(future)
-                    raise ForkUnavailable(f"could not reach the template: {exc}") from exc
+            try:
+                await _send(sock, body, fds)
+            except BaseException:  # not sent (refused, or its caller gave up): no answer comes
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(future)
+                raise
         try:
             answer = await asyncio.wait_for(asyncio.shield(future), self.config.ready_timeout)
-        except TimeoutError:
+        except BaseException as exc:  # cancelled, or too slow: its answer is nobody's now
+            future.add_done_callback(self._abandoned)
+            if not isinstance(exc, TimeoutError):
+                raise
             self._log.warning("template pid %s did not fork within %g s: restarting it",
                               self.pid, self.config.ready_timeout)
             self._kill()
@@ -278,7 +278,31 @@ class Template:
             raise ForkUnavailable(f"the template refused: {answer.get('error', answer)}")
         return int(answer["pid"])
 
+    def _abandoned(self, future: asyncio.Future[dict[str, Any]]) -> None:
+        """The answer to a fork request whose caller gave up. A worker forked for it has no
+        owner to stop it, so it is killed and reaped here; a failure is only read (else
+        asyncio reports it as never retrieved)."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        pid = future.result().get("pid")
+        if type(pid) is int:
+            self._log.info("worker pid %s was forked for a request given up on: killed", pid)
+            discard(asyncio.get_running_loop(), pid)
+
     def _kill(self) -> None:
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+
+
+async def _send(sock: socket.socket, body: bytes, fds: list[int]) -> None:
+    """One fork request with the worker's fds, waiting while the socket is full."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+    while True:
+        try:
+            sock.sendmsg([body], rights)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+        except OSError as exc:
+            raise ForkUnavailable(f"could not reach the template: {exc}") from exc
