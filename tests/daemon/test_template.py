@@ -62,7 +62,7 @@ def worker_fds() -> Any:
             os.close(write)
 
 
-async def give_up_on_a_fork(template: Template) -> asyncio.Task[int]:
+async def give_up_on_a_fork(template: Template) -> None:
     """Send a fork request to the (frozen) template and cancel it before its answer."""
     assert template.pid is not None
     with worker_fds() as fds:
@@ -73,7 +73,6 @@ async def give_up_on_a_fork(template: Template) -> asyncio.Task[int]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert task.cancelled()
-    return task
 
 
 @pytest.mark.anyio
